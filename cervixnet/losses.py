@@ -1,0 +1,1 @@
+"""Loss functions (placeholder, being written)."""

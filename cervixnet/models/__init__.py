@@ -1,0 +1,1 @@
+"""Model builders (placeholder, being written)."""
