@@ -1,0 +1,338 @@
+"""Run configuration: typed sections loaded from YAML, validated, with every default in one file.
+
+The shipped ``configs/default.yaml`` holds every key with its default. A user's YAML file is
+merged over it (only the keys it names change), then command-line overrides are applied. Any
+key that is not in the defaults, or a value of the wrong type or out of range, raises
+:class:`~cervixnet.errors.ConfigError` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import importlib.resources
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cervixnet.errors import ConfigError
+
+ARCHITECTURES = ("unet", "fcn", "deeplabv3", "unet-joint")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticDataConfig:
+    """The built-in synthetic data set used when no ``data.path`` is given."""
+
+    n_images: int = 354
+    n_preterm: int = 35
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation; the mask follows every geometric transform."""
+
+    enabled: bool = True
+    rotation_degrees: float = 15.0
+    zoom: float = 0.1
+    brightness: float = 0.1
+    contrast: float = 0.1
+    noise_std: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it becomes model input."""
+
+    path: str | None = None
+    image_size: tuple[int, int] = (128, 128)
+    channels: int = 1
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    splits_file: str | None = None
+    synthetic: SyntheticDataConfig = SyntheticDataConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Builder arguments: ``base_filters`` for every network, then one mapping per architecture."""
+
+    base_filters: int = 8
+    unet: dict[str, Any] = dataclasses.field(default_factory=lambda: {"depth": 4})
+    unet_joint: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {
+            "depth": 4,
+            "classifier_features": "bottleneck",
+            "classifier_units": (64, 16),
+            "classifier_dropout": 0.3,
+        }
+    )
+    fcn: dict[str, Any] = dataclasses.field(default_factory=dict)
+    deeplabv3: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+
+    def builder_kwargs(self, arch: str) -> dict[str, Any]:
+        """Keyword arguments for ``cervixnet.models.get(arch, ...)`` (input shape excluded)."""
+        options = dict(getattr(self, arch.replace("-", "_")))
+        return {"base_filters": self.base_filters, "weights": self.weights, **options}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """``L = L_seg + beta * L_cls`` with ``L_seg = alpha * BCE + (1 - alpha) * Dice``."""
+
+    alpha: float = 0.5
+    beta: float = 0.8
+    positive_weight: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Optimiser and loop settings (AdamW: Adam with decoupled weight decay)."""
+
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 5e-4
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    jit_compile: bool | str = False
+    monitor: str = "val_loss"
+    shuffle_buffer: int = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A fully resolved run configuration."""
+
+    arch: str = "unet-joint"
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-ready mapping (tuples as lists, ``unet_joint`` as ``unet-joint``)."""
+        return _to_plain(dataclasses.asdict(self))
+
+    def replace(self, overrides: Mapping[str, Any], source: str = "override") -> Config:
+        """Returns a copy with dotted-key overrides applied, e.g. ``{"training.epochs": 3}``."""
+        nested: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            node = nested
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return from_dict(_deep_merge(self.to_dict(), nested), source=source)
+
+
+# Range checks: dotted key -> (predicate, expectation shown to the user).
+_CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "arch": (lambda v: v in ARCHITECTURES, "one of " + ", ".join(ARCHITECTURES)),
+    "data.image_size": (
+        lambda v: len(v) == 2 and min(v) > 0,
+        "two positive integers [height, width]",
+    ),
+    "data.channels": (lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
+    "data.split": (
+        lambda v: len(v) == 3 and min(v) >= 0 and v[0] > 0 and abs(sum(v) - 1.0) < 1e-6,
+        "three fractions [train, val, test] summing to 1 with train > 0",
+    ),
+    "data.synthetic.n_images": (lambda v: v >= 10, "an integer >= 10"),
+    "data.synthetic.n_preterm": (lambda v: v >= 1, "an integer >= 1"),
+    "data.augment.rotation_degrees": (lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
+    "data.augment.zoom": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "data.augment.brightness": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
+    "data.augment.contrast": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
+    "data.augment.noise_std": (lambda v: v >= 0, "a non-negative number"),
+    "model.base_filters": (lambda v: v > 0, "a positive integer"),
+    "loss.alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "loss.beta": (lambda v: v >= 0, "a non-negative number"),
+    "loss.positive_weight": (lambda v: v is None or v > 0, "a positive number or null"),
+    "training.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "training.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "training.learning_rate": (lambda v: v > 0, "a positive number"),
+    "training.weight_decay": (lambda v: v >= 0, "a non-negative number"),
+    "training.beta_1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "training.beta_2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "training.jit_compile": (lambda v: v in (True, False, "auto"), "true, false or auto"),
+    "training.shuffle_buffer": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+
+def shipped_config_names() -> tuple[str, ...]:
+    """Names of the YAML files shipped in ``cervixnet.configs`` (e.g. ``default``, ``paper``)."""
+    folder = importlib.resources.files("cervixnet.configs")
+    return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")))
+
+
+def default_config() -> Config:
+    """The shipped defaults (``configs/default.yaml``)."""
+    return from_dict(_read_shipped("default"), source="default.yaml")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Loads defaults, merges a YAML file over them, then applies dotted-key overrides.
+
+    Args:
+        path: a YAML file, or the name of a shipped config (``paper``); ``None`` for defaults.
+        overrides: dotted keys to values, e.g. ``{"training.epochs": 2}``; ``None`` values
+            are ignored so that unset command-line options change nothing.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or out-of-range value.
+    """
+    base = _read_shipped("default")
+    source = "default.yaml"
+    if path is not None:
+        user, source = _read_user_config(path)
+        base = _deep_merge(base, user)
+    config = from_dict(base, source=source)
+    if overrides:
+        config = config.replace({k: v for k, v in overrides.items() if v is not None})
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Writes the fully resolved configuration as YAML."""
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def from_dict(values: Mapping[str, Any], source: str = "config") -> Config:
+    """Builds a validated :class:`Config` from a complete nested mapping."""
+    return _build(Config, values, source, prefix="")
+
+
+def _read_shipped(name: str) -> dict[str, Any]:
+    resource = importlib.resources.files("cervixnet.configs") / f"{name}.yaml"
+    return yaml.safe_load(resource.read_text(encoding="utf-8")) or {}
+
+
+def _read_user_config(path: str | Path) -> tuple[dict[str, Any], str]:
+    candidate = Path(path)
+    if not candidate.exists() and str(path) in shipped_config_names():
+        return _read_shipped(str(path)), f"{path}.yaml"
+    if not candidate.is_file():
+        shipped = ", ".join(shipped_config_names())
+        raise ConfigError(f"Config file not found: {path} (shipped configs: {shipped})")
+    try:
+        loaded = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{candidate}: not valid YAML ({error})") from None
+    if loaded is None:
+        return {}, str(candidate)
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{candidate}: expected a mapping of keys at the top level")
+    return loaded, str(candidate)
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k.replace("unet_joint", "unet-joint"): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, values: Mapping[str, Any], source: str, prefix: str):
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"{source}: '{prefix.rstrip('.')}' must be a mapping. Received: {values!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = {f.replace("_", "-") if f == "unet_joint" else f: f for f in fields}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), list(names), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}'{hint}")
+        field = names[key]
+        dotted = f"{prefix}{key}"
+        kwargs[field] = _coerce(hints[field], value, source, dotted)
+        check = _CHECKS.get(dotted)
+        if check is not None and not check[0](kwargs[field]):
+            raise ConfigError(f"{source}: '{dotted}' must be {check[1]}. Received: {value!r}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
+    """Checks ``value`` against a type hint, converting lists to tuples and ints to floats."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, prefix=f"{dotted}.")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(option, value, source, dotted)
+            except ConfigError as error:
+                errors.append(error)
+        raise errors[-1]
+    if hint is type(None):
+        if value is None:
+            return None
+        raise _type_error(source, dotted, "null", value)
+    if origin is tuple:
+        item_types = typing.get_args(hint)
+        if not isinstance(value, list | tuple) or len(value) != len(item_types):
+            raise _type_error(source, dotted, f"a list of {len(item_types)} values", value)
+        return tuple(_coerce(t, v, source, dotted) for t, v in zip(item_types, value, strict=True))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _type_error(source, dotted, "a mapping", value)
+        return {str(k): _plain_value(v) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(source, dotted, "true or false", value)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _type_error(source, dotted, "an integer", value)
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _type_error(source, dotted, "a number", value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _type_error(source, dotted, "a string", value)
+    return value
+
+
+def _plain_value(value: Any) -> Any:
+    """Builder options: YAML lists become tuples so that they compare and hash like defaults."""
+    if isinstance(value, list):
+        return tuple(_plain_value(v) for v in value)
+    return value
+
+
+def _type_error(source: str, dotted: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{source}: '{dotted}' must be {expected}. Received: {value!r}")

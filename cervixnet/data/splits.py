@@ -1,0 +1,148 @@
+"""Patient-level train/val/test splits: all images of a patient land in one set.
+
+Splits are grouped by ``patient_id`` and stratified by label with scikit-learn's
+``StratifiedGroupKFold``. A fraction ``f`` is realised as one fold of ``round(1 / f)``
+folds, first for test on all patients, then for val on the rest, so 60/20/20 is exact in
+patients up to rounding and close in images. A split is saved as ``splits.json`` and can be
+loaded again to reuse it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from cervixnet.data.manifest import Manifest
+from cervixnet.errors import DataError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """Patient ids per split; ``indices(manifest)`` maps them to record positions."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    seed: int | None = None
+    fractions: tuple[float, float, float] | None = None
+
+    def patients(self, name: str) -> tuple[str, ...]:
+        if name not in SPLIT_NAMES:
+            raise ValueError(f"Unknown split {name!r}. Expected one of {SPLIT_NAMES}.")
+        return getattr(self, name)
+
+    def indices(self, manifest: Manifest) -> dict[str, list[int]]:
+        """Record positions per split, in manifest order."""
+        where = {p: name for name in SPLIT_NAMES for p in self.patients(name)}
+        result: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+        for position, record in enumerate(manifest.records):
+            if record.patient_id not in where:
+                raise DataError(
+                    f"{manifest.path}, row {record.row}, column 'patient_id': patient "
+                    f"'{record.patient_id}' is in no set of the saved split"
+                )
+            result[where[record.patient_id]].append(position)
+        return result
+
+    def save(self, path: str | Path, manifest: Manifest) -> None:
+        """Writes ``splits.json``: patients and image paths per split, with their counts."""
+        indices = self.indices(manifest)
+        payload = {
+            "method": "StratifiedGroupKFold by patient, stratified by label",
+            "seed": self.seed,
+            "fractions": list(self.fractions) if self.fractions else None,
+            "manifest": str(manifest.path),
+        }
+        for name in SPLIT_NAMES:
+            records = [manifest.records[i] for i in indices[name]]
+            payload[name] = {
+                "patients": list(self.patients(name)),
+                "n_images": len(records),
+                "n_preterm": sum(r.label == 1 for r in records),
+                "images": [str(r.image.relative_to(manifest.root)) for r in records],
+            }
+        Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Splits:
+        """Reads a ``splits.json`` written by :meth:`save`."""
+        try:
+            payload = json.loads(Path(path).read_text(encoding="utf-8"))
+            parts = {name: tuple(str(p) for p in payload[name]["patients"]) for name in SPLIT_NAMES}
+        except FileNotFoundError:
+            raise DataError(f"{path}: splits file not found") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(f"{path}: not a cervixnet splits.json ({error!r})") from None
+        owners: dict[str, str] = {}
+        overlap = sorted(
+            p for name in SPLIT_NAMES for p in parts[name] if owners.setdefault(p, name) != name
+        )
+        if overlap:
+            raise DataError(f"{path}: patients in more than one set: {overlap[:5]}")
+        fractions = payload.get("fractions")
+        return cls(
+            **parts,
+            seed=payload.get("seed"),
+            fractions=tuple(fractions) if fractions else None,
+        )
+
+
+def split_patients(
+    manifest: Manifest, fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0
+) -> Splits:
+    """Splits a manifest's patients into train/val/test, grouped and stratified by label.
+
+    Args:
+        manifest: the parsed data set.
+        fractions: train, val and test fractions summing to 1 (test or val may be 0).
+        seed: shuffles patients before the folds are formed.
+
+    Raises:
+        DataError: too few patients for the requested folds.
+    """
+    train_fraction, val_fraction, test_fraction = (float(f) for f in fractions)
+    if abs(train_fraction + val_fraction + test_fraction - 1.0) > 1e-6 or train_fraction <= 0:
+        raise ValueError(f"fractions must sum to 1 with train > 0. Received: fractions={fractions}")
+    patients = np.array([r.patient_id for r in manifest.records])
+    # Unknown labels form their own stratum so that they spread over the sets too.
+    strata = np.array([-1 if r.label is None else r.label for r in manifest.records])
+    everyone = np.arange(len(patients))
+    test_idx = _one_fold(manifest, everyone, patients, strata, test_fraction, seed)
+    rest = np.setdiff1d(everyone, test_idx)
+    val_share = val_fraction / (train_fraction + val_fraction)
+    val_idx = rest[
+        _one_fold(manifest, np.arange(len(rest)), patients[rest], strata[rest], val_share, seed)
+    ]
+    train_idx = np.setdiff1d(rest, val_idx)
+    ordered = {
+        name: tuple(dict.fromkeys(patients[np.sort(idx)].tolist()))
+        for name, idx in zip(SPLIT_NAMES, (train_idx, val_idx, test_idx), strict=True)
+    }
+    return Splits(**ordered, seed=seed, fractions=(train_fraction, val_fraction, test_fraction))
+
+
+def _one_fold(manifest, positions, patients, strata, fraction, seed) -> np.ndarray:
+    """Positions (into ``positions``) of one stratified group fold of about ``fraction``."""
+    if fraction <= 0:
+        return np.array([], dtype=int)
+    n_folds = max(2, round(1.0 / fraction))
+    n_patients = len(set(patients.tolist()))
+    if n_patients < n_folds:
+        raise DataError(
+            f"{manifest.path}: {n_patients} patients are too few for a {fraction:.0%} split "
+            f"({n_folds} patient groups needed)"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # With ~10 % preterm, a class smaller than the fold count is normal, not a problem.
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        _, fold = next(splitter.split(positions, strata, groups=patients))
+    return fold

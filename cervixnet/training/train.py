@@ -1,0 +1,281 @@
+"""One training run, from a configuration to a run folder.
+
+The run folder holds:
+
+- ``config.yaml``: the fully resolved configuration (data path included);
+- ``splits.json``: patients and images per split;
+- ``model.keras``: the best epoch by ``training.monitor`` (reloads with ``import cervixnet``);
+- ``history.csv``: one row per epoch (losses and metrics, train and val);
+- ``logs/``: TensorBoard event files;
+- ``metrics.json`` and ``predictions.csv``: per-split figures and per-image results of the
+  best model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from cervixnet import losses, metrics, models
+from cervixnet.config import Config, save_config
+from cervixnet.data.manifest import Manifest, read_manifest
+from cervixnet.data.pipeline import make_dataset
+from cervixnet.data.sources import resolve_data
+from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
+from cervixnet.errors import ConfigError, DataError
+from cervixnet.evaluation import predict_records, split_metrics, write_predictions
+
+RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a run produced: its folder, per-split figures and the epoch history."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    seconds: float
+
+
+def build_model(config: Config) -> keras.Model:
+    """Builds ``config.arch`` at ``config.data.image_size`` with the config's builder options.
+
+    Raises:
+        ConfigError: an option the builder does not take, or a value it rejects.
+    """
+    height, width = config.data.image_size
+    kwargs = config.model.builder_kwargs(config.arch)
+    builder = models.builder(config.arch)
+    accepted = inspect.signature(builder).parameters
+    for key in kwargs:
+        if key not in accepted or key in ("input_shape", "name"):
+            options = ", ".join(p for p in accepted if p not in ("input_shape", "name"))
+            raise ConfigError(
+                f"unknown key 'model.{config.arch}.{key}' for {builder.__name__}; "
+                f"expected one of: {options}"
+            )
+    try:
+        return builder(input_shape=(height, width, config.data.channels), **kwargs)
+    except (ValueError, FileNotFoundError) as error:
+        raise ConfigError(f"model '{config.arch}': {error}") from None
+
+
+def compile_model(model: keras.Model, config: Config, positive_weight: float) -> None:
+    """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label."""
+    mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=config.training.learning_rate,
+        weight_decay=config.training.weight_decay,
+        beta_1=config.training.beta_1,
+        beta_2=config.training.beta_2,
+    )
+    if len(model.outputs) == 2:
+        model.compile(
+            optimizer=optimizer,
+            loss={
+                "mask": losses.BCEDiceLoss(alpha=config.loss.alpha),
+                "label": losses.WeightedBinaryCrossentropy(positive_weight=positive_weight),
+            },
+            loss_weights={"mask": 1.0, "label": config.loss.beta},
+            metrics={
+                "mask": mask_metrics,
+                "label": [
+                    keras.metrics.AUC(name="auc"),
+                    keras.metrics.Precision(name="precision"),
+                    keras.metrics.Recall(name="recall"),
+                    metrics.Specificity(),
+                ],
+            },
+            jit_compile=config.training.jit_compile,
+        )
+    else:
+        model.compile(
+            optimizer=optimizer,
+            loss=losses.BCEDiceLoss(alpha=config.loss.alpha),
+            metrics=mask_metrics,
+            jit_compile=config.training.jit_compile,
+        )
+
+
+def train(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    cache_root: str | Path | None = None,
+    verbose: int | str = "auto",
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Trains ``config.arch`` and writes a run folder (see the module docstring).
+
+    Args:
+        config: a resolved configuration (``cervixnet.config.load_config``).
+        run_dir: the run folder; created, and refused if it already holds a run.
+        cache_root: where the synthetic data set is cached (default ``~/.cache/cervixnet``).
+        verbose: Keras ``fit`` verbosity; ``"auto"`` shows a progress bar on a terminal
+            and one line per epoch otherwise.
+        echo: receives one-line progress messages.
+
+    Raises:
+        ConfigError, DataError: invalid configuration or data, before any training.
+    """
+    started = time.perf_counter()
+    run_dir = _prepare_run_dir(run_dir)
+    keras.utils.set_random_seed(config.seed)
+
+    manifest_path = resolve_data(config, cache_root)
+    manifest = read_manifest(manifest_path)
+    if config.data.path is None:
+        echo(f"Data: built-in synthetic set at {manifest.root}")
+    config = config.replace({"data.path": str(manifest.root)})
+    joint = models.is_joint(config.arch)
+    splits = _make_splits(config, manifest)
+    indices = splits.indices(manifest)
+    _check_trainable(manifest, indices, joint)
+
+    model = build_model(config)
+    save_config(config, run_dir / "config.yaml")
+    splits.save(run_dir / "splits.json", manifest)
+    train_labels = [manifest.records[i].label for i in indices["train"]]
+    positive_weight = config.loss.positive_weight
+    if joint and positive_weight is None:
+        positive_weight = losses.positive_weight_from_labels(
+            np.array([np.nan if v is None else v for v in train_labels], dtype=float)
+        )
+    compile_model(model, config, positive_weight or 1.0)
+    counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
+    echo(
+        f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
+        f"for {config.training.epochs} epochs"
+        + (f"; preterm weight {positive_weight:.2f}" if joint else "")
+    )
+
+    common = {
+        "image_size": config.data.image_size,
+        "channels": config.data.channels,
+        "batch_size": config.training.batch_size,
+        "joint": joint,
+        "seed": config.seed,
+    }
+    train_data = make_dataset(
+        manifest,
+        indices["train"],
+        training=True,
+        augment=config.data.augment,
+        shuffle_buffer=config.training.shuffle_buffer,
+        **common,
+    )
+    val_data = make_dataset(manifest, indices["val"], **common) if indices["val"] else None
+    monitor = config.training.monitor if val_data is not None else "loss"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            run_dir / "model.keras",
+            monitor=monitor,
+            mode="min" if "loss" in monitor else "max",
+            save_best_only=True,
+        ),
+        keras.callbacks.CSVLogger(run_dir / "history.csv"),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.training.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+
+    best = keras.models.load_model(run_dir / "model.keras")
+    risk = _float_column(manifest, "risk")
+    figures, per_split = {}, {}
+    for name in SPLIT_NAMES:
+        if not indices[name]:
+            continue
+        predictions = predict_records(
+            best,
+            manifest,
+            indices[name],
+            image_size=config.data.image_size,
+            channels=config.data.channels,
+            batch_size=config.training.batch_size,
+        )
+        split_risk = None if risk is None else [risk[i] for i in indices[name]]
+        figures[name] = split_metrics(predictions, risk=split_risk)
+        per_split[name] = (indices[name], predictions)
+    write_predictions(run_dir / "predictions.csv", manifest, per_split)
+    seconds = time.perf_counter() - started
+    summary = {
+        "arch": config.arch,
+        "parameters": int(best.count_params()),
+        "epochs": config.training.epochs,
+        "best_epoch": _best_epoch(history.history, monitor),
+        "seconds": round(seconds, 1),
+        "splits": figures,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return TrainResult(run_dir, summary, dict(history.history), seconds)
+
+
+def _prepare_run_dir(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir}: exists and is not a folder")
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing:
+        raise ConfigError(
+            f"--out {run_dir}: already holds a run ({', '.join(existing)}); "
+            "choose a new folder so that no earlier result is overwritten"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _make_splits(config: Config, manifest: Manifest) -> Splits:
+    if config.data.splits_file is not None:
+        return Splits.load(config.data.splits_file)
+    return split_patients(manifest, config.data.split, seed=config.seed)
+
+
+def _check_trainable(manifest: Manifest, indices: dict[str, list[int]], joint: bool) -> None:
+    train = [manifest.records[i] for i in indices["train"]]
+    if not train:
+        raise DataError(f"{manifest.path}: the training split is empty")
+    if not any(r.mask is not None for r in train):
+        raise DataError(f"{manifest.path}: no training image has a mask (column 'mask')")
+    if joint:
+        labels = {r.label for r in train if r.label is not None}
+        if labels != {0, 1}:
+            raise DataError(
+                f"{manifest.path}: the joint model needs preterm (1) and control (0) images in "
+                f"the training split; it has labels {sorted(labels)} (column 'label')"
+            )
+
+
+def _float_column(manifest: Manifest, name: str) -> list[float] | None:
+    values = manifest.column(name)
+    if all(v is None for v in values):
+        return None
+    try:
+        return [float("nan") if v is None else float(v) for v in values]
+    except ValueError:
+        return None
+
+
+def _best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
+    values = history.get(monitor)
+    if not values:
+        return None
+    pick = np.nanargmin if "loss" in monitor else np.nanargmax
+    return int(pick(values)) + 1

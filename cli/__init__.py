@@ -1,0 +1,1 @@
+"""The ``cervixnet`` command line (installed as ``cervixnet.cli``)."""

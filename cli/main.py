@@ -1,0 +1,153 @@
+"""The ``cervixnet`` command: a thin layer that parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import os
+from pathlib import Path
+
+import click
+
+from cervixnet.config import ARCHITECTURES
+from cervixnet.errors import CervixnetError
+
+
+def _user_errors(command):
+    """Turns cervixnet's user-facing errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except CervixnetError as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def _quiet_tensorflow() -> None:
+    """Hides TensorFlow's C++ start-up chatter unless the user asked for it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cervixnet")
+def main() -> None:
+    """cervixnet: segment the cervix and predict preterm birth from transvaginal ultrasound.
+
+    Start with `cervixnet train --arch unet-joint`: it generates the built-in synthetic
+    data set, trains the joint U-Net on a patient-level 60/20/20 split and prints the
+    figures of the paper's tables for each split.
+    """
+
+
+@main.command()
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHITECTURES),
+    default=None,
+    help="Network to train [default: from the config, unet-joint].",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    metavar="PATH|NAME",
+    help="YAML config merged over the defaults, or a shipped config name: default, paper.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Data folder with manifest.csv (or the manifest itself) [default: built-in synthetic].",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run folder to create [default: runs/<arch>-<date>-<time>].",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs."
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Override training.batch_size."
+)
+@click.option("--seed", type=int, default=None, help="Override seed (split, shuffling, init).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the synthetic data set is cached [default: ~/.cache/cervixnet].",
+)
+@_user_errors
+def train(arch, config_path, data, out, epochs, batch_size, seed, cache_dir) -> None:
+    """Train a network and write a run folder.
+
+    The run folder holds config.yaml (fully resolved), splits.json, model.keras (best
+    epoch by validation loss), history.csv, TensorBoard logs, metrics.json and
+    predictions.csv. The figures of the best model are printed at the end.
+    """
+    from cervixnet.config import load_config
+
+    config = load_config(
+        config_path,
+        overrides={
+            "arch": arch,
+            "data.path": str(data) if data is not None else None,
+            "training.epochs": epochs,
+            "training.batch_size": batch_size,
+            "seed": seed,
+        },
+    )
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{config.arch}-{stamp}"
+    _quiet_tensorflow()
+    from cervixnet.evaluation import format_table
+    from cervixnet.training import train as run_training
+
+    result = run_training(config, out, cache_root=cache_dir, echo=click.echo)
+    click.echo("")
+    click.echo(format_table(result.metrics["splits"]))
+    click.echo(f"\nRun folder: {result.run_dir}  ({result.seconds / 60:.1f} min)")
+
+
+@main.group()
+def data() -> None:
+    """Create and inspect data sets."""
+
+
+@data.command()
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
+)
+@click.option("--n-images", type=click.IntRange(min=10), default=354, show_default=True)
+@click.option("--n-preterm", type=click.IntRange(min=1), default=35, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_user_errors
+def synth(out, n_images, n_preterm, seed) -> None:
+    """Write the synthetic transvaginal-ultrasound data set in the manifest format.
+
+    Colour images with caliper crosses burnt in, binary masks, and manifest.csv with
+    image, patient_id, label, mask plus the generator's latent risk and features;
+    generator.json records the generative model and its best possible AUC.
+    """
+    from cervixnet.data import synthetic
+
+    spec = synthetic.SyntheticSpec(n_images=n_images, n_preterm=n_preterm, seed=seed)
+    try:
+        manifest = synthetic.generate(out, spec)
+    except (ValueError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from None
+    info = synthetic.load_generator_info(manifest.parent) or {}
+    best = info.get("best_auc")
+    click.echo(
+        f"Wrote {n_images} images ({n_preterm} preterm) to {manifest}"
+        + (f"; best possible AUC {best:.3f}" if best is not None else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny data set in the manifest format, written with OpenCV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def write_tiny_dataset(folder: Path, n_patients: int = 10, images_per_patient: int = 2) -> Path:
+    """Writes colour images with a bright ellipse (the 'cervix'), its mask and a manifest.
+
+    Patients with an even index are controls, odd ones preterm. Returns the manifest path.
+    """
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for patient in range(n_patients):
+        for k in range(images_per_patient):
+            height, width = 48 + 8 * (k % 2), 64
+            mask = np.zeros((height, width), np.uint8)
+            center = (int(rng.integers(24, 40)), int(rng.integers(20, height - 20)))
+            cv2.ellipse(mask, center, (14, 8), float(rng.integers(0, 180)), 0, 360, 255, -1)
+            gray = (rng.random((height, width)) * 60).astype(np.uint8)
+            gray[mask > 0] += 150
+            image = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+            name = f"p{patient:02d}_{k}.png"
+            cv2.imwrite(str(folder / "images" / name), image)
+            cv2.imwrite(str(folder / "masks" / name), mask)
+            rows.append({
+                "image": f"images/{name}",
+                "patient_id": f"p{patient:02d}",
+                "label": str(patient % 2),
+                "mask": f"masks/{name}",
+                "site": "A",
+            })
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A fresh tiny data set folder (10 patients, 20 images) per test."""
+    write_tiny_dataset(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def rewrite_manifest(manifest: Path, edit) -> None:
+    """Applies ``edit(rows) -> (fieldnames, rows)`` to a manifest in place (test data only)."""
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        fieldnames, rows = edit(list(reader.fieldnames), list(reader))
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)

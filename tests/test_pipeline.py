@@ -1,0 +1,116 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cervixnet.config import AugmentConfig
+from cervixnet.data.manifest import read_manifest
+from cervixnet.data.pipeline import build_augmenter, decode_image, decode_mask, make_dataset
+from tests.conftest import rewrite_manifest
+
+
+def _encode(array: np.ndarray) -> tf.Tensor:
+    ok, data = cv2.imencode(".png", array)
+    assert ok
+    return tf.constant(data.tobytes())
+
+
+def test_batches_shapes_and_ranges(tiny_dataset: Path):
+    manifest = read_manifest(tiny_dataset)
+    dataset = make_dataset(manifest, range(20), image_size=(32, 40), batch_size=8, joint=True)
+    batches = list(dataset)
+    assert [b[0].shape[0] for b in batches] == [8, 8, 4]
+    images, (masks, labels), (mask_weight, label_weight) = batches[0]
+    assert images.shape == (8, 32, 40, 1) and images.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    assert masks.shape == (8, 32, 40, 1)
+    assert set(np.unique(masks.numpy())) == {0.0, 1.0}
+    assert labels.shape == (8, 1)
+    np.testing.assert_array_equal(labels.numpy()[:, 0], [r.label for r in manifest.records[:8]])
+    np.testing.assert_array_equal(mask_weight.numpy(), np.ones(8))
+    np.testing.assert_array_equal(label_weight.numpy(), np.ones(8))
+
+
+def test_mask_only_targets_for_segmentation_models(tiny_dataset: Path):
+    manifest = read_manifest(tiny_dataset)
+    images, masks, weights = next(iter(make_dataset(manifest, [0, 1], image_size=(16, 16),
+                                                    joint=False)))
+    assert masks.shape == (2, 16, 16, 1)
+    assert weights.shape == (2,)
+
+
+def test_missing_mask_or_label_gets_zero_weight(tiny_dataset: Path):
+    def edit(fields, rows):
+        rows[0]["mask"] = ""
+        rows[1]["label"] = ""
+        return fields, rows
+
+    rewrite_manifest(tiny_dataset / "manifest.csv", edit)
+    manifest = read_manifest(tiny_dataset)
+    _, (masks, _), (mask_weight, label_weight) = next(
+        iter(make_dataset(manifest, [0, 1, 2], image_size=(16, 16)))
+    )
+    np.testing.assert_array_equal(mask_weight.numpy(), [0, 1, 1])
+    np.testing.assert_array_equal(label_weight.numpy(), [1, 0, 1])
+    assert float(tf.reduce_max(masks[0])) == 0.0
+
+
+def test_colour_becomes_gray_with_luma_weights():
+    bgr = np.zeros((4, 4, 3), np.uint8)
+    bgr[..., 2] = 255  # pure red
+    gray = decode_image(_encode(bgr), channels=1).numpy()
+    assert gray.shape == (4, 4, 1)
+    np.testing.assert_allclose(gray, 0.2989, atol=0.01)  # ITU-R 601 luma of red
+    rgb = decode_image(_encode(bgr), channels=3).numpy()
+    np.testing.assert_allclose(rgb[0, 0], [1.0, 0.0, 0.0], atol=1e-6)
+
+
+def test_16_bit_images_are_scaled_to_unit_range():
+    image = np.full((4, 4), 65535 // 2, np.uint16)
+    decoded = decode_image(_encode(image), channels=1).numpy()
+    np.testing.assert_allclose(decoded, 0.5, atol=1e-3)
+
+
+def test_mask_resize_is_nearest_and_binary():
+    mask = np.zeros((30, 30), np.uint8)
+    mask[5:20, 5:20] = 128  # any non-zero value is cervix
+    resized = decode_mask(_encode(mask), (17, 13)).numpy()
+    assert set(np.unique(resized)) == {0.0, 1.0}
+    assert resized.shape == (17, 13, 1)
+
+
+def test_augmentation_moves_mask_with_image():
+    # The image is the mask itself: after rotation and zoom both must still coincide.
+    mask = np.zeros((4, 32, 32, 1), np.float32)
+    mask[:, 8:24, 4:20] = 1.0
+    augment = build_augmenter(
+        AugmentConfig(rotation_degrees=30, zoom=0.2, brightness=0, contrast=0, noise_std=0), seed=1
+    )
+    images, masks = augment(tf.constant(mask), tf.constant(mask))
+    images, masks = images.numpy(), masks.numpy()
+    assert set(np.unique(masks)) <= {0.0, 1.0}
+    assert not np.array_equal(masks, mask)  # something moved
+    agreement = np.mean((images > 0.5) == (masks > 0.5))
+    assert agreement > 0.97
+
+
+def test_intensity_augmentation_leaves_mask_alone():
+    images = np.full((2, 16, 16, 1), 0.5, np.float32)
+    masks = np.zeros((2, 16, 16, 1), np.float32)
+    masks[:, 4:8] = 1.0
+    augment = build_augmenter(
+        AugmentConfig(rotation_degrees=0, zoom=0, brightness=0.2, contrast=0.2, noise_std=0.05),
+        seed=0,
+    )
+    new_images, new_masks = augment(tf.constant(images), tf.constant(masks))
+    np.testing.assert_array_equal(new_masks.numpy(), masks)
+    assert not np.allclose(new_images.numpy(), images)
+    assert float(tf.reduce_min(new_images)) >= 0.0 and float(tf.reduce_max(new_images)) <= 1.0
+
+
+def test_disabled_augmentation_and_empty_selection(tiny_dataset: Path):
+    assert build_augmenter(AugmentConfig(enabled=False), seed=0) is None
+    with pytest.raises(ValueError, match="at least one record"):
+        make_dataset(read_manifest(tiny_dataset), [], image_size=(16, 16))
