@@ -1,1 +1,293 @@
-"""Loss functions (placeholder, being written)."""
+"""Losses of the joint model: BCE + Dice for the mask, weighted BCE for the preterm label.
+
+Each loss is a pure function on tensors that returns one value per sample, shape ``(batch,)``,
+plus a thin :class:`keras.losses.Loss` subclass that calls it. Per-sample values let Keras apply
+its reduction and ``sample_weight`` (a row without a mask gets weight 0 for the mask loss).
+
+Written with ``keras.ops`` only, so they run on every Keras 3 backend. Inputs are cast to
+float32 inside, so they are safe under mixed precision (``float16``/``bfloat16`` predictions).
+Probabilities, not logits, are expected: the heads end in a sigmoid.
+
+The classes are registered with Keras under the package name ``cervixnet``: once ``cervixnet``
+is imported, ``keras.models.load_model`` restores them without ``custom_objects``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "BCEDiceLoss",
+    "DiceLoss",
+    "WeightedBinaryCrossentropy",
+    "bce_dice_loss",
+    "dice_loss",
+    "positive_weight_from_labels",
+    "weighted_binary_crossentropy",
+]
+
+# Helpers
+
+
+def _as_float(name: str, value: Any, expected: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}") from None
+
+
+def _check_positive(name: str, value: float) -> float:
+    """Returns ``value`` as a float, or raises ValueError unless it is finite and > 0."""
+    number = _as_float(name, value, "a finite number > 0")
+    if not math.isfinite(number) or number <= 0.0:
+        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value}")
+    return number
+
+
+def _check_unit_interval(name: str, value: float) -> float:
+    """Returns ``value`` as a float, or raises ValueError unless it lies in [0, 1]."""
+    number = _as_float(name, value, "a number in [0, 1]")
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}")
+    return number
+
+
+def _prepare(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
+    """Casts both to float32 and matches ranks when one lacks a trailing axis of size 1.
+
+    Masks may come as ``(B, H, W)`` against predictions ``(B, H, W, 1)``, and labels as
+    ``(B,)`` against ``(B, 1)``: the tensor with the missing axis gets it back.
+    """
+    y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
+    y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+    rank_true, rank_pred = len(y_true.shape), len(y_pred.shape)
+    if rank_true + 1 == rank_pred and y_pred.shape[-1] == 1:
+        y_true = ops.expand_dims(y_true, axis=-1)
+    elif rank_pred + 1 == rank_true and y_true.shape[-1] == 1:
+        y_pred = ops.expand_dims(y_pred, axis=-1)
+    return y_true, y_pred
+
+
+def _sample_axes(x: Any) -> tuple[int, ...] | None:
+    """The non-batch axes of ``x``; None for a rank-1 tensor (already one value per sample)."""
+    rank = len(x.shape)
+    return tuple(range(1, rank)) if rank > 1 else None
+
+
+def _per_sample_mean(x: Any) -> Any:
+    axes = _sample_axes(x)
+    return x if axes is None else ops.mean(x, axis=axes)
+
+
+def _per_sample_sum(x: Any) -> Any:
+    axes = _sample_axes(x)
+    return x if axes is None else ops.sum(x, axis=axes)
+
+
+def _binary_crossentropy(y_true: Any, y_pred: Any, positive_weight: float = 1.0) -> Any:
+    """Element-wise BCE on float32 probabilities, clipped to [eps, 1 - eps] like Keras' BCE."""
+    eps = keras.config.epsilon()
+    y_pred = ops.clip(y_pred, eps, 1.0 - eps)
+    positive = positive_weight * y_true * ops.log(y_pred)
+    negative = (1.0 - y_true) * ops.log(1.0 - y_pred)
+    return -(positive + negative)
+
+
+# Functions
+
+
+def dice_loss(y_true: Any, y_pred: Any, epsilon: float = 1e-6) -> Any:
+    """Soft Dice loss in the paper's squared form, one value per image.
+
+    ``1 - (2 * sum(y * p) + epsilon) / (sum(y**2) + sum(p**2) + epsilon)``, the sums running
+    over all non-batch axes. ``epsilon`` sits in the numerator too, so an image whose truth and
+    prediction are both empty scores 0 (a perfect match), not 1.
+
+    Args:
+        y_true: Masks in [0, 1], shape ``(B, H, W, 1)`` or ``(B, H, W)``.
+        y_pred: Probabilities in [0, 1], same shape (a trailing axis of size 1 may differ).
+        epsilon: Smoothing term (> 0). Defaults to 1e-6.
+
+    Returns:
+        Float32 tensor of shape ``(B,)``, values in [0, 1].
+    """
+    epsilon = _check_positive("epsilon", epsilon)
+    y_true, y_pred = _prepare(y_true, y_pred)
+    intersection = _per_sample_sum(y_true * y_pred)
+    denominator = _per_sample_sum(ops.square(y_true)) + _per_sample_sum(ops.square(y_pred))
+    return 1.0 - (2.0 * intersection + epsilon) / (denominator + epsilon)
+
+
+def bce_dice_loss(y_true: Any, y_pred: Any, alpha: float = 0.5, epsilon: float = 1e-6) -> Any:
+    """The paper's segmentation loss ``alpha * BCE + (1 - alpha) * Dice``, one value per image.
+
+    BCE is the mean pixel binary cross-entropy of each image (probabilities clipped to
+    ``[keras.config.epsilon(), 1 - keras.config.epsilon()]``); Dice is :func:`dice_loss`.
+
+    Args:
+        y_true: Masks in [0, 1], shape ``(B, H, W, 1)`` or ``(B, H, W)``.
+        y_pred: Probabilities in [0, 1], same shape (a trailing axis of size 1 may differ).
+        alpha: Weight of the BCE term, in [0, 1]. Defaults to 0.5 (the paper).
+        epsilon: Smoothing term of the Dice loss (> 0). Defaults to 1e-6.
+
+    Returns:
+        Float32 tensor of shape ``(B,)``.
+    """
+    alpha = _check_unit_interval("alpha", alpha)
+    epsilon = _check_positive("epsilon", epsilon)
+    y_true, y_pred = _prepare(y_true, y_pred)
+    bce = _per_sample_mean(_binary_crossentropy(y_true, y_pred))
+    return alpha * bce + (1.0 - alpha) * dice_loss(y_true, y_pred, epsilon=epsilon)
+
+
+def weighted_binary_crossentropy(y_true: Any, y_pred: Any, positive_weight: float = 1.0) -> Any:
+    """Binary cross-entropy with the positive (preterm) term scaled, one value per sample.
+
+    ``-(positive_weight * y * log(p) + (1 - y) * log(1 - p))``, averaged over the non-batch
+    axes, with ``p`` clipped to ``[keras.config.epsilon(), 1 - keras.config.epsilon()]``. With
+    ``positive_weight=1`` it equals ``keras.losses.binary_crossentropy``.
+
+    Args:
+        y_true: Labels in [0, 1] (1 = preterm), shape ``(B, 1)`` or ``(B,)``.
+        y_pred: Probabilities in [0, 1], same shape (a trailing axis of size 1 may differ).
+        positive_weight: Factor on the positive term (> 0). Defaults to 1.0. See
+            :func:`positive_weight_from_labels`.
+
+    Returns:
+        Float32 tensor of shape ``(B,)``.
+    """
+    positive_weight = _check_positive("positive_weight", positive_weight)
+    y_true, y_pred = _prepare(y_true, y_pred)
+    return _per_sample_mean(_binary_crossentropy(y_true, y_pred, positive_weight))
+
+
+def positive_weight_from_labels(labels: Any) -> float:
+    """The ``positive_weight`` that balances a label set: ``n_negative / n_positive``.
+
+    Args:
+        labels: Array-like of 0/1 labels (1 = preterm), any shape. NaN and None (unknown
+            outcome) are ignored.
+
+    Returns:
+        ``n_negative / n_positive`` as a Python float (1.0 for a balanced set).
+
+    Raises:
+        ValueError: If a known label is neither 0 nor 1, or there is no positive or no
+            negative label.
+    """
+    values = np.asarray(labels, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]
+    bad = values[(values != 0.0) & (values != 1.0)]
+    if bad.size:
+        raise ValueError(
+            f"`labels` must hold 0, 1 or NaN (unknown). Received: labels with value {bad[0]:g}"
+        )
+    n_positive = int(np.count_nonzero(values == 1.0))
+    n_negative = int(values.size - n_positive)
+    if n_positive == 0 or n_negative == 0:
+        raise ValueError(
+            "`labels` must contain both classes to derive a positive weight. "
+            f"Received: labels with n_positive={n_positive}, n_negative={n_negative}"
+        )
+    return n_negative / n_positive
+
+
+# Loss classes
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class DiceLoss(keras.losses.Loss):
+    """Soft Dice loss (squared form) of :func:`dice_loss`; one value per image, then reduced.
+
+    Args:
+        epsilon: Smoothing term (> 0). Defaults to 1e-6.
+        reduction: Keras reduction. Defaults to ``"sum_over_batch_size"``.
+        name: Defaults to ``"dice_loss"``.
+        dtype: Dtype of the reduction. Defaults to None (``keras.config.floatx()``).
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1e-6,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "dice_loss",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.epsilon = _check_positive("epsilon", epsilon)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return dice_loss(y_true, y_pred, epsilon=self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"epsilon": self.epsilon, "dtype": self.dtype})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class BCEDiceLoss(keras.losses.Loss):
+    """``alpha * BCE + (1 - alpha) * Dice`` of :func:`bce_dice_loss`, the paper's mask loss.
+
+    Args:
+        alpha: Weight of the BCE term, in [0, 1]. Defaults to 0.5.
+        epsilon: Smoothing term of the Dice loss (> 0). Defaults to 1e-6.
+        reduction: Keras reduction. Defaults to ``"sum_over_batch_size"``.
+        name: Defaults to ``"bce_dice_loss"``.
+        dtype: Dtype of the reduction. Defaults to None (``keras.config.floatx()``).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        epsilon: float = 1e-6,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "bce_dice_loss",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.alpha = _check_unit_interval("alpha", alpha)
+        self.epsilon = _check_positive("epsilon", epsilon)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return bce_dice_loss(y_true, y_pred, alpha=self.alpha, epsilon=self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"alpha": self.alpha, "epsilon": self.epsilon, "dtype": self.dtype})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class WeightedBinaryCrossentropy(keras.losses.Loss):
+    """BCE with the positive (preterm) term scaled, of :func:`weighted_binary_crossentropy`.
+
+    Args:
+        positive_weight: Factor on the positive term (> 0). Defaults to 1.0 (plain BCE).
+        reduction: Keras reduction. Defaults to ``"sum_over_batch_size"``.
+        name: Defaults to ``"weighted_binary_crossentropy"``.
+        dtype: Dtype of the reduction. Defaults to None (``keras.config.floatx()``).
+    """
+
+    def __init__(
+        self,
+        positive_weight: float = 1.0,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "weighted_binary_crossentropy",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.positive_weight = _check_positive("positive_weight", positive_weight)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return weighted_binary_crossentropy(y_true, y_pred, positive_weight=self.positive_weight)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"positive_weight": self.positive_weight, "dtype": self.dtype})
+        return config

@@ -1,1 +1,378 @@
-"""Metrics (placeholder, being written)."""
+"""Metrics: NumPy functions for evaluation, and streaming Keras metrics for training.
+
+Conventions shared by both:
+
+- A prediction is positive where ``y_pred > threshold`` (strictly, like ``keras.metrics``); a
+  truth is positive where ``y_true > 0.5``. Binary 0/1 inputs are therefore taken as they are.
+- An image whose truth and prediction are both empty scores IoU = Dice = 1.0 (a perfect match).
+- A standard deviation is over images, population form (``ddof=0``), like the paper's
+  "mean IoU (std)".
+
+The NumPy functions (``iou_per_image``, ``dice_per_image``, ``segmentation_summary``,
+``classification_summary``) serve evaluation. The Keras metrics (``PerImageIoU``,
+``PerImageDice``, ``Specificity``) use ``keras.ops`` only, run on every backend, and are
+registered with Keras under the package name ``cervixnet``. For AUC, precision and recall
+during training use ``keras.metrics.AUC``, ``Precision`` and ``Recall``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from cervixnet.losses import _check_unit_interval
+
+__all__ = [
+    "PerImageDice",
+    "PerImageIoU",
+    "Specificity",
+    "classification_summary",
+    "dice_per_image",
+    "iou_per_image",
+    "segmentation_summary",
+]
+
+_STATISTICS = ("mean", "std")
+
+# NumPy functions
+
+
+def _binary_masks(y_true: Any, y_pred: Any, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Binarizes both and flattens each image: two bool arrays of shape ``(N, H * W)``."""
+    threshold = _check_unit_interval("threshold", threshold)
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    if y_true.ndim == 4 and y_true.shape[-1] == 1:
+        y_true = y_true[..., 0]
+    if y_pred.ndim == 4 and y_pred.shape[-1] == 1:
+        y_pred = y_pred[..., 0]
+    if y_true.ndim != 3 or y_true.shape != y_pred.shape:
+        raise ValueError(
+            "`y_true` and `y_pred` must have the same shape, (N, H, W) or (N, H, W, 1). "
+            f"Received: y_true.shape={np.shape(y_true)}, y_pred.shape={np.shape(y_pred)}"
+        )
+    flat = (y_true.shape[0], y_true.shape[1] * y_true.shape[2])
+    return (y_true > 0.5).reshape(flat), (y_pred > threshold).reshape(flat)
+
+
+def iou_per_image(y_true: Any, y_pred: Any, threshold: float = 0.5) -> np.ndarray:
+    """Jaccard index |T ∩ P| / |T ∪ P| of each image.
+
+    Args:
+        y_true: Masks, shape ``(N, H, W)`` or ``(N, H, W, 1)``; positive where > 0.5.
+        y_pred: Probabilities or binary masks, same shape; positive where > ``threshold``.
+        threshold: In [0, 1]. Defaults to 0.5.
+
+    Returns:
+        Float64 array of shape ``(N,)``; 1.0 for an image with empty truth and prediction.
+    """
+    truth, prediction = _binary_masks(y_true, y_pred, threshold)
+    intersection = np.count_nonzero(truth & prediction, axis=1)
+    union = np.count_nonzero(truth | prediction, axis=1)
+    return np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+
+
+def dice_per_image(y_true: Any, y_pred: Any, threshold: float = 0.5) -> np.ndarray:
+    """Dice coefficient 2 |T ∩ P| / (|T| + |P|) of each image (F1 score of its pixels).
+
+    Args:
+        y_true: Masks, shape ``(N, H, W)`` or ``(N, H, W, 1)``; positive where > 0.5.
+        y_pred: Probabilities or binary masks, same shape; positive where > ``threshold``.
+        threshold: In [0, 1]. Defaults to 0.5.
+
+    Returns:
+        Float64 array of shape ``(N,)``; 1.0 for an image with empty truth and prediction.
+    """
+    truth, prediction = _binary_masks(y_true, y_pred, threshold)
+    intersection = np.count_nonzero(truth & prediction, axis=1)
+    total = np.count_nonzero(truth, axis=1) + np.count_nonzero(prediction, axis=1)
+    return np.where(total > 0, 2.0 * intersection / np.maximum(total, 1), 1.0)
+
+
+def segmentation_summary(y_true: Any, y_pred: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Mean and standard deviation over images of IoU and Dice, as the paper reports them.
+
+    Args:
+        y_true: Masks, shape ``(N, H, W)`` or ``(N, H, W, 1)``, N >= 1.
+        y_pred: Probabilities or binary masks, same shape.
+        threshold: In [0, 1]. Defaults to 0.5.
+
+    Returns:
+        ``{"iou_mean", "iou_std", "dice_mean", "dice_std", "n_images"}``: floats and an int;
+        the std is the population std over images (``ddof=0``).
+
+    Raises:
+        ValueError: If there is no image, the shapes differ, or ``threshold`` is out of range.
+    """
+    iou = iou_per_image(y_true, y_pred, threshold)
+    if iou.size == 0:
+        raise ValueError("`y_true` must hold at least one image. Received: y_true with N=0")
+    dice = dice_per_image(y_true, y_pred, threshold)
+    return {
+        "iou_mean": float(np.mean(iou)),
+        "iou_std": float(np.std(iou)),
+        "dice_mean": float(np.mean(dice)),
+        "dice_std": float(np.std(dice)),
+        "n_images": int(iou.size),
+    }
+
+
+def classification_summary(
+    labels: Any, probabilities: Any, threshold: float = 0.5
+) -> dict[str, Any]:
+    """Preterm-birth classification figures: AUC, precision, recall, specificity, counts.
+
+    Entries whose label is NaN (unknown outcome) are left out. A probability above
+    ``threshold`` predicts preterm. A ratio whose denominator is 0 is 0.0 (scikit-learn's
+    ``zero_division=0``): precision with no predicted positive, recall with no actual positive,
+    specificity with no actual negative.
+
+    Args:
+        labels: 0/1 labels (1 = preterm), shape ``(N,)`` or ``(N, 1)``; NaN = unknown.
+        probabilities: Predicted preterm probabilities, same number of entries.
+        threshold: In [0, 1]. Defaults to 0.5.
+
+    Returns:
+        ``auc`` (``sklearn.metrics.roc_auc_score``; None when only one class is present),
+        ``precision``, ``recall`` (sensitivity), ``specificity``, ``n_images``, ``n_positive``,
+        ``threshold``, and ``confusion_matrix`` as ``[[TN, FP], [FN, TP]]`` (rows actual
+        control/preterm, columns predicted control/preterm, as in the paper).
+
+    Raises:
+        ValueError: On mismatched lengths, a label other than 0/1/NaN, a NaN probability for
+            a known label, no labelled entry, or ``threshold`` out of range.
+    """
+    from sklearn.metrics import roc_auc_score  # Imported here: only evaluation needs it.
+
+    threshold = _check_unit_interval("threshold", threshold)
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
+    if labels.shape != probabilities.shape:
+        raise ValueError(
+            "`labels` and `probabilities` must have the same number of entries. "
+            f"Received: labels.size={labels.size}, probabilities.size={probabilities.size}"
+        )
+    known = ~np.isnan(labels)
+    labels, probabilities = labels[known], probabilities[known]
+    if labels.size == 0:
+        raise ValueError("`labels` must hold at least one known (non-NaN) label. Received: 0")
+    bad = labels[(labels != 0.0) & (labels != 1.0)]
+    if bad.size:
+        raise ValueError(
+            f"`labels` must hold 0, 1 or NaN (unknown). Received: labels with value {bad[0]:g}"
+        )
+    if np.isnan(probabilities).any():
+        raise ValueError(
+            "`probabilities` must not be NaN where the label is known. "
+            f"Received: {int(np.isnan(probabilities).sum())} NaN probabilities"
+        )
+
+    actual = labels == 1.0
+    predicted = probabilities > threshold
+    tp = int(np.count_nonzero(actual & predicted))
+    fp = int(np.count_nonzero(~actual & predicted))
+    fn = int(np.count_nonzero(actual & ~predicted))
+    tn = int(np.count_nonzero(~actual & ~predicted))
+
+    def ratio(numerator: int, denominator: int) -> float:
+        return numerator / denominator if denominator else 0.0
+
+    both_classes = 0 < tp + fn < labels.size
+    return {
+        "auc": float(roc_auc_score(actual, probabilities)) if both_classes else None,
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "specificity": ratio(tn, tn + fp),
+        "n_images": int(labels.size),
+        "n_positive": tp + fn,
+        "threshold": threshold,
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+# Keras metrics
+
+
+def _check_statistic(statistic: str) -> str:
+    if statistic not in _STATISTICS:
+        raise ValueError(
+            f"`statistic` must be one of {_STATISTICS}. Received: statistic={statistic!r}"
+        )
+    return statistic
+
+
+def _per_image_weight(sample_weight: Any, scores: Any) -> Any:
+    """A weight per image, shape ``(B,)``, from None, ``(B,)`` or ``(B, 1)``."""
+    if sample_weight is None:
+        return ops.ones_like(scores)
+    weight = ops.cast(ops.convert_to_tensor(sample_weight), scores.dtype)
+    return ops.reshape(weight, (-1,)) * ops.ones_like(scores)
+
+
+def _binary_pair(y_true: Any, y_pred: Any, threshold: float) -> tuple[Any, Any]:
+    """float32 0/1 tensors of one shape: truth > 0.5, prediction > ``threshold``."""
+    y_true = ops.convert_to_tensor(y_true)
+    y_pred = ops.convert_to_tensor(y_pred)
+    if len(y_true.shape) + 1 == len(y_pred.shape) and y_pred.shape[-1] == 1:
+        y_true = ops.expand_dims(y_true, axis=-1)
+    elif len(y_pred.shape) + 1 == len(y_true.shape) and y_true.shape[-1] == 1:
+        y_pred = ops.expand_dims(y_pred, axis=-1)
+    truth = ops.cast(ops.cast(y_true, "float32") > 0.5, "float32")
+    prediction = ops.cast(ops.cast(y_pred, "float32") > threshold, "float32")
+    return truth, prediction
+
+
+class _PerImageScore(keras.metrics.Metric):
+    """Streams a per-image score: weighted sum, sum of squares and count; mean or std."""
+
+    _default_name = ""
+
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        statistic: str = "mean",
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None:
+        threshold = _check_unit_interval("threshold", threshold)
+        statistic = _check_statistic(statistic)
+        if name is None:
+            name = self._default_name if statistic == "mean" else f"{self._default_name}_std"
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = threshold
+        self.statistic = statistic
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+        self.total_squares = self.add_variable(shape=(), initializer="zeros", name="total_squares")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def _scores(self, truth: Any, prediction: Any) -> Any:
+        """Per-image scores, shape ``(B,)``, from 0/1 float32 masks."""
+        raise NotImplementedError
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Adds a batch. ``sample_weight``: one weight per image, ``(B,)`` or ``(B, 1)``."""
+        truth, prediction = _binary_pair(y_true, y_pred, self.threshold)
+        scores = self._scores(truth, prediction)
+        weight = _per_image_weight(sample_weight, scores)
+        self.total.assign_add(ops.cast(ops.sum(weight * scores), self.dtype))
+        self.total_squares.assign_add(ops.cast(ops.sum(weight * ops.square(scores)), self.dtype))
+        self.count.assign_add(ops.cast(ops.sum(weight), self.dtype))
+
+    def result(self) -> Any:
+        """The weighted mean (or population std) of the scores; 0.0 before any image."""
+        mean = ops.divide_no_nan(self.total, self.count)
+        if self.statistic == "mean":
+            return mean
+        mean_square = ops.divide_no_nan(self.total_squares, self.count)
+        return ops.sqrt(ops.maximum(mean_square - ops.square(mean), 0.0))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"threshold": self.threshold, "statistic": self.statistic})
+        return config
+
+
+def _sample_axes(x: Any) -> tuple[int, ...]:
+    return tuple(range(1, len(x.shape)))
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class PerImageIoU(_PerImageScore):
+    """Streaming IoU per image, averaged (or its std) over all images seen.
+
+    Unlike ``keras.metrics.BinaryIoU``, which pools the pixels of all images, this scores each
+    image and then averages, like the paper's "mean IoU (std)" and :func:`iou_per_image`.
+
+    Args:
+        threshold: A prediction is positive where it is > ``threshold``, in [0, 1].
+            Defaults to 0.5.
+        statistic: ``"mean"`` or ``"std"`` (population std over images). Defaults to "mean".
+        name: Defaults to ``"iou"`` (mean) or ``"iou_std"`` (std).
+        dtype: Dtype of the state. Defaults to None (``keras.config.floatx()``).
+
+    ``update_state(y_true, y_pred, sample_weight=None)`` takes masks ``(B, H, W, 1)`` or
+    ``(B, H, W)`` and an optional weight per image, ``(B,)`` or ``(B, 1)``; weight 0 leaves an
+    image out (e.g. one without a mask).
+    """
+
+    _default_name = "iou"
+
+    def _scores(self, truth: Any, prediction: Any) -> Any:
+        axes = _sample_axes(truth)
+        intersection = ops.sum(truth * prediction, axis=axes)
+        union = ops.sum(truth, axis=axes) + ops.sum(prediction, axis=axes) - intersection
+        return ops.where(union > 0, ops.divide_no_nan(intersection, union), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class PerImageDice(_PerImageScore):
+    """Streaming Dice coefficient per image, averaged (or its std) over all images seen.
+
+    Args:
+        threshold: A prediction is positive where it is > ``threshold``, in [0, 1].
+            Defaults to 0.5.
+        statistic: ``"mean"`` or ``"std"`` (population std over images). Defaults to "mean".
+        name: Defaults to ``"dice"`` (mean) or ``"dice_std"`` (std).
+        dtype: Dtype of the state. Defaults to None (``keras.config.floatx()``).
+
+    ``update_state`` is as for :class:`PerImageIoU`.
+    """
+
+    _default_name = "dice"
+
+    def _scores(self, truth: Any, prediction: Any) -> Any:
+        axes = _sample_axes(truth)
+        intersection = ops.sum(truth * prediction, axis=axes)
+        total = ops.sum(truth, axis=axes) + ops.sum(prediction, axis=axes)
+        return ops.where(total > 0, ops.divide_no_nan(2.0 * intersection, total), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class Specificity(keras.metrics.Metric):
+    """Streaming specificity TN / (TN + FP) of a binary classifier; 0.0 with no negative.
+
+    Args:
+        threshold: A prediction is positive where it is > ``threshold``, in [0, 1].
+            Defaults to 0.5.
+        name: Defaults to ``"specificity"``.
+        dtype: Dtype of the state. Defaults to None (``keras.config.floatx()``).
+
+    ``update_state(y_true, y_pred, sample_weight=None)`` takes labels and probabilities of one
+    shape, e.g. ``(B, 1)``, and an optional weight per sample, ``(B,)`` or ``y_true``'s shape.
+    """
+
+    def __init__(
+        self, threshold: float = 0.5, name: str = "specificity", dtype: Any = None
+    ) -> None:
+        threshold = _check_unit_interval("threshold", threshold)
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = threshold
+        self.true_negatives = self.add_variable(
+            shape=(), initializer="zeros", name="true_negatives"
+        )
+        self.false_positives = self.add_variable(
+            shape=(), initializer="zeros", name="false_positives"
+        )
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        truth, prediction = _binary_pair(y_true, y_pred, self.threshold)
+        weight = ops.ones_like(truth)
+        if sample_weight is not None:
+            sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+            while len(sample_weight.shape) < len(truth.shape):
+                sample_weight = ops.expand_dims(sample_weight, axis=-1)
+            weight = weight * sample_weight
+        negative = (1.0 - truth) * weight
+        self.true_negatives.assign_add(ops.cast(ops.sum(negative * (1.0 - prediction)), self.dtype))
+        self.false_positives.assign_add(ops.cast(ops.sum(negative * prediction), self.dtype))
+
+    def result(self) -> Any:
+        return ops.divide_no_nan(self.true_negatives, self.true_negatives + self.false_positives)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"threshold": self.threshold})
+        return config

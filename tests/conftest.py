@@ -31,13 +31,15 @@ def write_tiny_dataset(folder: Path, n_patients: int = 10, images_per_patient: i
             name = f"p{patient:02d}_{k}.png"
             cv2.imwrite(str(folder / "images" / name), image)
             cv2.imwrite(str(folder / "masks" / name), mask)
-            rows.append({
-                "image": f"images/{name}",
-                "patient_id": f"p{patient:02d}",
-                "label": str(patient % 2),
-                "mask": f"masks/{name}",
-                "site": "A",
-            })
+            rows.append(
+                {
+                    "image": f"images/{name}",
+                    "patient_id": f"p{patient:02d}",
+                    "label": str(patient % 2),
+                    "mask": f"masks/{name}",
+                    "site": "A",
+                }
+            )
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

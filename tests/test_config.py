@@ -56,7 +56,10 @@ def test_scientific_notation_strings_are_numbers(tmp_path: Path):
     ("text", "expected"),
     [
         ("trainig:\n  epochs: 2\n", "unknown key 'trainig' (did you mean 'training'?)"),
-        ("training:\n  epoch: 2\n", "unknown key 'training.epoch' (did you mean 'training.epochs'?)"),
+        (
+            "training:\n  epoch: 2\n",
+            "unknown key 'training.epoch' (did you mean 'training.epochs'?)",
+        ),
         ("training:\n  epochs: two\n", "'training.epochs' must be an integer. Received: 'two'"),
         ("training:\n  epochs: 0\n", "'training.epochs' must be an integer >= 1. Received: 0"),
         ("loss:\n  alpha: 1.7\n", "'loss.alpha' must be a number in [0, 1]. Received: 1.7"),
@@ -80,5 +83,5 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str)
 
 
 def test_missing_config_file():
-    with pytest.raises(ConfigError, match="Config file not found: nowhere.yaml"):
+    with pytest.raises(ConfigError, match=r"Config file not found: nowhere\.yaml"):
         load_config("nowhere.yaml")

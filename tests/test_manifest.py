@@ -79,7 +79,7 @@ def test_empty_manifest(tmp_path: Path):
 
 
 def test_missing_folder_and_manifest(tmp_path: Path):
-    with pytest.raises(DataError, match="no manifest.csv in this folder"):
+    with pytest.raises(DataError, match=r"no manifest\.csv in this folder"):
         resolve_manifest_path(tmp_path)
     with pytest.raises(DataError, match="no such data folder"):
         resolve_manifest_path(tmp_path / "nope")

@@ -24,7 +24,7 @@ def test_batches_shapes_and_ranges(tiny_dataset: Path):
     assert [b[0].shape[0] for b in batches] == [8, 8, 4]
     images, (masks, labels), (mask_weight, label_weight) = batches[0]
     assert images.shape == (8, 32, 40, 1) and images.dtype == tf.float32
-    assert 0.0 <= float(tf.reduce_min(images)) and float(tf.reduce_max(images)) <= 1.0
+    assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
     assert masks.shape == (8, 32, 40, 1)
     assert set(np.unique(masks.numpy())) == {0.0, 1.0}
     assert labels.shape == (8, 1)
@@ -35,8 +35,9 @@ def test_batches_shapes_and_ranges(tiny_dataset: Path):
 
 def test_mask_only_targets_for_segmentation_models(tiny_dataset: Path):
     manifest = read_manifest(tiny_dataset)
-    images, masks, weights = next(iter(make_dataset(manifest, [0, 1], image_size=(16, 16),
-                                                    joint=False)))
+    _images, masks, weights = next(
+        iter(make_dataset(manifest, [0, 1], image_size=(16, 16), joint=False))
+    )
     assert masks.shape == (2, 16, 16, 1)
     assert weights.shape == (2,)
 

@@ -1,1 +1,81 @@
-"""Model builders (placeholder, being written)."""
+"""Model builders: U-Net, FCN-8s, DeepLabv3 and the joint U-Net (mask + preterm label).
+
+Every builder returns a Keras 3 Functional ``keras.Model`` built from ``keras.layers`` only (no
+TensorFlow import), with explicitly named layers and a sigmoid output layer named ``mask``
+(``(batch, H, W, 1)``); the joint model adds ``label`` (``(batch, 1)``). Look builders up by
+architecture name with :func:`get`::
+
+    import cervixnet.models as models
+
+    model = models.get("unet-joint", input_shape=(256, 256, 1))
+    model.output_names  # ["mask", "label"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+
+from cervixnet.models.deeplabv3 import build_deeplabv3
+from cervixnet.models.fcn import build_fcn
+from cervixnet.models.unet import build_unet
+from cervixnet.models.unet_joint import build_unet_joint
+
+__all__ = [
+    "build_deeplabv3",
+    "build_fcn",
+    "build_unet",
+    "build_unet_joint",
+    "builder",
+    "get",
+    "is_joint",
+    "names",
+]
+
+
+def _builders() -> dict[str, Callable[..., keras.Model]]:
+    """Architecture name -> builder, in the registry's order."""
+    return {
+        "unet": build_unet,
+        "fcn": build_fcn,
+        "deeplabv3": build_deeplabv3,
+        "unet-joint": build_unet_joint,
+    }
+
+
+def names() -> tuple[str, ...]:
+    """The registered architecture names: ``("unet", "fcn", "deeplabv3", "unet-joint")``."""
+    return tuple(_builders())
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or name not in _builders():
+        raise ValueError(
+            f"Unknown architecture {name!r}. Expected one of: {', '.join(names())}. "
+            f"Received: name={name!r}"
+        )
+    return name
+
+
+def is_joint(name: str) -> bool:
+    """True if architecture ``name`` outputs ``[mask, label]`` (only ``"unet-joint"``)."""
+    return _check_name(name) == "unet-joint"
+
+
+def builder(name: str) -> Callable[..., keras.Model]:
+    """The builder function registered under ``name`` (e.g. ``build_unet_joint``)."""
+    return _builders()[_check_name(name)]
+
+
+def get(name: str, **kwargs: object) -> keras.Model:
+    """Build architecture ``name`` with the builder's keyword arguments.
+
+    Args:
+        name: one of :func:`names`.
+        **kwargs: passed to the builder (``input_shape``, ``base_filters``, ``weights``, ...).
+
+    Raises:
+        ValueError: ``name`` is not registered, or a builder argument is invalid.
+    """
+    return builder(name)(**kwargs)

@@ -87,7 +87,8 @@ def compile_model(model: keras.Model, config: Config, positive_weight: float) ->
                 "label": losses.WeightedBinaryCrossentropy(positive_weight=positive_weight),
             },
             loss_weights={"mask": 1.0, "label": config.loss.beta},
-            metrics={
+            # Weighted, so that rows without a mask or a label (weight 0) are left out.
+            weighted_metrics={
                 "mask": mask_metrics,
                 "label": [
                     keras.metrics.AUC(name="auc"),
@@ -102,7 +103,7 @@ def compile_model(model: keras.Model, config: Config, positive_weight: float) ->
         model.compile(
             optimizer=optimizer,
             loss=losses.BCEDiceLoss(alpha=config.loss.alpha),
-            metrics=mask_metrics,
+            weighted_metrics=mask_metrics,
             jit_compile=config.training.jit_compile,
         )
 

@@ -1,0 +1,106 @@
+"""Named building blocks shared by the model builders.
+
+Every layer these helpers create gets an explicit name derived from a ``prefix`` the caller
+passes, so a builder's layer names read like a table of contents (``encoder1_conv1``,
+``encoder1_bn1``, ``encoder1_relu1``). Grad-CAM, transfer learning and debugging all look layers
+up by these names.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+
+def conv_bn_relu(
+    x: keras.KerasTensor,
+    filters: int,
+    prefix: str,
+    index: int | str = "",
+    kernel_size: int = 3,
+    strides: int = 1,
+    dilation_rate: int = 1,
+    batch_norm: bool = True,
+    activation: bool = True,
+) -> keras.KerasTensor:
+    """Conv2D (``same`` padding) -> optional BatchNorm -> optional ReLU.
+
+    Layers are named ``{prefix}_conv{index}``, ``{prefix}_bn{index}`` and ``{prefix}_relu{index}``.
+    With batch norm the convolution has no bias (the norm's beta replaces it). Kernels use He
+    normal initialisation, suited to ReLU networks.
+
+    Args:
+        x: input tensor, shape ``(batch, H, W, C)``.
+        filters: output channels.
+        prefix: name prefix, e.g. ``"encoder1"``.
+        index: suffix after ``conv``/``bn``/``relu``, e.g. ``1`` -> ``encoder1_conv1``.
+        kernel_size: square kernel size.
+        strides: convolution stride.
+        dilation_rate: atrous rate (1 = ordinary convolution).
+        batch_norm: add a ``BatchNormalization`` after the convolution.
+        activation: add a ``ReLU`` at the end.
+
+    Returns:
+        Tensor of shape ``(batch, H / strides, W / strides, filters)``.
+    """
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        dilation_rate=dilation_rate,
+        use_bias=not batch_norm,
+        kernel_initializer="he_normal",
+        name=f"{prefix}_conv{index}",
+    )(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{prefix}_bn{index}")(x)
+    if activation:
+        x = layers.ReLU(name=f"{prefix}_relu{index}")(x)
+    return x
+
+
+def mask_activation(logits: keras.KerasTensor) -> keras.KerasTensor:
+    """The segmentation output: ``Activation("sigmoid", name="mask")`` in float32.
+
+    The float32 dtype keeps the output float32 under a mixed-precision policy. The sigmoid lives
+    in its own named layer so that explanation tools can swap it for a linear activation.
+    """
+    return layers.Activation("sigmoid", dtype="float32", name="mask")(logits)
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class BilinearUpsampling(keras.initializers.Initializer):
+    """Initialise a ``Conv2DTranspose`` kernel to bilinear interpolation (as in FCN).
+
+    For a kernel of size ``2 * s`` used with stride ``s`` and ``same`` padding, the layer starts
+    out as exact bilinear upsampling by ``s``; it can then be learned. Channel ``i`` of the output
+    is interpolated from channel ``i`` of the input (no cross-channel mixing); when the input and
+    output channel counts differ, only the first ``min(in, out)`` channels get a filter.
+
+    The kernel shape is ``(height, width, out_channels, in_channels)`` as Keras'
+    ``Conv2DTranspose`` expects; height and width must be equal.
+    """
+
+    def __call__(self, shape: tuple[int, ...], dtype: str | None = None) -> object:
+        """Return the bilinear kernel as a backend tensor."""
+        if len(shape) != 4 or shape[0] != shape[1]:
+            raise ValueError(
+                "`BilinearUpsampling` needs a square 4D Conv2DTranspose kernel shape "
+                f"(size, size, out_channels, in_channels). Received: shape={tuple(shape)!r}"
+            )
+        size, _, out_channels, in_channels = shape
+        factor = (size + 1) // 2
+        center = factor - 1 if size % 2 == 1 else factor - 0.5
+        grid = np.arange(size, dtype="float64")
+        profile = 1.0 - np.abs(grid - center) / factor
+        filt = np.outer(profile, profile)
+        kernel = np.zeros(shape, dtype="float64")
+        for channel in range(min(out_channels, in_channels)):
+            kernel[:, :, channel, channel] = filt
+        return ops.convert_to_tensor(kernel, dtype=dtype or keras.config.floatx())
+
+    def get_config(self) -> dict:
+        """No arguments: the kernel is determined by the shape."""
+        return {}

@@ -1,0 +1,139 @@
+"""U-Net (Ronneberger et al., 2015) for binary segmentation, with batch norm by default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from cervixnet.models import _validation as v
+from cervixnet.models.blocks import conv_bn_relu
+
+
+@dataclass(frozen=True)
+class UNetArgs:
+    """Validated U-Net arguments (shared by ``build_unet`` and ``build_unet_joint``)."""
+
+    input_shape: tuple[int, int, int]
+    base_filters: int
+    depth: int
+    batch_norm: bool
+    dropout: float
+
+
+def validate_unet_args(
+    input_shape: object, base_filters: object, depth: object, batch_norm: object, dropout: object
+) -> UNetArgs:
+    """Check the U-Net arguments; height and width must be divisible by ``2**depth``."""
+    depth = v.check_positive_int(depth, "depth")
+    shape = v.check_input_shape(
+        input_shape, 2**depth, f"U-Net: 2**depth = {2**depth} for depth={depth}"
+    )
+    return UNetArgs(
+        input_shape=shape,
+        base_filters=v.check_positive_int(base_filters, "base_filters"),
+        depth=depth,
+        batch_norm=v.check_bool(batch_norm, "batch_norm"),
+        dropout=v.check_rate(dropout, "dropout"),
+    )
+
+
+def unet_graph(
+    inputs: keras.KerasTensor, args: UNetArgs
+) -> tuple[keras.KerasTensor, dict[str, keras.KerasTensor]]:
+    """Build the U-Net graph on ``inputs``.
+
+    Returns:
+        ``(mask, features)``: the sigmoid mask ``(batch, H, W, 1)`` and the encoder feature maps by
+        name: ``"encoder{i}"`` (level ``i`` output before pooling, ``(H / 2**(i-1), ...,
+        base_filters * 2**(i-1))``) and ``"bottleneck"`` (``(H / 2**depth, ...,
+        base_filters * 2**depth)``).
+    """
+    base, depth, bn = args.base_filters, args.depth, args.batch_norm
+    features: dict[str, keras.KerasTensor] = {}
+
+    # Encoder: two conv blocks per level, then 2x2 max-pooling.
+    x = inputs
+    for level in range(1, depth + 1):
+        prefix = f"encoder{level}"
+        filters = base * 2 ** (level - 1)
+        x = conv_bn_relu(x, filters, prefix, 1, batch_norm=bn)
+        x = conv_bn_relu(x, filters, prefix, 2, batch_norm=bn)
+        if level == depth and args.dropout > 0:
+            # End of the contracting path, as in the original U-Net.
+            x = layers.Dropout(args.dropout, name=f"{prefix}_dropout")(x)
+        features[prefix] = x
+        x = layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
+
+    # Bottleneck.
+    x = conv_bn_relu(x, base * 2**depth, "bottleneck", 1, batch_norm=bn)
+    x = conv_bn_relu(x, base * 2**depth, "bottleneck", 2, batch_norm=bn)
+    if args.dropout > 0:
+        x = layers.Dropout(args.dropout, name="bottleneck_dropout")(x)
+    features["bottleneck"] = x
+
+    # Decoder: 2x2 transposed conv up, concatenate the skip, two conv blocks.
+    for level in range(depth, 0, -1):
+        prefix = f"decoder{level}"
+        filters = base * 2 ** (level - 1)
+        x = layers.Conv2DTranspose(
+            filters,
+            2,
+            strides=2,
+            padding="same",
+            kernel_initializer="he_normal",
+            name=f"{prefix}_up",
+        )(x)
+        x = layers.Concatenate(name=f"{prefix}_concat")([x, features[f"encoder{level}"]])
+        x = conv_bn_relu(x, filters, prefix, 1, batch_norm=bn)
+        x = conv_bn_relu(x, filters, prefix, 2, batch_norm=bn)
+
+    mask = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    return mask, features
+
+
+def build_unet(
+    input_shape: tuple[int, int, int] = (256, 256, 1),
+    base_filters: int = 64,
+    depth: int = 4,
+    batch_norm: bool = True,
+    dropout: float = 0.0,
+    weights: str | os.PathLike | None = None,
+    name: str = "unet",
+) -> keras.Model:
+    """Build a U-Net that outputs a one-channel sigmoid mask.
+
+    Each of the ``depth`` encoder levels has two 3x3 Conv-BN-ReLU blocks and a 2x2 max-pool;
+    filters start at ``base_filters`` and double per level to ``base_filters * 2**depth`` in the
+    bottleneck. Each decoder level upsamples with a 2x2 stride-2 transposed convolution,
+    concatenates the encoder skip and applies two Conv-BN-ReLU blocks. A 1x1 convolution with a
+    sigmoid gives the mask.
+
+    Args:
+        input_shape: ``(height, width, channels)``; height and width must be divisible by
+            ``2**depth`` (16 for the default depth 4). Any channel count.
+        base_filters: filters of the first level (64 in the original U-Net).
+        depth: number of pooling steps (4 in the original U-Net).
+        batch_norm: batch norm after every 3x3 convolution (convolutions then have no bias).
+        dropout: dropout rate in ``[0, 1)`` at the end of the contracting path and of the
+            bottleneck; 0 disables it (no layer is added).
+        weights: path of a local weights file (``.weights.h5``, ``.weights.json`` or ``.keras``)
+            to load; ``None`` for random initialisation. Nothing is downloaded.
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping ``(batch, H, W, C)`` to ``mask`` of shape ``(batch, H, W, 1)``
+        with values in ``[0, 1]`` (float32 even under mixed precision).
+    """
+    args = validate_unet_args(input_shape, base_filters, depth, batch_norm, dropout)
+    weights_path: Path | None = v.check_weights(weights)
+    name = v.check_name(name)
+
+    inputs = keras.Input(shape=args.input_shape, name="image")
+    mask, _ = unet_graph(inputs, args)
+    model = keras.Model(inputs, mask, name=name)
+    v.load_weights(model, weights_path)
+    return model

@@ -1,0 +1,222 @@
+"""The command line: help, one-line errors with a non-zero exit, and a tiny training run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cervixnet.cli.main import main
+from tests.conftest import rewrite_manifest
+
+TINY_CONFIG = """
+data:
+  image_size: [32, 32]
+  augment:
+    zoom: 0.0
+model:
+  base_filters: 4
+  unet-joint:
+    depth: 2
+    classifier_units: [8]
+  unet:
+    depth: 2
+training:
+  batch_size: 4
+  epochs: 1
+"""
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Runs the real command in a fresh interpreter, as a user's shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", "cervixnet.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_CONFIG)
+    return path
+
+
+def test_help_lists_commands_and_options():
+    runner = CliRunner()
+    top = runner.invoke(main, ["--help"])
+    assert top.exit_code == 0
+    assert "train" in top.output and "data" in top.output
+    train_help = runner.invoke(main, ["train", "--help"])
+    for option in ("--arch", "--config", "--data", "--out", "--epochs", "--batch-size", "--seed"):
+        assert option in train_help.output
+    assert "unet-joint" in train_help.output
+    assert "--out" in runner.invoke(main, ["data", "synth", "--help"]).output
+
+
+def test_unknown_arch_is_one_line_error():
+    result = run_cli("train", "--arch", "resnet")
+    assert result.returncode == 2
+    assert "Invalid value for '--arch'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_folder(tmp_path: Path):
+    result = run_cli("train", "--data", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "nowhere" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_manifest_missing_column(tiny_dataset: Path, tmp_path: Path):
+    def drop_label(fields, rows):
+        return [f for f in fields if f != "label"], [
+            {k: v for k, v in r.items() if k != "label"} for r in rows
+        ]
+
+    rewrite_manifest(tiny_dataset / "manifest.csv", drop_label)
+    result = run_cli("train", "--data", str(tiny_dataset), "--out", str(tmp_path / "run"))
+    assert result.returncode == 1
+    assert "manifest.csv: missing required column(s) label" in result.stderr
+    assert "Traceback" not in result.stderr
+    # TensorFlow's own start-up lines may come first; cervixnet's error is the one last line.
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "missing required column(s) label" in last
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_unknown_config_key(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  epoch: 3\n")
+    result = run_cli("train", "--config", str(path))
+    assert result.returncode == 1
+    assert f"{path}: unknown key 'training.epoch'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_builder_option(tiny_dataset: Path, tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  unet-joint:\n    depht: 3\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--config",
+            str(path),
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "unknown key 'model.unet-joint.depht'" in result.output
+
+
+def test_refuses_to_overwrite_a_run(tiny_dataset: Path, tmp_path: Path, tiny_config: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_text("precious")
+    result = CliRunner().invoke(
+        main,
+        ["train", "--config", str(tiny_config), "--data", str(tiny_dataset), "--out", str(run)],
+    )
+    assert result.exit_code == 1
+    assert "already holds a run" in result.output
+    assert (run / "model.keras").read_text() == "precious"
+
+
+def test_tiny_training_run_writes_a_run_folder(
+    tiny_dataset: Path, tmp_path: Path, tiny_config: Path
+):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--arch",
+            "unet-joint",
+            "--config",
+            str(tiny_config),
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(run),
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for name in (
+        "config.yaml",
+        "splits.json",
+        "model.keras",
+        "history.csv",
+        "metrics.json",
+        "predictions.csv",
+    ):
+        assert (run / name).is_file(), name
+    assert list((run / "logs").rglob("*tfevents*"))
+    history = (run / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 3  # header + 2 epochs
+    assert "val_loss" in history[0] and "mask_iou" in history[0] and "label_auc" in history[0]
+    metrics = json.loads((run / "metrics.json").read_text())
+    for split in ("train", "val", "test"):
+        figures = metrics["splits"][split]
+        assert set(figures["segmentation"]) >= {"iou_mean", "iou_std", "dice_mean", "dice_std"}
+        assert set(figures["classification"]) >= {"auc", "precision", "recall", "specificity"}
+    resolved = (run / "config.yaml").read_text()
+    assert "epochs: 2" in resolved and "seed: 3" in resolved and str(tiny_dataset) in resolved
+    assert "IoU" in result.output and "test" in result.output
+
+
+@pytest.mark.parametrize("arch", ["unet", "fcn", "deeplabv3"])
+def test_segmentation_only_architectures_train(
+    arch, tiny_dataset: Path, tmp_path: Path, tiny_config: Path
+):
+    run = tmp_path / arch
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--arch",
+            arch,
+            "--config",
+            str(tiny_config),
+            "--data",
+            str(tiny_dataset),
+            "--out",
+            str(run),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "classification" not in metrics["splits"]["test"]
+    assert 0.0 <= metrics["splits"]["test"]["segmentation"]["iou_mean"] <= 1.0
+
+
+def test_model_reloads_in_a_fresh_process(tiny_dataset: Path, tmp_path: Path, tiny_config: Path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--config", str(tiny_config), "--data", str(tiny_dataset), "--out", str(run)],
+    )
+    assert result.exit_code == 0, result.output
+    code = (
+        "import sys, numpy as np, cervixnet, keras\n"
+        f"model = keras.models.load_model({str(run / 'model.keras')!r})\n"
+        "mask, label = model.predict(np.zeros((1, 32, 32, 1), 'float32'), verbose=0)\n"
+        "assert mask.shape == (1, 32, 32, 1) and label.shape == (1, 1)\n"
+        "print('ok', float(label[0, 0]))\n"
+    )
+    reloaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert reloaded.stdout.startswith("ok")
