@@ -10,4 +10,12 @@ from cervixnet.errors import CervixnetError, ConfigError, DataError
 
 __version__ = "0.1.0"
 
-__all__ = ["CervixnetError", "ConfigError", "DataError", "__version__", "losses", "metrics", "models"]
+__all__ = [
+    "CervixnetError",
+    "ConfigError",
+    "DataError",
+    "__version__",
+    "losses",
+    "metrics",
+    "models",
+]

@@ -1,0 +1,257 @@
+"""Tests of cervixnet.data.synthetic: determinism, counts, masks, calipers, the label model."""
+
+import collections
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from cervixnet.data.bezier import parse_points, rasterize
+from cervixnet.data.synthetic import SyntheticSpec, generate, load_generator_info
+from cervixnet.errors import ConfigError, DataError
+
+SMALL = SyntheticSpec(n_images=24, n_preterm=4, seed=3)
+COLUMNS = [
+    "image",
+    "patient_id",
+    "label",
+    "mask",
+    "bezier",
+    "site",
+    "risk",
+    "cervical_length_mm",
+    "funnelling",
+    "heterogeneity",
+    "pixel_spacing_mm",
+]
+
+
+def read_rows(manifest: Path) -> list[dict[str, str]]:
+    with manifest.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    return generate(tmp_path_factory.mktemp("small") / "data", SMALL)
+
+
+@pytest.fixture(scope="module")
+def default(tmp_path_factory) -> Path:
+    """The default spec, generated once for the whole module (a few seconds)."""
+    return generate(tmp_path_factory.mktemp("default") / "data")
+
+
+def test_generate_returns_the_manifest_and_writes_the_layout(small):
+    assert small.name == "manifest.csv"
+    folder = small.parent
+    assert (folder / "images").is_dir() and (folder / "masks").is_dir()
+    assert (folder / "generator.json").is_file()
+    with small.open(newline="") as handle:
+        assert next(csv.reader(handle)) == COLUMNS
+
+
+def test_same_seed_is_byte_identical(small, tmp_path):
+    again = generate(tmp_path / "again", SMALL)
+    first = sorted(p.relative_to(small.parent) for p in small.parent.rglob("*") if p.is_file())
+    second = sorted(p.relative_to(again.parent) for p in again.parent.rglob("*") if p.is_file())
+    assert first == second
+    for name in first:
+        assert (small.parent / name).read_bytes() == (again.parent / name).read_bytes(), name
+
+
+def test_different_seed_differs(small, tmp_path):
+    other = generate(tmp_path / "other", SyntheticSpec(n_images=24, n_preterm=4, seed=4))
+    assert other.read_bytes() != small.read_bytes()
+    first = read_rows(small)[0]["image"]
+    assert (small.parent / first).read_bytes() != (other.parent / first).read_bytes()
+
+
+def test_counts_labels_and_patients(small):
+    rows = read_rows(small)
+    assert len(rows) == 24
+    assert sum(int(r["label"]) for r in rows) == 4
+    labels = collections.defaultdict(set)
+    risks = collections.defaultdict(set)
+    for row in rows:
+        labels[row["patient_id"]].add(row["label"])
+        risks[row["patient_id"]].add(row["risk"])
+    assert all(len(v) == 1 for v in labels.values())  # one label per patient
+    assert all(len(v) == 1 for v in risks.values())  # one risk per patient
+    per_patient = collections.Counter(r["patient_id"] for r in rows)
+    assert max(per_patient.values()) > 1
+    assert set(per_patient.values()) <= set(range(1, 5))
+
+
+def test_files_decode_with_matching_sizes(small):
+    rows = read_rows(small)
+    sizes = set()
+    for row in rows:
+        image = cv2.imread(str(small.parent / row["image"]), cv2.IMREAD_UNCHANGED)
+        mask = cv2.imread(str(small.parent / row["mask"]), cv2.IMREAD_UNCHANGED)
+        assert image is not None and mask is not None
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+        assert mask.ndim == 2 and mask.dtype == np.uint8
+        assert mask.shape == image.shape[:2]
+        assert set(np.unique(mask)) == {0, 255}
+        assert image.shape[:2] != (256, 256)
+        height, width = image.shape[:2]
+        assert 300 <= height <= 480 and width == round(height * 4 / 3)
+        sizes.add(image.shape)
+    assert len(sizes) > 1
+
+
+def test_masks_match_their_bezier_outlines(small):
+    for row in read_rows(small):
+        mask = cv2.imread(str(small.parent / row["mask"]), cv2.IMREAD_GRAYSCALE) > 0
+        drawn = rasterize(parse_points(row["bezier"]), *mask.shape) > 0
+        iou = (mask & drawn).sum() / (mask | drawn).sum()
+        assert iou >= 0.99, row["image"]
+
+
+def test_cervix_covers_a_useful_part_of_the_image(default):
+    fractions = []
+    for row in read_rows(default):
+        mask = cv2.imread(str(default.parent / row["mask"]), cv2.IMREAD_GRAYSCALE)
+        fractions.append((mask > 0).mean())
+    assert min(fractions) > 0.01 and max(fractions) < 0.3
+    assert 0.05 < float(np.median(fractions)) < 0.2
+
+
+def test_cervix_is_brighter_than_its_surroundings(small):
+    for row in read_rows(small):
+        gray = cv2.imread(str(small.parent / row["image"]))[..., 1].astype(float)
+        mask = cv2.imread(str(small.parent / row["mask"]), cv2.IMREAD_GRAYSCALE) > 0
+        ring = cv2.dilate(mask.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+        ring &= ~mask
+        assert gray[mask].mean() > gray[ring].mean(), row["image"]
+
+
+def test_calipers_are_pure_yellow_and_green_on_gray_anatomy(default):
+    has_yellow = has_green = without = 0
+    for row in read_rows(default)[:60]:
+        image = cv2.imread(str(default.parent / row["image"]))
+        b, g, r = (image[..., i].astype(int) for i in range(3))
+        yellow = (b == 0) & (g == 255) & (r == 255)
+        green = (b == 0) & (g == 255) & (r == 0)
+        gray = (b == g) & (g == r)
+        assert np.all(gray | yellow | green), row["image"]
+        has_yellow += bool(yellow.any())
+        has_green += bool(green.any())
+        without += not (yellow.any() or green.any())
+    assert has_yellow > 30 and has_green > 10
+    assert without > 0  # some images carry no calipers
+
+
+def test_default_spec_counts_and_best_auc(default):
+    rows = read_rows(default)
+    assert len(rows) == 354
+    labels = [int(r["label"]) for r in rows]
+    assert sum(labels) == 35
+    patients = {r["patient_id"] for r in rows}
+    assert 100 <= len(patients) <= 180
+    assert {r["site"] for r in rows} == {"clinic1", "clinic2"}
+
+    info = json.loads((default.parent / "generator.json").read_text())
+    assert info["counts"]["images"] == 354
+    assert info["counts"]["preterm_images"] == 35
+    assert info["counts"]["patients"] == len(patients)
+    recomputed = roc_auc_score(labels, [float(r["risk"]) for r in rows])
+    assert info["best_auc"] == pytest.approx(recomputed, abs=1e-6)
+    assert 0.75 <= info["best_auc"] <= 0.95
+    assert set(info["model"]["coefficients"]) == {"b0", "b_L", "b_F", "b_H"}
+
+
+def test_risk_follows_the_documented_formula(small):
+    info = load_generator_info(small.parent)
+    assert info is not None
+    c = info["model"]["coefficients"]
+    spec = info["spec"]
+    # Per patient the features jitter per image, so check the formula's direction: shorter
+    # cervices carry higher risk on average, and every risk is a probability.
+    rows = read_rows(small)
+    risks = np.array([float(r["risk"]) for r in rows])
+    lengths = np.array([float(r["cervical_length_mm"]) for r in rows])
+    assert np.all((risks > 0) & (risks < 1))
+    assert np.corrcoef(lengths, risks)[0, 1] < 0
+    assert c["b_L"] == spec["coef_length"] > 0
+
+
+def test_load_generator_info(small, tmp_path):
+    info = load_generator_info(small.parent)
+    assert info["generator"] == "cervixnet.data.synthetic"
+    assert info["spec"]["n_images"] == 24
+    assert load_generator_info(small) == info  # the manifest path works too
+    assert load_generator_info(tmp_path) is None
+    (tmp_path / "generator.json").write_text("{not json")
+    assert load_generator_info(tmp_path) is None
+
+
+def test_refuses_a_non_empty_foreign_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("my data")
+    with pytest.raises(DataError, match="Refusing to write"):
+        generate(tmp_path, SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_refuses_a_file(tmp_path):
+    target = tmp_path / "file.csv"
+    target.write_text("x")
+    with pytest.raises(DataError, match="not a folder"):
+        generate(target, SMALL)
+
+
+def test_overwrites_its_own_output_and_keeps_user_files(tmp_path):
+    folder = tmp_path / "data"
+    generate(folder, SMALL)
+    (folder / "notes.txt").write_text("mine")
+    manifest = generate(folder, SyntheticSpec(n_images=10, n_preterm=2, seed=3))
+    assert len(read_rows(manifest)) == 10
+    assert len(list((folder / "images").iterdir())) == 10
+    assert len(list((folder / "masks").iterdir())) == 10
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_empty_existing_folder_is_fine(tmp_path):
+    assert generate(tmp_path, SyntheticSpec(n_images=3, n_preterm=1)).is_file()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"n_images": 0}, "n_images"),
+        ({"n_preterm": 30, "n_images": 20}, "n_preterm"),
+        ({"n_preterm": -1}, "n_preterm"),
+        ({"images_per_patient": (0, 3)}, "images_per_patient"),
+        ({"images_per_patient": (3, 2)}, "images_per_patient"),
+        ({"seed": -1}, "seed"),
+        ({"image_heights": ()}, "image_heights"),
+        ({"image_heights": (50,)}, "image_heights"),
+        ({"caliper_probability": 1.5}, "caliper_probability"),
+        ({"n_sites": 0}, "n_sites"),
+        ({"length_max_mm": 80.0}, "length_max_mm"),
+        ({"heterogeneity_beta": (0.0, 1.0)}, "heterogeneity_beta"),
+    ],
+)
+def test_bad_spec_raises(kwargs, name):
+    with pytest.raises(ConfigError, match=f"Received: {name}="):
+        SyntheticSpec(**kwargs)
+
+
+def test_edge_counts_all_control_or_all_preterm(tmp_path):
+    rows = read_rows(generate(tmp_path / "a", SyntheticSpec(n_images=5, n_preterm=0)))
+    assert [r["label"] for r in rows] == ["0"] * 5
+    assert load_generator_info(tmp_path / "a")["best_auc"] is None
+    rows = read_rows(generate(tmp_path / "b", SyntheticSpec(n_images=4, n_preterm=4)))
+    assert [r["label"] for r in rows] == ["1"] * 4
+
+
+def test_unreachable_preterm_count_raises(tmp_path):
+    spec = SyntheticSpec(n_images=8, n_preterm=2, images_per_patient=(4, 4))
+    with pytest.raises(ConfigError, match="cannot make exactly n_preterm=2"):
+        generate(tmp_path / "data", spec)
+    assert not (tmp_path / "data").exists()  # refused before writing anything
