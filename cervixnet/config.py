@@ -99,6 +99,7 @@ class TrainingConfig:
     epochs: int = 30
     batch_size: int = 8
     learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
     weight_decay: float = 5e-4
     beta_1: float = 0.9
     beta_2: float = 0.999
@@ -160,6 +161,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "training.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "training.learning_rate": (lambda v: v > 0, "a positive number"),
+    "training.lr_schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
     "training.weight_decay": (lambda v: v >= 0, "a non-negative number"),
     "training.beta_1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "training.beta_2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),

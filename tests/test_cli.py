@@ -220,3 +220,25 @@ def test_model_reloads_in_a_fresh_process(tiny_dataset: Path, tmp_path: Path, ti
     )
     assert reloaded.returncode == 0, reloaded.stderr
     assert reloaded.stdout.startswith("ok")
+
+
+def test_data_synth_writes_the_manifest_format(tmp_path: Path):
+    out = tmp_path / "synthetic"
+    result = CliRunner().invoke(
+        main, ["data", "synth", "--out", str(out), "--n-images", "12", "--n-preterm", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Wrote 12 images (2 preterm)" in result.output and "best possible AUC" in result.output
+    from cervixnet.data.manifest import read_manifest
+
+    manifest = read_manifest(out)
+    assert len(manifest.records) == 12
+    assert sum(r.label for r in manifest.records) == 2
+
+
+def test_data_synth_refuses_a_foreign_folder(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["data", "synth", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -135,6 +135,7 @@ NAMING_CASES = [
         "unet-joint",
         {"classifier_features": ("bottleneck", "encoder1"), "classifier_pooling": "avgmax"},
     ),
+    ("unet-joint", {"classifier_trains_encoder": False}),
 ]
 
 
@@ -426,6 +427,7 @@ BAD_ARGUMENTS = [
     (build_unet_joint, {"classifier_features": ["encoder1", "encoder1"]}, ValueError, "distinct"),
     (build_unet_joint, {"classifier_features": 3}, ValueError, "classifier_features=3"),
     (build_unet_joint, {"classifier_pooling": "sum"}, ValueError, "classifier_pooling='sum'"),
+    (build_unet_joint, {"classifier_trains_encoder": 1}, ValueError, "classifier_trains_encoder=1"),
     (build_unet_joint, {"classifier_units": (64, 0)}, ValueError, "classifier_units"),
     (build_unet_joint, {"classifier_units": 64}, ValueError, "classifier_units=64"),
     (build_unet_joint, {"classifier_dropout": 1.5}, ValueError, "classifier_dropout=1.5"),
@@ -572,6 +574,36 @@ def test_joint_model_trains_one_step() -> None:
     assert {"mask_loss", "label_loss"} <= set(history.history)
     after = model.get_layer("label").get_weights()
     assert any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("trains_encoder", [True, False])
+def test_classifier_trains_encoder_switch(trains_encoder: bool) -> None:
+    # A label-only loss must move the encoder's kernels exactly when the switch allows it.
+    model = build_unet_joint(
+        input_shape=(32, 32, 1),
+        base_filters=4,
+        depth=2,
+        classifier_units=(8,),
+        classifier_trains_encoder=trains_encoder,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss={"label": "binary_crossentropy"},
+        jit_compile=False,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 1), dtype=np.float32)
+    y = {"mask": np.zeros((4, 32, 32, 1), "float32"), "label": np.ones((4, 1), "float32")}
+    encoder_before = model.get_layer("encoder1_conv1").get_weights()[0].copy()
+    head_before = model.get_layer("label").get_weights()[0].copy()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    encoder_moved = not np.array_equal(
+        encoder_before, model.get_layer("encoder1_conv1").get_weights()[0]
+    )
+    assert encoder_moved is trains_encoder
+    assert not np.array_equal(head_before, model.get_layer("label").get_weights()[0])
+    stops = [layer.name for layer in model.layers if "stop_gradient" in layer.name]
+    assert stops == ([] if trains_encoder else ["label_head_bottleneck_stop_gradient"])
 
 
 @pytest.mark.parametrize("name", models.names())

@@ -9,6 +9,7 @@ import keras
 from keras import layers
 
 from cervixnet.models import _validation as v
+from cervixnet.models.stop_gradient import StopGradient
 from cervixnet.models.unet import unet_graph, validate_unet_args
 
 _POOLINGS = ("avg", "max", "avgmax")
@@ -42,6 +43,7 @@ def build_unet_joint(
     classifier_pooling: str = "avg",
     classifier_units: Sequence[int] = (256, 64),
     classifier_dropout: float = 0.5,
+    classifier_trains_encoder: bool = True,
     weights: str | os.PathLike | None = None,
     name: str = "unet_joint",
 ) -> keras.Model:
@@ -63,6 +65,10 @@ def build_unet_joint(
         classifier_units: widths of the hidden dense layers, default ``(256, 64)``; may be empty.
         classifier_dropout: dropout rate in ``[0, 1)`` after each hidden dense layer (default
             0.5); 0 adds no dropout layer.
+        classifier_trains_encoder: if True (default, as in the paper) the label loss also
+            trains the encoder; if False a ``StopGradient`` layer per feature map keeps the
+            encoder to segmentation, and the branch learns on its features only (less
+            overfitting when preterm cases are few).
         weights: path of a local weights file to load; ``None`` for random initialisation.
         name: model name.
 
@@ -75,6 +81,11 @@ def build_unet_joint(
     pooling = v.check_choice(classifier_pooling, _POOLINGS, "classifier_pooling")
     units = v.check_positive_ints(classifier_units, "classifier_units")
     head_dropout = v.check_rate(classifier_dropout, "classifier_dropout")
+    if not isinstance(classifier_trains_encoder, bool):
+        raise ValueError(
+            "`classifier_trains_encoder` must be True or False. "
+            f"Received: classifier_trains_encoder={classifier_trains_encoder!r}"
+        )
     weights_path = v.check_weights(weights)
     name = v.check_name(name)
 
@@ -86,12 +97,13 @@ def build_unet_joint(
     pooled = []
     for feature in features_used:
         prefix = f"label_head_{feature}"
+        source = features[feature]
+        if not classifier_trains_encoder:
+            source = StopGradient(name=f"{prefix}_stop_gradient")(source)
         if pooling in ("avg", "avgmax"):
-            pooled.append(
-                layers.GlobalAveragePooling2D(name=f"{prefix}_avgpool")(features[feature])
-            )
+            pooled.append(layers.GlobalAveragePooling2D(name=f"{prefix}_avgpool")(source))
         if pooling in ("max", "avgmax"):
-            pooled.append(layers.GlobalMaxPooling2D(name=f"{prefix}_maxpool")(features[feature]))
+            pooled.append(layers.GlobalMaxPooling2D(name=f"{prefix}_maxpool")(source))
     x = pooled[0] if len(pooled) == 1 else layers.Concatenate(name="label_head_concat")(pooled)
     for index, width in enumerate(units, start=1):
         x = layers.Dense(

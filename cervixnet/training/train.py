@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -70,11 +71,24 @@ def build_model(config: Config) -> keras.Model:
         raise ConfigError(f"model '{config.arch}': {error}") from None
 
 
-def compile_model(model: keras.Model, config: Config, positive_weight: float) -> None:
+def learning_rate(config: Config, steps_per_epoch: int):
+    """The configured learning rate: constant, or cosine decay to 1 % over the whole run."""
+    if config.training.lr_schedule == "constant":
+        return config.training.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        config.training.learning_rate,
+        decay_steps=max(1, steps_per_epoch * config.training.epochs),
+        alpha=0.01,
+    )
+
+
+def compile_model(
+    model: keras.Model, config: Config, positive_weight: float, steps_per_epoch: int = 1
+) -> None:
     """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label."""
     mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
     optimizer = keras.optimizers.AdamW(
-        learning_rate=config.training.learning_rate,
+        learning_rate=learning_rate(config, steps_per_epoch),
         weight_decay=config.training.weight_decay,
         beta_1=config.training.beta_1,
         beta_2=config.training.beta_2,
@@ -152,7 +166,8 @@ def train(
         positive_weight = losses.positive_weight_from_labels(
             np.array([np.nan if v is None else v for v in train_labels], dtype=float)
         )
-    compile_model(model, config, positive_weight or 1.0)
+    steps_per_epoch = math.ceil(len(indices["train"]) / config.training.batch_size)
+    compile_model(model, config, positive_weight or 1.0, steps_per_epoch)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
