@@ -588,7 +588,8 @@ def test_classifier_trains_encoder_switch(trains_encoder: bool) -> None:
     )
     model.compile(
         optimizer=keras.optimizers.SGD(0.5),
-        loss={"label": "binary_crossentropy"},
+        loss={"mask": "binary_crossentropy", "label": "binary_crossentropy"},
+        loss_weights={"mask": 0.0, "label": 1.0},
         jit_compile=False,
     )
     rng = np.random.default_rng(0)
