@@ -365,6 +365,8 @@ CLASSIFIER_CASES = [
     ({"classifier_features": "encoder1"}, 4),
     ({"classifier_features": ["encoder1", "encoder2"], "classifier_pooling": "max"}, 12),
     ({"classifier_features": ("bottleneck", "encoder1"), "classifier_pooling": "avgmax"}, 40),
+    ({"classifier_features": ["decoder1", "decoder2"]}, 12),
+    ({"classifier_features": ("bottleneck", "decoder1"), "classifier_pooling": "avgmax"}, 40),
 ]
 
 
@@ -421,7 +423,7 @@ BAD_ARGUMENTS = [
     (build_unet, {"weights": "/no/such/unet.weights.h5"}, FileNotFoundError,
      "/no/such/unet.weights.h5"),
     (build_unet_joint, {"classifier_features": "encoder5"}, ValueError,
-     "among: bottleneck, encoder1, encoder2, encoder3, encoder4 (for depth=4). "
+     "encoder3, encoder4, decoder1, decoder2, decoder3, decoder4 (for depth=4). "
      "Received: classifier_features='encoder5'"),
     (build_unet_joint, {"classifier_features": []}, ValueError, "classifier_features"),
     (build_unet_joint, {"classifier_features": ["encoder1", "encoder1"]}, ValueError, "distinct"),

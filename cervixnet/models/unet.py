@@ -47,10 +47,11 @@ def unet_graph(
     """Build the U-Net graph on ``inputs``.
 
     Returns:
-        ``(mask, features)``: the sigmoid mask ``(batch, H, W, 1)`` and the encoder feature maps by
+        ``(mask, features)``: the sigmoid mask ``(batch, H, W, 1)`` and the feature maps by
         name: ``"encoder{i}"`` (level ``i`` output before pooling, ``(H / 2**(i-1), ...,
-        base_filters * 2**(i-1))``) and ``"bottleneck"`` (``(H / 2**depth, ...,
-        base_filters * 2**depth)``).
+        base_filters * 2**(i-1))``), ``"bottleneck"`` (``(H / 2**depth, ...,
+        base_filters * 2**depth)``) and ``"decoder{i}"`` (level ``i`` output after its
+        convolutions, the same shape as ``"encoder{i}"``).
     """
     base, depth, bn = args.base_filters, args.depth, args.batch_norm
     features: dict[str, keras.KerasTensor] = {}
@@ -90,6 +91,7 @@ def unet_graph(
         x = layers.Concatenate(name=f"{prefix}_concat")([x, features[f"encoder{level}"]])
         x = conv_bn_relu(x, filters, prefix, 1, batch_norm=bn)
         x = conv_bn_relu(x, filters, prefix, 2, batch_norm=bn)
+        features[prefix] = x
 
     mask = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
     return mask, features

@@ -17,7 +17,11 @@ _POOLINGS = ("avg", "max", "avgmax")
 
 def _check_classifier_features(value: object, depth: int) -> tuple[str, ...]:
     """Check ``classifier_features``: one name or a sequence of distinct names."""
-    valid = ("bottleneck", *(f"encoder{i}" for i in range(1, depth + 1)))
+    valid = (
+        "bottleneck",
+        *(f"encoder{i}" for i in range(1, depth + 1)),
+        *(f"decoder{i}" for i in range(1, depth + 1)),
+    )
     names = (value,) if isinstance(value, str) else value
     if (
         not isinstance(names, Sequence)
@@ -59,7 +63,9 @@ def build_unet_joint(
             ``2**depth`` (16 for the default depth 4). Any channel count.
         base_filters, depth, batch_norm, dropout: as in :func:`build_unet`.
         classifier_features: ``"bottleneck"`` (default) and/or ``"encoder1"`` ...
-            ``"encoder{depth}"`` (level outputs before pooling); a string or a sequence.
+            ``"encoder{depth}"`` (level outputs before pooling) and/or ``"decoder1"`` ...
+            ``"decoder{depth}"`` (level outputs after their convolutions; ``decoder1`` is at
+            full resolution, just before the mask); a string or a sequence.
         classifier_pooling: global pooling per feature map: ``"avg"`` (default), ``"max"``, or
             ``"avgmax"`` (both, concatenated).
         classifier_units: widths of the hidden dense layers, default ``(256, 64)``; may be empty.
