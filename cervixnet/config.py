@@ -51,7 +51,7 @@ class DataConfig:
     """Where the data is and how it becomes model input."""
 
     path: str | None = None
-    image_size: tuple[int, int] = (128, 128)
+    image_size: tuple[int, int] = (96, 96)
     channels: int = 1
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     splits_file: str | None = None
@@ -68,9 +68,11 @@ class ModelConfig:
     unet_joint: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {
             "depth": 4,
-            "classifier_features": "bottleneck",
-            "classifier_units": (64, 16),
+            "classifier_features": ("bottleneck", "decoder1"),
+            "classifier_pooling": "avgmax",
+            "classifier_units": (32,),
             "classifier_dropout": 0.3,
+            "classifier_trains_encoder": False,
         }
     )
     fcn: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -96,8 +98,8 @@ class LossConfig:
 class TrainingConfig:
     """Optimiser and loop settings (AdamW: Adam with decoupled weight decay)."""
 
-    epochs: int = 30
-    batch_size: int = 8
+    epochs: int = 40
+    batch_size: int = 16
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
     weight_decay: float = 5e-4

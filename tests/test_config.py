@@ -30,7 +30,8 @@ def test_user_file_merges_over_defaults(tmp_path: Path):
     assert config.training.epochs == 3
     assert config.training.batch_size == Config().training.batch_size
     assert config.model.builder_kwargs("unet-joint")["depth"] == 3
-    assert config.model.builder_kwargs("unet-joint")["classifier_features"] == "bottleneck"
+    default_features = Config().model.unet_joint["classifier_features"]
+    assert config.model.builder_kwargs("unet-joint")["classifier_features"] == default_features
 
 
 def test_overrides_apply_and_none_is_ignored():

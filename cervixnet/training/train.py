@@ -210,6 +210,7 @@ def train(
         validation_data=val_data,
         epochs=config.training.epochs,
         callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles, with the run's seed
         verbose=verbose,
     )
 
