@@ -11,6 +11,20 @@ from cervixnet.models import _validation as v
 from cervixnet.models.blocks import BilinearUpsampling, conv_bn_relu, mask_activation
 
 
+def _bilinear_up(x: keras.KerasTensor, stride: int, name: str) -> keras.KerasTensor:
+    """One-channel transposed convolution by ``stride`` (kernel ``2 * stride``), initialised
+    to bilinear interpolation as in FCN-8s."""
+    return layers.Conv2DTranspose(
+        1,
+        2 * stride,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=BilinearUpsampling(),
+        name=name,
+    )(x)
+
+
 def build_fcn(
     input_shape: tuple[int, int, int] = (256, 256, 1),
     base_filters: int = 64,
@@ -84,37 +98,13 @@ def build_fcn(
 
     # FCN-8s decoder: score, upsample 2x, fuse pool4; upsample 2x, fuse pool3; upsample 8x.
     score = layers.Conv2D(1, 1, name="fcn_score_fc7")(x)
-    score = layers.Conv2DTranspose(
-        1,
-        4,
-        strides=2,
-        padding="same",
-        use_bias=False,
-        kernel_initializer=BilinearUpsampling(),
-        name="fcn_up2_fc7",
-    )(score)
+    score = _bilinear_up(score, 2, "fcn_up2_fc7")
     score_pool4 = layers.Conv2D(1, 1, kernel_initializer="zeros", name="fcn_score_pool4")(pools[4])
     score = layers.Add(name="fcn_fuse_pool4")([score, score_pool4])
-    score = layers.Conv2DTranspose(
-        1,
-        4,
-        strides=2,
-        padding="same",
-        use_bias=False,
-        kernel_initializer=BilinearUpsampling(),
-        name="fcn_up2_pool4",
-    )(score)
+    score = _bilinear_up(score, 2, "fcn_up2_pool4")
     score_pool3 = layers.Conv2D(1, 1, kernel_initializer="zeros", name="fcn_score_pool3")(pools[3])
     score = layers.Add(name="fcn_fuse_pool3")([score, score_pool3])
-    logits = layers.Conv2DTranspose(
-        1,
-        16,
-        strides=8,
-        padding="same",
-        use_bias=False,
-        kernel_initializer=BilinearUpsampling(),
-        name="fcn_up8",
-    )(score)
+    logits = _bilinear_up(score, 8, "fcn_up8")
     mask = mask_activation(logits)
 
     model = keras.Model(inputs, mask, name=name)
