@@ -134,7 +134,8 @@ def train(
 
     Args:
         config: a resolved configuration (``cervixnet.config.load_config``).
-        run_dir: the run folder; created, and refused if it already holds a run.
+        run_dir: the run folder; refused if it already holds a run, created once the
+            configuration and the data have passed their checks.
         cache_root: where the synthetic data set is cached (default ``~/.cache/cervixnet``).
         verbose: Keras ``fit`` verbosity; ``"auto"`` shows a progress bar on a terminal
             and one line per epoch otherwise.
@@ -144,7 +145,7 @@ def train(
         ConfigError, DataError: invalid configuration or data, before any training.
     """
     started = time.perf_counter()
-    run_dir = _prepare_run_dir(run_dir)
+    run_dir = _check_run_dir(run_dir)
     keras.utils.set_random_seed(config.seed)
 
     manifest_path = resolve_data(config, cache_root)
@@ -158,6 +159,8 @@ def train(
     _check_trainable(manifest, indices, joint)
 
     model = build_model(config)
+    # Only now, with configuration and data checked, does the run folder appear.
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     splits.save(run_dir / "splits.json", manifest)
     train_labels = [manifest.records[i].label for i in indices["train"]]
@@ -245,7 +248,7 @@ def train(
     return TrainResult(run_dir, summary, dict(history.history), seconds)
 
 
-def _prepare_run_dir(run_dir: str | Path) -> Path:
+def _check_run_dir(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir}: exists and is not a folder")
@@ -255,7 +258,6 @@ def _prepare_run_dir(run_dir: str | Path) -> Path:
             f"--out {run_dir}: already holds a run ({', '.join(existing)}); "
             "choose a new folder so that no earlier result is overwritten"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
 
