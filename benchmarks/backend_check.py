@@ -81,6 +81,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="backend_check.json")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=128, help="input height and width")
+    parser.add_argument("--base-filters", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--paper", action="store_true", help="also the paper-size joint U-Net")
     args = parser.parse_args()
 
@@ -88,7 +91,7 @@ def main() -> None:
 
     from cervixnet import models
 
-    cases = [(arch, 128, 16, 8) for arch in models.names()]
+    cases = [(arch, args.size, args.base_filters, args.batch) for arch in models.names()]
     if args.paper:
         cases.append(("unet-joint", 256, 64, 4))
     results = []
