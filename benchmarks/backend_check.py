@@ -34,7 +34,8 @@ def run(arch: str, size: int, base_filters: int, batch: int, steps: int) -> dict
 
     from cervixnet import losses, metrics, models
 
-    keras.utils.set_random_seed(0)
+    # No keras.utils.set_random_seed: it imports TensorFlow whenever TensorFlow is installed,
+    # which would hide whether cervixnet itself needs it. Weights are randomly initialised.
     model = models.get(arch, input_shape=(size, size, 1), base_filters=base_filters)
     joint = models.is_joint(arch)
     optimizer = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=5e-4)
@@ -52,13 +53,8 @@ def run(arch: str, size: int, base_filters: int, batch: int, steps: int) -> dict
     rng = np.random.default_rng(0)
     images, masks, labels = _batch(rng, batch * steps, size)
     y = (masks, labels) if joint else masks
-    model.fit(
-        images[:batch],
-        y if not joint else (masks[:batch], labels[:batch]),
-        batch_size=batch,
-        epochs=1,
-        verbose=0,
-    )  # compile and warm up
+    warm_up = (masks[:batch], labels[:batch]) if joint else masks[:batch]
+    model.fit(images[:batch], warm_up, batch_size=batch, epochs=1, verbose=0)  # compile
     started = time.perf_counter()
     history = model.fit(images, y, batch_size=batch, epochs=1, verbose=0)
     seconds = time.perf_counter() - started
