@@ -149,5 +149,34 @@ def synth(out, n_images, n_preterm, seed) -> None:
     )
 
 
+@data.command()
+@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+def validate(manifest) -> None:
+    """Check every row of a data set and list every problem found.
+
+    MANIFEST is a data folder or its manifest.csv. Each image and mask is decoded; a mask must
+    have its image's size, Bézier control points must lie inside the image, labels must be
+    1, 0 or empty, and a patient has one label. One line per problem (file, row, column,
+    reason); the exit status is 1 if there is any. Nothing is written.
+    """
+    from cervixnet.data.manifest import check_manifest
+
+    try:
+        path, records, problems = check_manifest(manifest, decode=True)
+    except CervixnetError as error:
+        raise click.ClickException(str(error)) from None
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise click.ClickException(f"{len(problems)} problem(s) in {path}")
+    patients = {r.patient_id for r in records}
+    preterm = sum(r.label == 1 for r in records)
+    unknown = sum(r.label is None for r in records)
+    click.echo(
+        f"OK: {path}: {len(records)} images of {len(patients)} patients, {preterm} preterm, "
+        f"{unknown} without a label, {sum(r.mask is None for r in records)} without a mask"
+    )
+
+
 if __name__ == "__main__":
     main()

@@ -67,78 +67,190 @@ def resolve_manifest_path(path: str | Path) -> Path:
     return candidate
 
 
-def read_manifest(path: str | Path, check_files: bool = True) -> Manifest:
-    """Reads and validates a manifest.
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One problem in a manifest: where it is (file, row, column) and what is wrong."""
+
+    manifest: Path
+    row: int | None
+    column: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = str(self.manifest)
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.column is not None:
+            where += f", column '{self.column}'"
+        return f"{where}: {self.reason}"
+
+
+def check_manifest(
+    path: str | Path, check_files: bool = True, decode: bool = False
+) -> tuple[Path, list[Record], list[Problem]]:
+    """Reads a manifest and collects every problem instead of stopping at the first.
 
     Args:
         path: a data folder or its ``manifest.csv``.
-        check_files: also check that every referenced image and mask file exists.
+        check_files: check that every referenced image and mask file exists.
+        decode: also decode every image and mask (OpenCV), and check that a mask has its
+            image's size and that Bézier control points (a ``bezier`` column) lie inside it.
+
+    Returns:
+        ``(manifest_path, records, problems)``: the rows without problems as records, and one
+        :class:`Problem` per problem found, in file order.
 
     Raises:
-        DataError: naming the file, row and column of the first problem found.
+        DataError: the folder or file cannot be found.
     """
     manifest_path = resolve_manifest_path(path).resolve()
     root = manifest_path.parent
+    problems: list[Problem] = []
+    records: list[Record] = []
     try:
         with manifest_path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = reader.fieldnames or []
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
-                raise DataError(
-                    f"{manifest_path}: missing required column(s) {', '.join(missing)}. "
-                    f"Expected columns {', '.join(REQUIRED_COLUMNS)}; received: {', '.join(header)}"
+                problems.append(
+                    Problem(
+                        manifest_path,
+                        None,
+                        None,
+                        f"missing required column(s) {', '.join(missing)}. Expected columns "
+                        f"{', '.join(REQUIRED_COLUMNS)}; received: {', '.join(header)}",
+                    )
                 )
-            records = [
-                _parse_row(manifest_path, root, row_number, row, check_files)
-                for row_number, row in enumerate(reader, start=2)
-            ]
+                return manifest_path, [], problems
+            for row_number, row in enumerate(reader, start=2):
+                checker = _RowChecker(manifest_path, root, row_number, problems)
+                record = checker.parse(row, check_files, decode)
+                if record is not None:
+                    records.append(record)
     except UnicodeDecodeError as error:
-        raise DataError(f"{manifest_path}: not a UTF-8 text file ({error.reason})") from None
+        problems.append(
+            Problem(manifest_path, None, None, f"not a UTF-8 text file ({error.reason})")
+        )
+        return manifest_path, [], problems
     except csv.Error as error:
-        raise DataError(f"{manifest_path}: not a valid CSV file ({error})") from None
-    if not records:
-        raise DataError(f"{manifest_path}: the manifest has no rows")
-    _check_one_label_per_patient(manifest_path, records)
+        problems.append(Problem(manifest_path, None, None, f"not a valid CSV file ({error})"))
+        return manifest_path, [], problems
+    if not records and not problems:
+        problems.append(Problem(manifest_path, None, None, "the manifest has no rows"))
+    problems.extend(_duplicates(manifest_path, records))
+    problems.extend(_conflicting_labels(manifest_path, records))
+    problems.sort(key=lambda p: p.row or 0)
+    return manifest_path, records, problems
+
+
+def read_manifest(path: str | Path, check_files: bool = True, decode: bool = False) -> Manifest:
+    """Reads and validates a manifest.
+
+    Args:
+        path: a data folder or its ``manifest.csv``.
+        check_files: also check that every referenced image and mask file exists.
+        decode: also decode every image and mask (see :func:`check_manifest`).
+
+    Raises:
+        DataError: naming the file, row and column of the first problem found, and how many
+            there are in all.
+    """
+    manifest_path, records, problems = check_manifest(path, check_files, decode)
+    if problems:
+        more = len(problems) - 1
+        hint = (
+            f" (and {more} more problem{'s' if more > 1 else ''}; "
+            "`cervixnet data validate` lists them all)"
+            if more
+            else ""
+        )
+        raise DataError(f"{problems[0]}{hint}")
     return Manifest(path=manifest_path, records=tuple(records))
 
 
-def _parse_row(
-    manifest_path: Path, root: Path, row_number: int, row: dict, check_files: bool
-) -> Record:
-    def fail(column: str, reason: str) -> DataError:
-        return DataError(f"{manifest_path}, row {row_number}, column '{column}': {reason}")
+class _RowChecker:
+    """Parses one row, recording each problem it finds."""
 
-    if None in row:  # more cells than header columns
-        raise fail("(extra cells)", f"the row has more cells than the header: {row[None]!r}")
-    values = {k: (v or "").strip() for k, v in row.items()}
+    def __init__(self, manifest_path: Path, root: Path, row: int, problems: list[Problem]):
+        self.manifest_path, self.root, self.row, self.problems = manifest_path, root, row, problems
+        self.failed = False
 
-    image_text = values["image"]
-    if not image_text:
-        raise fail("image", "empty; every row needs an image path")
-    image = _resolve(root, image_text)
-    if check_files and not image.is_file():
-        raise fail("image", f"file not found: {image_text}")
+    def fail(self, column: str, reason: str) -> None:
+        self.problems.append(Problem(self.manifest_path, self.row, column, reason))
+        self.failed = True
 
-    patient_id = values["patient_id"]
-    if not patient_id:
-        raise fail("patient_id", "empty; every row needs a patient id")
+    def parse(self, row: dict, check_files: bool, decode: bool) -> Record | None:
+        if None in row:  # more cells than header columns
+            self.fail("(extra cells)", f"the row has more cells than the header: {row[None]!r}")
+            return None
+        values = {k: (v or "").strip() for k, v in row.items()}
 
-    label_text = values["label"]
-    if label_text in ("", "nan", "NaN", "NA"):
-        label = None
-    elif label_text in ("0", "1", "0.0", "1.0"):
-        label = int(float(label_text))
-    else:
-        raise fail("label", f"expected 1 (preterm), 0 (control) or empty. Received: {label_text!r}")
+        image_text = values["image"]
+        image = _resolve(self.root, image_text) if image_text else None
+        if image is None:
+            self.fail("image", "empty; every row needs an image path")
+        elif check_files and not image.is_file():
+            self.fail("image", f"file not found: {image_text}")
 
-    mask_text = values["mask"]
-    mask = _resolve(root, mask_text) if mask_text else None
-    if check_files and mask is not None and not mask.is_file():
-        raise fail("mask", f"file not found: {mask_text}")
+        patient_id = values["patient_id"]
+        if not patient_id:
+            self.fail("patient_id", "empty; every row needs a patient id")
 
-    extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
-    return Record(row_number, image, patient_id, label, mask, extra)
+        label_text, label = values["label"], None
+        if label_text in ("0", "1", "0.0", "1.0"):
+            label = int(float(label_text))
+        elif label_text not in ("", "nan", "NaN", "NA"):
+            self.fail(
+                "label", f"expected 1 (preterm), 0 (control) or empty. Received: {label_text!r}"
+            )
+
+        mask_text = values["mask"]
+        mask = _resolve(self.root, mask_text) if mask_text else None
+        if check_files and mask is not None and not mask.is_file():
+            self.fail("mask", f"file not found: {mask_text}")
+
+        if decode and not self.failed:
+            self._decode(image, mask, values.get("bezier", ""))
+        if self.failed:
+            return None
+        extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
+        return Record(self.row, image, patient_id, label, mask, extra)
+
+    def _decode(self, image: Path, mask: Path | None, bezier_text: str) -> None:
+        import cv2
+
+        from cervixnet.data import bezier
+
+        pixels = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
+        if pixels is None or pixels.size == 0:
+            self.fail("image", f"cannot be decoded as an image: {image.name}")
+            return
+        height, width = pixels.shape[:2]
+        if mask is not None:
+            mask_pixels = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+            if mask_pixels is None or mask_pixels.size == 0:
+                self.fail("mask", f"cannot be decoded as an image: {mask.name}")
+            elif mask_pixels.shape[:2] != (height, width):
+                self.fail(
+                    "mask",
+                    f"the mask is {mask_pixels.shape[1]}x{mask_pixels.shape[0]} pixels but its "
+                    f"image is {width}x{height}",
+                )
+        for annotation in filter(None, (a.strip() for a in bezier_text.split(";"))):
+            try:
+                points = bezier.parse_points(annotation)
+            except ValueError as error:
+                self.fail("bezier", str(error))
+                continue
+            outside = [
+                f"{x:g},{y:g}" for x, y in points if not (0 <= x <= width and 0 <= y <= height)
+            ]
+            if outside:
+                self.fail(
+                    "bezier",
+                    f"control point(s) {' '.join(outside)} outside the {width}x{height} image",
+                )
 
 
 def _resolve(root: Path, text: str) -> Path:
@@ -146,15 +258,33 @@ def _resolve(root: Path, text: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
-def _check_one_label_per_patient(manifest_path: Path, records: list[Record]) -> None:
+def _duplicates(manifest_path: Path, records: list[Record]) -> list[Problem]:
+    first_row: dict[Path, int] = {}
+    problems = []
+    for record in records:
+        earlier = first_row.setdefault(record.image, record.row)
+        if earlier != record.row:
+            problems.append(
+                Problem(manifest_path, record.row, "image", f"the same image as row {earlier}")
+            )
+    return problems
+
+
+def _conflicting_labels(manifest_path: Path, records: list[Record]) -> list[Problem]:
     first_seen: dict[str, Record] = {}
+    problems = []
     for record in records:
         if record.label is None:
             continue
         earlier = first_seen.setdefault(record.patient_id, record)
         if earlier.label != record.label:
-            raise DataError(
-                f"{manifest_path}, row {record.row}, column 'label': patient "
-                f"'{record.patient_id}' has label {record.label} here but {earlier.label} "
-                f"in row {earlier.row}; one pregnancy has one outcome"
+            problems.append(
+                Problem(
+                    manifest_path,
+                    record.row,
+                    "label",
+                    f"patient '{record.patient_id}' has label {record.label} here but "
+                    f"{earlier.label} in row {earlier.row}; one pregnancy has one outcome",
+                )
             )
+    return problems

@@ -149,7 +149,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
 
     manifest_path = resolve_data(config, cache_root)
-    manifest = read_manifest(manifest_path)
+    manifest = read_manifest(manifest_path, decode=True)
     if config.data.path is None:
         echo(f"Data: built-in synthetic set at {manifest.root}")
     config = config.replace({"data.path": str(manifest.root)})
