@@ -2,6 +2,7 @@
 
 import collections
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -255,3 +256,22 @@ def test_unreachable_preterm_count_raises(tmp_path):
     with pytest.raises(ConfigError, match="cannot make exactly n_preterm=2"):
         generate(tmp_path / "data", spec)
     assert not (tmp_path / "data").exists()  # refused before writing anything
+
+
+def test_write_clean_adds_clean_images_and_changes_nothing_else(tmp_path: Path):
+    plain = generate(tmp_path / "plain", SMALL)
+    spec = dataclasses.replace(SMALL, write_clean=True)
+    with_clean = generate(tmp_path / "clean", spec)
+    with with_clean.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [*COLUMNS, "clean_image"]
+    for row in rows:
+        for column in ("image", "mask"):
+            assert (plain.parent / row[column]).read_bytes() == (
+                with_clean.parent / row[column]
+            ).read_bytes()
+        clean = cv2.imread(str(with_clean.parent / row["clean_image"]), cv2.IMREAD_UNCHANGED)
+        image = cv2.imread(str(with_clean.parent / row["image"]), cv2.IMREAD_UNCHANGED)
+        assert clean.ndim == 2 and clean.shape == image.shape[:2]
+        gray = np.all(image == image[..., :1], axis=2)  # no caliper colour here
+        np.testing.assert_array_equal(clean[gray], image[..., 0][gray])

@@ -116,6 +116,9 @@ class SyntheticSpec:
         typical_angle_deg: typical tilt of the canal from the horizontal (external os up and
             to the right of the internal os).
         angle_range_deg: patients' tilts are uniform in ``typical +- angle_range_deg``.
+        write_clean: also write each image before its calipers were burnt in, as grayscale
+            ``clean/<name>.png``, listed in a ``clean_image`` column (for testing caliper
+            removal against the truth). Off by default; the other files are the same either way.
     """
 
     n_images: int = 354
@@ -143,6 +146,7 @@ class SyntheticSpec:
     length_jitter: float = 0.04
     typical_angle_deg: float = 20.0
     angle_range_deg: float = 30.0
+    write_clean: bool = False
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -170,6 +174,8 @@ class SyntheticSpec:
             fail("image_heights", "a non-empty sequence of integers >= 96")
         if not 0.0 <= self.caliper_probability <= 1.0:
             fail("caliper_probability", "in [0, 1]")
+        if not isinstance(self.write_clean, bool):
+            fail("write_clean", "True or False")
         if not is_int(self.n_sites) or self.n_sites < 1:
             fail("n_sites", "a positive integer")
         if not 0.0 <= self.site_gain_spread < 1.0:
@@ -434,8 +440,11 @@ def _fixed(points: np.ndarray) -> np.ndarray:
 
 def _render(
     rng: np.random.Generator, spec: SyntheticSpec, patient: _Patient, height: int
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Draws one image of ``patient``; returns (BGR image, 0/1 mask, manifest fields).
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
+    """Draws one image of ``patient``.
+
+    Returns:
+        ``(BGR image, 0/1 mask, manifest fields, grayscale image before the calipers)``.
 
     The anatomy (echogenicity, in amplitude units) is drawn at half resolution and upsampled;
     the cervix mask, the speckle, the sector and the marks are drawn at full resolution.
@@ -632,6 +641,7 @@ def _render(
             cv2.LINE_AA,
         )
     image = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    clean = gray  # the anatomy before any mark is burnt in
 
     # Burnt-in calipers: yellow at the os ends with a dotted line, green across the width.
     if rng.random() < spec.caliper_probability:
@@ -663,7 +673,7 @@ def _render(
         "heterogeneity": f"{hetero:.3f}",
         "pixel_spacing_mm": f"{spacing:.4f}",
     }
-    return image, mask, fields
+    return image, mask, fields, clean
 
 
 # ----------------------------------------------------------------------------------------
@@ -691,10 +701,12 @@ def _previous_files(folder: Path) -> list[Path]:
     files = []
     with manifest.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            for column in ("image", "mask"):
+            for column in ("image", "mask", "clean_image"):
                 name = row.get(column) or ""
                 path = (folder / name).resolve()
-                if path.parent in ((folder / "images").resolve(), (folder / "masks").resolve()):
+                if path.parent in {
+                    (folder / sub).resolve() for sub in ("images", "masks", "clean")
+                }:
                     files.append(path)
     return files
 
@@ -740,6 +752,8 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
         stale.unlink(missing_ok=True)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
+    if spec.write_clean:
+        (folder / "clean").mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, str]] = []
     index = 0
@@ -747,10 +761,13 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
         for k in range(patient.n_images):
             rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 1, index]))
             height = int(rng.choice(spec.image_heights))
-            image, mask, fields = _render(rng, spec, patient, height)
+            image, mask, fields, clean = _render(rng, spec, patient, height)
             name = f"{patient.patient_id}_{k + 1}.png"
             cv2.imwrite(str(folder / "images" / name), image)
             cv2.imwrite(str(folder / "masks" / name), mask * np.uint8(255))
+            if spec.write_clean:
+                cv2.imwrite(str(folder / "clean" / name), clean)
+                fields = {**fields, "clean_image": f"clean/{name}"}
             rows.append(
                 {
                     "image": f"images/{name}",
@@ -766,7 +783,8 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
 
     manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=_MANIFEST_COLUMNS, lineterminator="\n")
+        columns = (*_MANIFEST_COLUMNS, "clean_image") if spec.write_clean else _MANIFEST_COLUMNS
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 
