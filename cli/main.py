@@ -137,10 +137,7 @@ def synth(out, n_images, n_preterm, seed) -> None:
     from cervixnet.data import synthetic
 
     spec = synthetic.SyntheticSpec(n_images=n_images, n_preterm=n_preterm, seed=seed)
-    try:
-        manifest = synthetic.generate(out, spec)
-    except (ValueError, FileExistsError) as error:
-        raise click.ClickException(str(error)) from None
+    manifest = synthetic.generate(out, spec)
     info = synthetic.load_generator_info(manifest.parent) or {}
     best = info.get("best_auc")
     click.echo(
@@ -151,6 +148,7 @@ def synth(out, n_images, n_preterm, seed) -> None:
 
 @data.command()
 @click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+@_user_errors
 def validate(manifest) -> None:
     """Check every row of a data set and list every problem found.
 
@@ -161,10 +159,7 @@ def validate(manifest) -> None:
     """
     from cervixnet.data.manifest import check_manifest
 
-    try:
-        path, records, problems = check_manifest(manifest, decode=True)
-    except CervixnetError as error:
-        raise click.ClickException(str(error)) from None
+    path, records, problems = check_manifest(manifest, decode=True)
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
