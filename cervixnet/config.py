@@ -40,10 +40,40 @@ class AugmentConfig:
 
     enabled: bool = True
     rotation_degrees: float = 15.0
-    zoom: float = 0.1
+    crop: float = 0.1
     brightness: float = 0.1
     contrast: float = 0.1
+    noise: str = "gaussian"
     noise_std: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotationConfig:
+    """How ``bezier`` control points become a mask (``cervixnet.data.bezier``)."""
+
+    reading: str = "smooth"
+    fusion: str = "majority"
+
+
+@dataclasses.dataclass(frozen=True)
+class CaliperConfig:
+    """Caliper removal (``cervixnet.data.calipers.CaliperSpec``), applied when data is prepared."""
+
+    enabled: bool = True
+    yellow_hue: tuple[int, int] = (20, 40)
+    green_hue: tuple[int, int] = (45, 85)
+    min_saturation: int = 100
+    min_value: int = 100
+    grow_pixels: int = 1
+    inpaint_radius: float = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BalanceConfig:
+    """Class balance: oversampling of the training split, and the evaluation protocol."""
+
+    train_preterm_fraction: float | None = 0.5
+    eval: str = "original"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +86,9 @@ class DataConfig:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     splits_file: str | None = None
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
+    annotations: AnnotationConfig = AnnotationConfig()
+    calipers: CaliperConfig = CaliperConfig()
+    balance: BalanceConfig = BalanceConfig()
     augment: AugmentConfig = AugmentConfig()
 
 
@@ -152,7 +185,24 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.synthetic.n_images": (lambda v: v >= 10, "an integer >= 10"),
     "data.synthetic.n_preterm": (lambda v: v >= 1, "an integer >= 1"),
     "data.augment.rotation_degrees": (lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
-    "data.augment.zoom": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "data.annotations.reading": (lambda v: v in ("smooth", "chord"), "smooth or chord"),
+    "data.annotations.fusion": (
+        lambda v: v in ("majority", "union", "intersection"),
+        "majority, union or intersection",
+    ),
+    "data.calipers.yellow_hue": (lambda v: 0 <= v[0] <= v[1] <= 179, "[low, high] in [0, 179]"),
+    "data.calipers.green_hue": (lambda v: 0 <= v[0] <= v[1] <= 179, "[low, high] in [0, 179]"),
+    "data.calipers.min_saturation": (lambda v: 0 <= v <= 255, "an integer in [0, 255]"),
+    "data.calipers.min_value": (lambda v: 0 <= v <= 255, "an integer in [0, 255]"),
+    "data.calipers.grow_pixels": (lambda v: v >= 0, "an integer >= 0"),
+    "data.calipers.inpaint_radius": (lambda v: v > 0, "a positive number"),
+    "data.balance.train_preterm_fraction": (
+        lambda v: v is None or 0 < v < 1,
+        "a fraction in (0, 1) or null",
+    ),
+    "data.balance.eval": (lambda v: v in ("original", "paper"), "original or paper"),
+    "data.augment.crop": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    "data.augment.noise": (lambda v: v in ("gaussian", "speckle"), "gaussian or speckle"),
     "data.augment.brightness": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "data.augment.contrast": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "data.augment.noise_std": (lambda v: v >= 0, "a non-negative number"),

@@ -15,7 +15,7 @@ TINY_CONFIG = """
 data:
   image_size: [32, 32]
   augment:
-    zoom: 0.0
+    crop: 0.0
 model:
   base_filters: 4
   unet-joint:

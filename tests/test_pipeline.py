@@ -87,7 +87,7 @@ def test_augmentation_moves_mask_with_image():
     mask = np.zeros((4, 32, 32, 1), np.float32)
     mask[:, 8:24, 4:20] = 1.0
     augment = build_augmenter(
-        AugmentConfig(rotation_degrees=30, zoom=0.2, brightness=0, contrast=0, noise_std=0), seed=1
+        AugmentConfig(rotation_degrees=30, crop=0.2, brightness=0, contrast=0, noise_std=0), seed=1
     )
     images, masks = augment(tf.constant(mask), tf.constant(mask))
     images, masks = images.numpy(), masks.numpy()
@@ -102,7 +102,7 @@ def test_intensity_augmentation_leaves_mask_alone():
     masks = np.zeros((2, 16, 16, 1), np.float32)
     masks[:, 4:8] = 1.0
     augment = build_augmenter(
-        AugmentConfig(rotation_degrees=0, zoom=0, brightness=0.2, contrast=0.2, noise_std=0.05),
+        AugmentConfig(rotation_degrees=0, crop=0, brightness=0.2, contrast=0.2, noise_std=0.05),
         seed=0,
     )
     new_images, new_masks = augment(tf.constant(images), tf.constant(masks))

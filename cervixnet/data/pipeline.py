@@ -73,12 +73,8 @@ def build_augmenter(config: AugmentConfig, seed: int):
                 config.rotation_degrees / 360.0, fill_mode="constant", seed=seed, name="aug_rotate"
             )
         )
-    if config.zoom > 0:
-        geometric.append(
-            layers.RandomZoom(
-                (-config.zoom, config.zoom), fill_mode="constant", seed=seed + 1, name="aug_zoom"
-            )
-        )
+    if config.crop > 0:
+        geometric.append(layers.RandomZoom((-config.crop, 0.0), seed=seed + 1, name="aug_crop"))
     intensity = []
     if config.brightness > 0:
         intensity.append(
