@@ -20,6 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from cervixnet import metrics as cx_metrics
+from cervixnet.config import AugmentConfig
 from cervixnet.data.manifest import Manifest
 from cervixnet.data.pipeline import make_dataset
 
@@ -32,8 +33,15 @@ def predict_records(
     image_size: Sequence[int],
     channels: int,
     batch_size: int = 8,
+    copies: Sequence[bool] | None = None,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
 ) -> dict[str, np.ndarray]:
     """Runs ``model`` over records and returns arrays aligned with ``indices``.
+
+    ``copies`` flags positions that are augmented copies (the paper's balanced evaluation,
+    ``cervixnet.data.balance``): those images get ``augment``'s transforms with ``seed``, the
+    others are used as they are.
 
     Returns:
         ``mask_true`` (N, H, W) in {0, 1}, ``has_mask`` (N,), ``mask_prob`` (N, H, W),
@@ -48,6 +56,9 @@ def predict_records(
         batch_size=batch_size,
         joint=True,
         training=False,
+        copies=copies,
+        augment=augment,
+        seed=seed,
     )
     masks, has_mask, labels, has_label, mask_prob, probability = [], [], [], [], [], []
     for images, (mask, label), (mask_weight, label_weight) in dataset:
@@ -104,13 +115,31 @@ def _best_auc(labels: np.ndarray, risk: np.ndarray) -> float | None:
 
 
 def write_predictions(
-    path: str | Path, manifest: Manifest, per_split: Mapping[str, tuple[Sequence[int], Mapping]]
+    path: str | Path,
+    manifest: Manifest,
+    per_split: Mapping[str, tuple[Sequence[int], Mapping, Sequence[bool]]],
 ) -> None:
-    """Writes one CSV row per image: split, image, patient, label, probability, IoU, Dice."""
+    """Writes one CSV row per image: split, image, patient, label, probability, IoU, Dice.
+
+    ``per_split`` maps a split name to ``(indices, predictions, copies)``; ``copies`` flags
+    augmented copies, written in the ``augmented_copy`` column (1 for a copy).
+    """
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["split", "image", "patient_id", "label", "probability", "iou", "dice"])
-        for split, (indices, predictions) in per_split.items():
+        writer.writerow(
+            [
+                "split",
+                "image",
+                "source_image",
+                "patient_id",
+                "label",
+                "probability",
+                "iou",
+                "dice",
+                "augmented_copy",
+            ]
+        )
+        for split, (indices, predictions, copies) in per_split.items():
             iou = cx_metrics.iou_per_image(predictions["mask_true"], predictions["mask_prob"])
             dice = cx_metrics.dice_per_image(predictions["mask_true"], predictions["mask_prob"])
             probability = predictions.get("probability")
@@ -120,11 +149,13 @@ def write_predictions(
                     [
                         split,
                         str(record.image.relative_to(manifest.root)),
+                        record.extra.get("source_image", ""),
                         record.patient_id,
                         "" if record.label is None else record.label,
                         "" if probability is None else f"{probability[k]:.6f}",
                         f"{iou[k]:.6f}" if predictions["has_mask"][k] else "",
                         f"{dice[k]:.6f}" if predictions["has_mask"][k] else "",
+                        int(bool(copies[k])),
                     ]
                 )
 

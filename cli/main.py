@@ -76,18 +76,37 @@ def main() -> None:
 )
 @click.option("--seed", type=int, default=None, help="Override seed (split, shuffling, init).")
 @click.option(
+    "--folds",
+    type=click.IntRange(min=2),
+    default=None,
+    help="K-fold cross-validation by patient: one run per fold in OUT/fold-k and a summary.",
+)
+@click.option(
+    "--splits",
+    "splits_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Reuse the split of a splits.json (from a run or data prepare).",
+)
+@click.option(
     "--cache-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Where the synthetic data set is cached [default: ~/.cache/cervixnet].",
+    help="Where the synthetic and prepared data are cached [default: ~/.cache/cervixnet].",
 )
 @_user_errors
-def train(arch, config_path, data, out, epochs, batch_size, seed, cache_dir) -> None:
+def train(
+    arch, config_path, data, out, epochs, batch_size, seed, folds, splits_file, cache_dir
+) -> None:
     """Train a network and write a run folder.
 
+    DATA may be a raw data folder (prepared once into the cache: calipers removed, masks
+    built from Bézier points, resized) or a folder written by `cervixnet data prepare`.
     The run folder holds config.yaml (fully resolved), splits.json, model.keras (best
     epoch by validation loss), history.csv, TensorBoard logs, metrics.json and
-    predictions.csv. The figures of the best model are printed at the end.
+    predictions.csv. The figures of the best model are printed at the end. With --folds K,
+    OUT holds fold-1 ... fold-K run folders, summary.csv and summary.json, and the test
+    figures of every fold with their mean ± std are printed.
     """
     from cervixnet.config import load_config
 
@@ -99,15 +118,23 @@ def train(arch, config_path, data, out, epochs, batch_size, seed, cache_dir) -> 
             "training.epochs": epochs,
             "training.batch_size": batch_size,
             "seed": seed,
+            "data.splits_file": str(splits_file) if splits_file is not None else None,
         },
     )
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{config.arch}-{stamp}"
+        out = Path("runs") / f"{config.arch}{'-cv' if folds else ''}-{stamp}"
     _quiet_tensorflow()
     from cervixnet.evaluation import format_table
+    from cervixnet.training import cross_validate, format_summary
     from cervixnet.training import train as run_training
 
+    if folds is not None:
+        outcome = cross_validate(config, out, folds, cache_root=cache_dir, echo=click.echo)
+        click.echo(f"\nTest figures of {folds}-fold cross-validation:")
+        click.echo(format_summary(outcome.summary))
+        click.echo(f"\nRuns and summary.csv: {outcome.out_dir}  ({outcome.seconds / 60:.1f} min)")
+        return
     result = run_training(config, out, cache_root=cache_dir, echo=click.echo)
     click.echo("")
     click.echo(format_table(result.metrics["splits"]))
@@ -144,6 +171,48 @@ def synth(out, n_images, n_preterm, seed) -> None:
         f"Wrote {n_images} images ({n_preterm} preterm) to {manifest}"
         + (f"; best possible AUC {best:.3f}" if best is not None else "")
     )
+
+
+@data.command()
+@click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    metavar="PATH|NAME",
+    help="YAML config whose data section (image_size, annotations, calipers, split) and seed "
+    "are used [default: the shipped defaults].",
+)
+@click.option("--seed", type=int, default=None, help="Override seed (the saved split).")
+@_user_errors
+def prepare(manifest, out, config_path, seed) -> None:
+    """Write a cleaned, resized copy of a data set that training reads directly.
+
+    MANIFEST is a data folder or its manifest.csv; it is validated first and never modified.
+    Each image has its yellow and green caliper marks filled by Telea inpainting and is
+    converted to grayscale; masks come from the mask column or from the Bézier control points
+    (bezier column, annotators fused); images and masks are resized to data.image_size. OUT
+    gets images/, masks/, manifest.csv, splits.json (the split a run with the same seed makes),
+    report.md and report.json (counts per class, site and split, filled caliper pixels,
+    inter-annotator IoU) and prepared.json. Train on it with `cervixnet train --data OUT`.
+    """
+    from cervixnet.config import load_config
+    from cervixnet.data.manifest import resolve_manifest_path
+    from cervixnet.data.prepare import prepare as prepare_data
+
+    config = load_config(config_path, overrides={"seed": seed})
+    source = resolve_manifest_path(manifest)
+    with source.open(encoding="utf-8-sig", errors="replace") as handle:
+        rows = max(0, sum(1 for _ in handle) - 1)
+    with click.progressbar(
+        length=rows, label="Preparing", file=click.get_text_stream("stderr")
+    ) as bar:
+        prepared = prepare_data(source, out, config, progress=bar.update)
+    click.echo((prepared.parent / "report.md").read_text(encoding="utf-8"))
+    click.echo(f"Prepared data set: {prepared.parent}")
 
 
 @data.command()

@@ -11,11 +11,16 @@ Each element is ``(image, targets, sample_weights)``:
 Images are decoded by TensorFlow (PNG, JPEG, BMP, GIF; 8 or 16 bit), colour is converted to
 grayscale when ``channels`` is 1, the image is resized bilinearly (with antialiasing) and the
 mask by nearest neighbour, so a mask stays binary.
+
+Training batches are augmented (``build_augmenter``): a random rotation and a random
+crop-and-resize move the image and its mask together (the mask by nearest neighbour, so it
+stays binary); brightness, contrast and Gaussian or speckle noise change the image only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -56,25 +61,51 @@ def decode_mask(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     return tf.cast(mask > 0, tf.float32)
 
 
-def build_augmenter(config: AugmentConfig, seed: int):
+def build_augmenter(
+    config: AugmentConfig, seed: int
+) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None:
     """Returns ``fn(images, masks) -> (images, masks)`` for batches, or ``None`` if disabled.
 
-    Geometry (rotation, zoom) uses Keras' image layers on ``{"images", "segmentation_masks"}``
-    so the mask gets the same transform with nearest interpolation; intensity changes
-    (brightness, contrast, Gaussian noise) touch the image only.
+    ``images`` are float32 ``(batch, H, W, C)`` in [0, 1], ``masks`` float32 ``(batch, H, W, 1)``
+    in {0, 1}; both come back with the same shapes, each image with its own random draws:
+
+    - rotation by an angle in ``[-rotation_degrees, +rotation_degrees]`` (default 15) about
+      the centre, corners filled with 0 (``keras.layers.RandomRotation``);
+    - crop-and-resize: a window of side ``s * H`` by ``s * W``, ``s`` uniform in
+      ``[1 - crop, 1]`` (default crop 0.1; one ``s`` for both sides, so the aspect ratio is
+      kept) at a uniform random position inside the image, resized back to ``(H, W)``
+      (``tf.image.crop_and_resize``); it only zooms in, never pads;
+    - brightness shift in ``[-brightness, +brightness]`` and contrast factor in
+      ``[1 - contrast, 1 + contrast]`` (defaults 0.1; ``keras.layers.RandomBrightness``,
+      ``keras.layers.RandomContrast``);
+    - noise ``n ~ N(0, noise_std)`` per pixel (default 0.02): ``"gaussian"`` adds it,
+      ``"speckle"`` multiplies, ``image * (1 + n)``; then the image is clipped to [0, 1].
+
+    The geometric transforms (rotation, crop) move the mask with the image, the mask by
+    nearest neighbour so it stays binary; the intensity ones touch the image only. A value of
+    0 turns a transform off. Every random draw comes from a generator seeded from ``seed``,
+    so two augmenters built with the same seed give the same sequence of outputs, whatever
+    TensorFlow's global seed.
     """
     if not config.enabled:
         return None
-    layers = keras.layers
-    geometric = []
-    if config.rotation_degrees > 0:
-        geometric.append(
-            layers.RandomRotation(
-                config.rotation_degrees / 360.0, fill_mode="constant", seed=seed, name="aug_rotate"
-            )
+    if config.noise not in ("gaussian", "speckle"):
+        raise ValueError(
+            f"augment.noise must be 'gaussian' or 'speckle'. Received: {config.noise!r}"
         )
-    if config.crop > 0:
-        geometric.append(layers.RandomZoom((-config.crop, 0.0), seed=seed + 1, name="aug_crop"))
+    if not 0 <= config.crop < 1:
+        raise ValueError(f"augment.crop must be a fraction in [0, 1). Received: {config.crop!r}")
+    layers = keras.layers
+    rotate = None
+    if config.rotation_degrees > 0:
+        rotate = layers.RandomRotation(
+            config.rotation_degrees / 360.0, fill_mode="constant", seed=seed, name="aug_rotate"
+        )
+    # Not keras.layers.RandomZoom: it zooms about the centre only (no random window position).
+    # Not keras_cv's RandomCropAndResize: it draws the crop area with an op-seeded
+    # tf.random.uniform, so its output depends on TensorFlow's global seed and on how it is
+    # traced, and it needs the image size when built.
+    crop_rng = tf.random.Generator.from_seed(seed + 1) if config.crop > 0 else None
     intensity = []
     if config.brightness > 0:
         intensity.append(
@@ -88,17 +119,35 @@ def build_augmenter(config: AugmentConfig, seed: int):
                 config.contrast, value_range=(0.0, 1.0), seed=seed + 3, name="aug_contrast"
             )
         )
-    noise = tf.random.Generator.from_seed(seed + 4) if config.noise_std > 0 else None
+    noise_rng = tf.random.Generator.from_seed(seed + 4) if config.noise_std > 0 else None
+    speckle = config.noise == "speckle"
+
+    def crop_and_resize(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        batch = tf.shape(images)[0]
+        # Boxes in normalised [y1, x1, y2, x2]: side s, corner uniform in [0, 1 - s].
+        side = crop_rng.uniform((batch, 1), 1.0 - config.crop, 1.0)
+        corner = crop_rng.uniform((batch, 2)) * (1.0 - side)
+        boxes = tf.concat([corner, corner + side], axis=1)
+        index = tf.range(batch)
+        size = tf.shape(images)[1:3]
+        images = tf.image.crop_and_resize(images, boxes, index, size, method="bilinear")
+        masks = tf.image.crop_and_resize(masks, boxes, index, size, method="nearest")
+        return images, masks
 
     def augment(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        for layer in geometric:
-            out = layer({"images": images, "segmentation_masks": masks}, training=True)
+        shape, mask_shape = images.shape, masks.shape
+        if rotate is not None:
+            out = rotate({"images": images, "segmentation_masks": masks}, training=True)
             images, masks = out["images"], out["segmentation_masks"]
+        if crop_rng is not None:
+            images, masks = crop_and_resize(images, masks)
         for layer in intensity:
             images = layer(images, training=True)
-        if noise is not None:
-            images = images + noise.normal(tf.shape(images), stddev=config.noise_std)
-        return tf.clip_by_value(images, 0.0, 1.0), tf.round(masks)
+        if noise_rng is not None:
+            noise = noise_rng.normal(tf.shape(images), stddev=config.noise_std)
+            images = images * (1.0 + noise) if speckle else images + noise
+        images = tf.clip_by_value(images, 0.0, 1.0)
+        return tf.ensure_shape(images, shape), tf.ensure_shape(masks, mask_shape)
 
     return augment
 
@@ -115,6 +164,7 @@ def make_dataset(
     augment: AugmentConfig | None = None,
     seed: int = 0,
     shuffle_buffer: int = 1024,
+    copies: Sequence[bool] | None = None,
 ) -> tf.data.Dataset:
     """Builds the input pipeline for the records at ``indices`` of ``manifest``.
 
@@ -129,6 +179,10 @@ def make_dataset(
         augment: augmentation settings used when ``training``; ``None`` disables it.
         seed: seeds shuffling and augmentation.
         shuffle_buffer: shuffle buffer size in images.
+        copies: when not ``training``, flags per index the augmented copies of the paper's
+            balanced evaluation (``cervixnet.data.balance``): they get ``augment``'s
+            transforms once, with ``seed``, and the result is cached so that every pass
+            sees the same images; the other images stay as they are.
     """
     records = [manifest.records[i] for i in indices]
     if not records:
@@ -140,7 +194,14 @@ def make_dataset(
         "has_mask": [1.0 if r.mask else 0.0 for r in records],
         "label": [float(r.label) if r.label is not None else 0.0 for r in records],
         "has_label": [1.0 if r.label is not None else 0.0 for r in records],
+        "is_copy": [1.0 if c else 0.0 for c in (copies or [False] * len(records))],
     }
+    if len(columns["is_copy"]) != len(records):
+        raise ValueError(
+            f"`copies` must flag every index. Received: {len(columns['is_copy'])} flags for "
+            f"{len(records)} indices"
+        )
+    augment_copies = not training and augment is not None and any(columns["is_copy"])
     dataset = tf.data.Dataset.from_tensor_slices(columns)
 
     def load(row):
@@ -158,11 +219,20 @@ def make_dataset(
             min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True
         )
     dataset = dataset.batch(batch_size)
-    augmenter = build_augmenter(augment, seed) if training and augment is not None else None
+    augmenter = None
+    if training and augment is not None:
+        augmenter = build_augmenter(augment, seed)
+    elif augment_copies:  # a copy is augmented even when training augmentation is off
+        augmenter = build_augmenter(dataclasses.replace(augment, enabled=True), seed)
 
     def to_targets(images, masks, row):
-        if augmenter is not None:
+        if augmenter is not None and training:
             images, masks = augmenter(images, masks)
+        elif augmenter is not None:
+            new_images, new_masks = augmenter(images, masks)
+            chosen = row["is_copy"][:, None, None, None] > 0
+            images = tf.where(chosen, new_images, images)
+            masks = tf.where(chosen, new_masks, masks)
         if not joint:
             return images, masks, row["has_mask"]
         # Tuples in output order (mask, label): Keras matches per-output sample weights
@@ -173,4 +243,6 @@ def make_dataset(
 
     # Sequential on purpose: random augmentation stays in a repeatable order.
     dataset = dataset.map(to_targets)
+    if augment_copies:
+        dataset = dataset.cache()  # the copies are drawn once and then fixed
     return dataset.prefetch(tf.data.AUTOTUNE)

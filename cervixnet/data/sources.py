@@ -4,13 +4,21 @@ The synthetic set is generated once per specification into a cache folder
 (``$XDG_CACHE_HOME/cervixnet`` or ``~/.cache/cervixnet``; ``cache_root`` overrides it) and
 reused by later runs. It is written to a temporary folder first and renamed into place, so an
 interrupted generation never leaves a half-written cache behind.
+
+Training reads a prepared copy (:mod:`cervixnet.data.prepare`). A folder written by
+``cervixnet data prepare`` is used as it is; any other folder is prepared once into
+``<cache>/prepared/<key>``, the key being a hash of the manifest, the size and modification
+time of every file it lists, and the settings that decide the prepared pixels.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from cervixnet.config import Config, SyntheticDataConfig
@@ -58,3 +66,51 @@ def resolve_data(config: Config, cache_root: str | Path | None = None) -> Path:
     if config.data.path is not None:
         return resolve_manifest_path(config.data.path)
     return synthetic_data(config.data.synthetic, cache_root)
+
+
+def prepared_data(
+    config: Config,
+    manifest_path: str | Path,
+    cache_root: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Path:
+    """The manifest of a prepared copy of ``manifest_path``'s data set, preparing it if needed.
+
+    A folder written by ``cervixnet data prepare`` is returned as it is. Any other folder is
+    prepared with ``config``'s settings into the cache, once: later runs with the same data
+    and settings reuse the copy.
+    """
+    from cervixnet.data import prepare
+
+    manifest_path = Path(manifest_path)
+    if prepare.is_prepared(manifest_path.parent):
+        return manifest_path
+    settings = prepare.prepare_settings(config)
+    key = hashlib.sha256(
+        json.dumps(
+            [str(manifest_path.resolve()), prepare.source_fingerprint(manifest_path), settings],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    target = root / "prepared" / key
+    if (target / MANIFEST_NAME).is_file():
+        return target / MANIFEST_NAME
+    if echo is not None:
+        height, width = config.data.image_size
+        echo(
+            f"Preparing {manifest_path} once (calipers removed, masks built, resized to "
+            f"{height}x{width}) into {target}"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    try:
+        prepare.prepare(manifest_path, staging / key, config)
+        try:
+            (staging / key).rename(target)
+        except OSError:  # another process finished first; keep its copy
+            if not (target / MANIFEST_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / MANIFEST_NAME

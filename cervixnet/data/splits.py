@@ -129,6 +129,60 @@ def split_patients(
     return Splits(**ordered, seed=seed, fractions=(train_fraction, val_fraction, test_fraction))
 
 
+def cross_validation_splits(
+    manifest: Manifest, folds: int, val_fraction: float = 0.25, seed: int = 0
+) -> list[Splits]:
+    """K-fold cross-validation by patient: each fold is the test set of one :class:`Splits`.
+
+    Patients are divided into ``folds`` groups with scikit-learn's ``StratifiedGroupKFold``
+    (grouped by patient, stratified by label); for fold ``k`` the ``k``-th group is the test
+    set and ``val_fraction`` of the remaining patients, chosen the same way, the validation
+    set. Every patient is in exactly one test set.
+
+    Args:
+        manifest: the parsed data set.
+        folds: number of folds, at least 2.
+        val_fraction: share of the non-test patients used for validation (0 for none).
+        seed: shuffles patients before the folds are formed.
+
+    Raises:
+        DataError: fewer patients than folds.
+    """
+    if folds < 2:
+        raise ValueError(f"`folds` must be at least 2. Received: folds={folds}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"`val_fraction` must be in [0, 1). Received: {val_fraction}")
+    patients = np.array([r.patient_id for r in manifest.records])
+    strata = np.array([-1 if r.label is None else r.label for r in manifest.records])
+    if len(set(patients.tolist())) < folds:
+        raise DataError(
+            f"{manifest.path}: {len(set(patients.tolist()))} patients are too few for "
+            f"{folds}-fold cross-validation"
+        )
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    result = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        test_folds = [test for _, test in splitter.split(patients, strata, groups=patients)]
+    for test_idx in test_folds:
+        rest = np.setdiff1d(np.arange(len(patients)), test_idx)
+        val_idx = rest[
+            _one_fold(
+                manifest, np.arange(len(rest)), patients[rest], strata[rest], val_fraction, seed
+            )
+        ]
+        train_idx = np.setdiff1d(rest, val_idx)
+        ordered = {
+            name: tuple(dict.fromkeys(patients[np.sort(idx)].tolist()))
+            for name, idx in zip(SPLIT_NAMES, (train_idx, val_idx, test_idx), strict=True)
+        }
+        test_share = len(ordered["test"]) / len(set(patients.tolist()))
+        rest_share = 1 - test_share
+        fractions = (rest_share * (1 - val_fraction), rest_share * val_fraction, test_share)
+        result.append(Splits(**ordered, seed=seed, fractions=fractions))
+    return result
+
+
 def _one_fold(manifest, positions, patients, strata, fraction, seed) -> np.ndarray:
     """Positions (into ``positions``) of one stratified group fold of about ``fraction``."""
     if fraction <= 0:

@@ -1,5 +1,21 @@
 """Training: build, compile and fit a model from a configuration, and write its run folder."""
 
+from cervixnet.training.cross_validation import (
+    CrossValidationResult,
+    cross_validate,
+    format_summary,
+    summarize_folds,
+)
 from cervixnet.training.train import RUN_FILES, TrainResult, build_model, compile_model, train
 
-__all__ = ["RUN_FILES", "TrainResult", "build_model", "compile_model", "train"]
+__all__ = [
+    "RUN_FILES",
+    "CrossValidationResult",
+    "TrainResult",
+    "build_model",
+    "compile_model",
+    "cross_validate",
+    "format_summary",
+    "summarize_folds",
+    "train",
+]

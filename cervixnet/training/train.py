@@ -28,9 +28,10 @@ import numpy as np
 
 from cervixnet import losses, metrics, models
 from cervixnet.config import Config, save_config
+from cervixnet.data.balance import oversample
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.pipeline import make_dataset
-from cervixnet.data.sources import resolve_data
+from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.errors import ConfigError, DataError
 from cervixnet.evaluation import predict_records, split_metrics, write_predictions
@@ -129,6 +130,7 @@ def train(
     cache_root: str | Path | None = None,
     verbose: int | str = "auto",
     echo: Callable[[str], None] = print,
+    splits: Splits | None = None,
 ) -> TrainResult:
     """Trains ``config.arch`` and writes a run folder (see the module docstring).
 
@@ -140,6 +142,8 @@ def train(
         verbose: Keras ``fit`` verbosity; ``"auto"`` shows a progress bar on a terminal
             and one line per epoch otherwise.
         echo: receives one-line progress messages.
+        splits: the patients of each set; default: ``data.splits_file`` if given, else a
+            new split by ``data.split`` and ``seed``.
 
     Raises:
         ConfigError, DataError: invalid configuration or data, before any training.
@@ -148,13 +152,13 @@ def train(
     run_dir = _check_run_dir(run_dir)
     keras.utils.set_random_seed(config.seed)
 
-    manifest_path = resolve_data(config, cache_root)
-    manifest = read_manifest(manifest_path, decode=True)
+    source_path = resolve_data(config, cache_root)
     if config.data.path is None:
-        echo(f"Data: built-in synthetic set at {manifest.root}")
-    config = config.replace({"data.path": str(manifest.root)})
+        echo(f"Data: built-in synthetic set at {source_path.parent}")
+    manifest = read_manifest(prepared_data(config, source_path, cache_root, echo=echo))
+    config = config.replace({"data.path": str(source_path.parent)})
     joint = models.is_joint(config.arch)
-    splits = _make_splits(config, manifest)
+    splits = splits if splits is not None else _make_splits(config, manifest)
     indices = splits.indices(manifest)
     _check_trainable(manifest, indices, joint)
 
@@ -163,18 +167,29 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     splits.save(run_dir / "splits.json", manifest)
-    train_labels = [manifest.records[i].label for i in indices["train"]]
+    train_positions, _ = _balanced(
+        config, manifest, indices["train"], config.data.balance.train_preterm_fraction
+    )
+    # The paper's protocol balances val and test too, with augmented copies (fixed seed).
+    paper_eval = config.data.balance.eval == "paper"
+    evaluated = {
+        name: _balanced(config, manifest, indices[name], 0.5 if paper_eval else None)
+        for name in SPLIT_NAMES
+    }
+    train_labels = [manifest.records[i].label for i in train_positions]
     positive_weight = config.loss.positive_weight
     if joint and positive_weight is None:
         positive_weight = losses.positive_weight_from_labels(
             np.array([np.nan if v is None else v for v in train_labels], dtype=float)
         )
-    steps_per_epoch = math.ceil(len(indices["train"]) / config.training.batch_size)
+    steps_per_epoch = math.ceil(len(train_positions) / config.training.batch_size)
     compile_model(model, config, positive_weight or 1.0, steps_per_epoch)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
+    added = len(train_positions) - len(indices["train"])
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
         f"for {config.training.epochs} epochs"
+        + (f"; {added} augmented copies balance the training split" if added else "")
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
     )
 
@@ -187,13 +202,18 @@ def train(
     }
     train_data = make_dataset(
         manifest,
-        indices["train"],
+        train_positions,
         training=True,
         augment=config.data.augment,
         shuffle_buffer=config.training.shuffle_buffer,
         **common,
     )
-    val_data = make_dataset(manifest, indices["val"], **common) if indices["val"] else None
+    val_positions, val_copies = evaluated["val"]
+    val_data = None
+    if val_positions:
+        val_data = make_dataset(
+            manifest, val_positions, copies=val_copies, augment=config.data.augment, **common
+        )
     monitor = config.training.monitor if val_data is not None else "loss"
     callbacks = [
         keras.callbacks.ModelCheckpoint(
@@ -221,19 +241,23 @@ def train(
     risk = _float_column(manifest, "risk")
     figures, per_split = {}, {}
     for name in SPLIT_NAMES:
-        if not indices[name]:
+        positions, copies = evaluated[name]
+        if not positions:
             continue
         predictions = predict_records(
             best,
             manifest,
-            indices[name],
+            positions,
             image_size=config.data.image_size,
             channels=config.data.channels,
             batch_size=config.training.batch_size,
+            copies=copies,
+            augment=config.data.augment,
+            seed=config.seed,
         )
-        split_risk = None if risk is None else [risk[i] for i in indices[name]]
+        split_risk = None if risk is None else [risk[i] for i in positions]
         figures[name] = split_metrics(predictions, risk=split_risk)
-        per_split[name] = (indices[name], predictions)
+        per_split[name] = (positions, predictions, copies)
     write_predictions(run_dir / "predictions.csv", manifest, per_split)
     seconds = time.perf_counter() - started
     summary = {
@@ -241,6 +265,8 @@ def train(
         "parameters": int(best.count_params()),
         "epochs": config.training.epochs,
         "best_epoch": _best_epoch(history.history, monitor),
+        "evaluation": config.data.balance.eval,
+        "prepared_data": str(manifest.root),
         "seconds": round(seconds, 1),
         "splits": figures,
     }
@@ -280,6 +306,16 @@ def _check_trainable(manifest: Manifest, indices: dict[str, list[int]], joint: b
                 f"{manifest.path}: the joint model needs preterm (1) and control (0) images in "
                 f"the training split; it has labels {sorted(labels)} (column 'label')"
             )
+
+
+def _balanced(
+    config: Config, manifest: Manifest, positions: list[int], fraction: float | None
+) -> tuple[list[int], list[bool]]:
+    """``positions`` with oversampled copies (see ``cervixnet.data.balance``), and copy flags."""
+    if fraction is None:
+        return list(positions), [False] * len(positions)
+    labels = [manifest.records[i].label for i in positions]
+    return oversample(positions, labels, fraction, seed=config.seed)
 
 
 def _float_column(manifest: Manifest, name: str) -> list[float] | None:

@@ -1,0 +1,516 @@
+"""A prepared copy of a data set: calipers removed, masks built, images resized, split saved.
+
+:func:`prepare` reads and validates a manifest, then for every row
+
+1. decodes the image (PNG, JPEG, BMP or TIFF; 8 or 16 bit; gray, colour or with alpha),
+2. fills yellow and green caliper marks by Telea inpainting and converts to grayscale
+   (:mod:`cervixnet.data.calipers`),
+3. builds the mask: the ``mask`` file when the row has one, otherwise the ``bezier`` control
+   points of each annotator rasterised (:mod:`cervixnet.data.bezier`) and fused by majority
+   vote, union or intersection, recording the annotators' mean pairwise IoU,
+4. resizes image (area interpolation when shrinking, bilinear when enlarging) and mask
+   (nearest neighbour) to ``data.image_size``,
+
+and writes ``images/``, ``masks/``, ``manifest.csv`` (the source's columns plus what was done
+to each row), ``splits.json`` (the patient-level split a run with the same seed makes),
+``report.json`` and ``report.md`` (counts per class, site and split, filled pixels and
+inter-annotator agreement) and ``prepared.json`` (the settings, for reuse checks).
+
+The source folder is only read. The copy is written to a staging folder next to ``out_dir``
+and renamed into place when complete, so an interrupted run leaves no half-written copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cervixnet.config import AnnotationConfig, CaliperConfig, Config
+from cervixnet.data import bezier
+from cervixnet.data.calipers import CaliperSpec, remove_calipers
+from cervixnet.data.manifest import MANIFEST_NAME, REQUIRED_COLUMNS, Manifest, Record, read_manifest
+from cervixnet.errors import DataError
+
+PREPARED_INFO_NAME = "prepared.json"
+# Bumped whenever prepare writes different pixels for the same input and settings, so that
+# cached prepared copies (cervixnet.data.sources) are rebuilt.
+PREPARE_VERSION = 1
+FUSIONS = ("majority", "union", "intersection")
+# Columns prepare adds to the manifest, after the source's own.
+ADDED_COLUMNS = (
+    "source_image",
+    "source_row",
+    "source_size",
+    "mask_source",
+    "annotators",
+    "inter_annotator_iou",
+    "filled_pixels",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRow:
+    """What :func:`prepare_record` made of one manifest row.
+
+    Attributes:
+        image: grayscale ``(height, width)`` uint8 or uint16, calipers filled, resized.
+        mask: ``(height, width)`` uint8 in {0, 1}, or ``None`` when the row has no annotation.
+        mask_source: ``"file"``, ``"bezier"`` or ``"none"``.
+        annotators: number of Bézier annotations on the row (0 without a ``bezier`` column).
+        inter_annotator_iou: mean pairwise IoU of the annotators' masks; NaN below two.
+        filled_pixels: caliper pixels filled, at the source resolution.
+        source_size: ``(height, width)`` of the source image.
+        scale: ``(sx, sy)`` from source to prepared pixels.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    mask_source: str
+    annotators: int
+    inter_annotator_iou: float
+    filled_pixels: int
+    source_size: tuple[int, int]
+    scale: tuple[float, float]
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decodes an image file as stored (any OpenCV format, bit depth and channel count).
+
+    Reads the bytes with NumPy and decodes them in memory, so that paths with non-ASCII
+    characters work on every platform.
+
+    Raises:
+        DataError: the file cannot be read or decoded.
+    """
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None or image.size == 0:
+        raise DataError(f"{path}: cannot be decoded as an image")
+    return image
+
+
+def fuse_masks(masks: Sequence[np.ndarray], fusion: str = "majority") -> np.ndarray:
+    """Fuses annotators' binary masks ``(H, W)`` into one.
+
+    ``"majority"`` keeps a pixel that more than half of the annotators marked (with two
+    annotators this is their intersection), ``"union"`` any, ``"intersection"`` all.
+    """
+    if fusion not in FUSIONS:
+        raise ValueError(f"`fusion` must be one of {list(FUSIONS)}. Received: fusion={fusion!r}")
+    if not masks:
+        raise ValueError("fuse_masks needs at least one mask. Received: masks=[]")
+    votes = np.sum([np.asarray(m) > 0 for m in masks], axis=0)
+    needed = {"majority": len(masks) // 2 + 1, "union": 1, "intersection": len(masks)}[fusion]
+    return (votes >= needed).astype(np.uint8)
+
+
+def mean_pairwise_iou(masks: Sequence[np.ndarray]) -> float:
+    """Mean IoU over all pairs of masks; NaN for fewer than two. Two empty masks agree (1)."""
+    scores = []
+    for i in range(len(masks)):
+        for j in range(i + 1, len(masks)):
+            a, b = np.asarray(masks[i]) > 0, np.asarray(masks[j]) > 0
+            union = np.logical_or(a, b).sum()
+            scores.append(1.0 if union == 0 else np.logical_and(a, b).sum() / union)
+    return float(np.mean(scores)) if scores else math.nan
+
+
+def caliper_spec(config: CaliperConfig) -> CaliperSpec:
+    """The :class:`CaliperSpec` of a ``data.calipers`` config section."""
+    return CaliperSpec(
+        yellow_hue=config.yellow_hue,
+        green_hue=config.green_hue,
+        min_saturation=config.min_saturation,
+        min_value=config.min_value,
+        grow_pixels=config.grow_pixels,
+        inpaint_radius=config.inpaint_radius,
+    )
+
+
+def prepare_record(
+    record: Record,
+    image_size: Sequence[int],
+    annotations: AnnotationConfig | None = None,
+    calipers: CaliperConfig | None = None,
+) -> PreparedRow:
+    """Cleans, annotates and resizes one manifest row (see the module docstring).
+
+    Args:
+        record: a validated manifest row.
+        image_size: ``(height, width)`` of the prepared image.
+        annotations: how ``bezier`` points become a mask; default ``AnnotationConfig()``.
+        calipers: caliper removal settings (``enabled: false`` converts to gray only);
+            default ``CaliperConfig()``.
+
+    Raises:
+        DataError: naming the file, for an image that is not 8- or 16-bit.
+    """
+    annotations = annotations or AnnotationConfig()
+    calipers = calipers or CaliperConfig()
+    source = read_image(record.image)
+    if source.dtype not in (np.uint8, np.uint16):
+        raise DataError(
+            f"{record.image}: {source.dtype} pixels are not supported; expected 8- or 16-bit "
+            "integer images"
+        )
+    if calipers.enabled:
+        cleaned = remove_calipers(source, caliper_spec(calipers))
+        gray, filled = cleaned.image, cleaned.filled_pixels
+    else:
+        gray, filled = _gray(source), 0
+    height, width = gray.shape[:2]
+    out_h, out_w = (int(s) for s in image_size)
+
+    mask, mask_source, n_annotators, agreement = None, "none", 0, math.nan
+    annotation_masks = [
+        bezier.rasterize(points, height, width, mode=annotations.reading)
+        for points in parse_annotations(record.extra.get("bezier", ""))
+    ]
+    n_annotators = len(annotation_masks)
+    if annotation_masks:
+        agreement = mean_pairwise_iou(annotation_masks)
+    if record.mask is not None:
+        stored = read_image(record.mask)
+        mask = (stored.max(axis=2) if stored.ndim == 3 else stored) > 0
+        mask, mask_source = mask.astype(np.uint8), "file"
+    elif annotation_masks:
+        mask, mask_source = fuse_masks(annotation_masks, annotations.fusion), "bezier"
+
+    shrinking = out_h * out_w < height * width
+    image = cv2.resize(
+        gray, (out_w, out_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    )
+    if mask is not None:
+        mask = cv2.resize(mask, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
+    return PreparedRow(
+        image=image,
+        mask=mask,
+        mask_source=mask_source,
+        annotators=n_annotators,
+        inter_annotator_iou=agreement,
+        filled_pixels=filled,
+        source_size=(height, width),
+        scale=(out_w / width, out_h / height),
+    )
+
+
+def parse_annotations(text: str | None) -> list[np.ndarray]:
+    """The ``bezier`` cell: one ``(4, 2)`` array per annotator (annotators separated by ``;``)."""
+    return [bezier.parse_points(part) for part in (text or "").split(";") if part.strip()]
+
+
+def is_prepared(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a copy written by :func:`prepare`."""
+    return (Path(folder) / PREPARED_INFO_NAME).is_file()
+
+
+def load_prepared_info(folder: str | Path) -> dict[str, Any] | None:
+    """The ``prepared.json`` of a prepared folder, or ``None``."""
+    path = Path(folder) / PREPARED_INFO_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def prepare_settings(config: Config) -> dict[str, Any]:
+    """The configuration that decides a prepared copy's pixels (and its saved split)."""
+    data = config.to_dict()["data"]
+    return {
+        "prepare_version": PREPARE_VERSION,
+        "image_size": data["image_size"],
+        "annotations": data["annotations"],
+        "calipers": data["calipers"],
+        "split": data["split"],
+        "seed": config.seed,
+    }
+
+
+def source_fingerprint(manifest_path: str | Path) -> str:
+    """SHA-256 of a manifest's bytes and the size and modification time of every file it names.
+
+    Changes when the manifest or any image or mask it lists changes, so a cached prepared copy
+    of an edited data set is never reused.
+    """
+    manifest_path = Path(manifest_path)
+    digest = hashlib.sha256(manifest_path.read_bytes())
+    with manifest_path.open(newline="", encoding="utf-8-sig") as handle:
+        for row in csv.DictReader(handle):
+            for column in ("image", "mask"):
+                name = (row.get(column) or "").strip()
+                if not name:
+                    continue
+                path = Path(name).expanduser()
+                path = path if path.is_absolute() else manifest_path.parent / path
+                try:
+                    stat = path.stat()
+                    digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                except OSError:
+                    digest.update(f"{name}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+def prepare(
+    source: str | Path,
+    out_dir: str | Path,
+    config: Config,
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Path:
+    """Writes a prepared copy of the data set at ``source`` into ``out_dir``.
+
+    Args:
+        source: a data folder or its ``manifest.csv``; only read.
+        out_dir: a new (or empty) folder for the copy.
+        config: ``data.image_size``, ``data.annotations``, ``data.calipers``, ``data.split``
+            and ``seed`` are used.
+        workers: threads decoding and cleaning images in parallel; default: one per CPU.
+        progress: called with the number of rows finished since the last call.
+
+    Returns:
+        The prepared ``manifest.csv``.
+
+    Raises:
+        DataError: the source fails validation (the first problem, with the count of the
+            rest), or ``out_dir`` is not empty.
+    """
+    from cervixnet.data.splits import split_patients
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DataError(
+            f"--out {out_dir}: exists and is not an empty folder; choose a new folder so that "
+            "nothing is overwritten"
+        )
+    manifest = read_manifest(source, decode=True)
+    image_size = config.data.image_size
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        (staging / "images").mkdir()
+        (staging / "masks").mkdir()
+        names = _output_names(manifest.records)
+
+        def work(position: int) -> dict[str, str]:
+            record = manifest.records[position]
+            row = prepare_record(record, image_size, config.data.annotations, config.data.calipers)
+            image_name = f"images/{names[position]}"
+            _write_png(staging / image_name, row.image)
+            mask_name = ""
+            if row.mask is not None:
+                mask_name = f"masks/{names[position]}"
+                _write_png(staging / mask_name, row.mask * 255)
+            return _output_row(manifest, record, row, image_name, mask_name)
+
+        rows: list[dict[str, str]] = []
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            for row in pool.map(work, range(len(manifest.records))):
+                rows.append(row)
+                if progress is not None:
+                    progress(1)
+
+        columns = list(REQUIRED_COLUMNS) + [
+            c for c in _source_columns(manifest) if c not in REQUIRED_COLUMNS
+        ]
+        columns += [c for c in ADDED_COLUMNS if c not in columns]
+        with (staging / MANIFEST_NAME).open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        prepared = read_manifest(staging / MANIFEST_NAME)
+        splits = split_patients(prepared, config.data.split, seed=config.seed)
+        splits.save(staging / "splits.json", prepared)
+        report = build_report(prepared, splits)
+        (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        (staging / "report.md").write_text(format_report(report), encoding="utf-8")
+        info = {
+            "source": str(manifest.path),
+            "source_fingerprint": source_fingerprint(manifest.path),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **prepare_settings(config),
+        }
+        (staging / PREPARED_INFO_NAME).write_text(json.dumps(info, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / MANIFEST_NAME
+
+
+def build_report(manifest: Manifest, splits) -> dict[str, Any]:
+    """Counts per class, site and split; filled caliper pixels; inter-annotator agreement."""
+    from cervixnet.data.splits import SPLIT_NAMES
+
+    records = manifest.records
+    indices = splits.indices(manifest)
+
+    def counts(subset: Sequence[Record]) -> dict[str, int]:
+        return {
+            "images": len(subset),
+            "patients": len({r.patient_id for r in subset}),
+            "preterm": sum(r.label == 1 for r in subset),
+            "control": sum(r.label == 0 for r in subset),
+            "unknown_label": sum(r.label is None for r in subset),
+            "with_mask": sum(r.mask is not None for r in subset),
+        }
+
+    sites = sorted({r.extra.get("site") or "" for r in records} - {""})
+    filled = np.array([int(r.extra.get("filled_pixels") or 0) for r in records])
+    agreement = np.array([float(r.extra.get("inter_annotator_iou") or "nan") for r in records])
+    rated = ~np.isnan(agreement)
+    worst = sorted(
+        (float(agreement[i]), str(records[i].extra.get("source_image")))
+        for i in np.flatnonzero(rated)
+    )[:5]
+    return {
+        "total": counts(records),
+        "splits": {name: counts([records[i] for i in indices[name]]) for name in SPLIT_NAMES},
+        "sites": {
+            site: counts([r for r in records if r.extra.get("site") == site]) for site in sites
+        },
+        "mask_source": {
+            kind: sum(r.extra.get("mask_source") == kind for r in records)
+            for kind in ("file", "bezier", "none")
+        },
+        "calipers": {
+            "images_with_marks": int((filled > 0).sum()),
+            "filled_pixels_total": int(filled.sum()),
+            "filled_pixels_mean_per_marked_image": (
+                float(filled[filled > 0].mean()) if (filled > 0).any() else 0.0
+            ),
+            "filled_pixels_max": int(filled.max()) if len(filled) else 0,
+        },
+        "inter_annotator_iou": {
+            "images": int(rated.sum()),
+            "mean": float(agreement[rated].mean()) if rated.any() else None,
+            "min": float(agreement[rated].min()) if rated.any() else None,
+            "lowest": [{"image": image, "iou": round(iou, 4)} for iou, image in worst],
+        },
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as Markdown tables, for people."""
+    lines = ["# Prepared data set", ""]
+    header = "| set | images | patients | preterm | control | unknown label | with mask |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+
+    def table(title: str, groups: dict[str, dict[str, int]]) -> None:
+        lines.extend([f"## {title}", "", header, rule])
+        for name, c in groups.items():
+            lines.append(
+                f"| {name} | {c['images']} | {c['patients']} | {c['preterm']} | "
+                f"{c['control']} | {c['unknown_label']} | {c['with_mask']} |"
+            )
+        lines.append("")
+
+    table("Splits", {"all": report["total"], **report["splits"]})
+    if report["sites"]:
+        table("Sites", report["sites"])
+    sources = report["mask_source"]
+    calipers = report["calipers"]
+    agreement = report["inter_annotator_iou"]
+    lines += [
+        "## Masks and calipers",
+        "",
+        f"- Masks from files: {sources['file']}, from Bézier points: {sources['bezier']}, "
+        f"none: {sources['none']}.",
+        f"- Caliper marks filled in {calipers['images_with_marks']} images: "
+        f"{calipers['filled_pixels_total']} pixels in all, "
+        f"{calipers['filled_pixels_mean_per_marked_image']:.0f} per marked image on average, "
+        f"{calipers['filled_pixels_max']} at most.",
+    ]
+    if agreement["images"]:
+        lines.append(
+            f"- Inter-annotator IoU over {agreement['images']} images with two or more "
+            f"annotators: mean {agreement['mean']:.3f}, lowest {agreement['min']:.3f}."
+        )
+        lines += ["", "| lowest agreement | IoU |", "|---|---:|"]
+        lines += [f"| {w['image']} | {w['iou']:.3f} |" for w in agreement["lowest"]]
+    else:
+        lines.append("- No image has two or more annotators.")
+    return "\n".join(lines) + "\n"
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[..., 0]
+    return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_BGR2GRAY)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", array)
+    if not ok:
+        raise DataError(f"{path}: could not encode the prepared image as PNG")
+    data.tofile(str(path))
+
+
+def _output_names(records: Sequence[Record]) -> list[str]:
+    """``00001-<stem>.png`` per record: unique, ordered, readable (non-ASCII kept)."""
+    width = max(5, len(str(len(records))))
+    names = []
+    for position, record in enumerate(records, start=1):
+        stem = re.sub(r"[\\/:*?\"<>|\s]+", "_", record.image.stem).strip("_") or "image"
+        names.append(f"{position:0{width}d}-{stem[:80]}.png")
+    return names
+
+
+def _source_columns(manifest: Manifest) -> list[str]:
+    with manifest.path.open(newline="", encoding="utf-8-sig") as handle:
+        return list(csv.DictReader(handle).fieldnames or [])
+
+
+def _output_row(
+    manifest: Manifest, record: Record, row: PreparedRow, image_name: str, mask_name: str
+) -> dict[str, str]:
+    values = dict(record.extra)
+    annotations = parse_annotations(record.extra.get("bezier"))
+    if annotations:  # control points follow the resize
+        sx, sy = row.scale
+        values["bezier"] = ";".join(bezier.format_points(p * [sx, sy]) for p in annotations)
+    try:
+        source_image = str(record.image.relative_to(manifest.root))
+    except ValueError:
+        source_image = str(record.image)
+    values.update(
+        {
+            "image": image_name,
+            "patient_id": record.patient_id,
+            "label": "" if record.label is None else str(record.label),
+            "mask": mask_name,
+            "source_image": source_image,
+            "source_row": str(record.row),
+            "source_size": f"{row.source_size[1]}x{row.source_size[0]}",
+            "mask_source": row.mask_source,
+            "annotators": str(row.annotators),
+            "inter_annotator_iou": (
+                "" if math.isnan(row.inter_annotator_iou) else f"{row.inter_annotator_iou:.4f}"
+            ),
+            "filled_pixels": str(row.filled_pixels),
+        }
+    )
+    return values

@@ -1,0 +1,194 @@
+"""Training augmentation (``cervixnet.data.pipeline.build_augmenter``)."""
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cervixnet.config import AugmentConfig
+from cervixnet.data.manifest import read_manifest
+from cervixnet.data.pipeline import build_augmenter, make_dataset
+
+SIZE = 32
+NO_INTENSITY = {"brightness": 0.0, "contrast": 0.0, "noise_std": 0.0}
+GEOMETRY = {
+    "rotation": AugmentConfig(rotation_degrees=45, crop=0.0, **NO_INTENSITY),
+    "crop": AugmentConfig(rotation_degrees=0, crop=0.3, **NO_INTENSITY),
+    "rotation+crop": AugmentConfig(rotation_degrees=45, crop=0.3, **NO_INTENSITY),
+}
+
+
+def _shapes(n: int = 4) -> np.ndarray:
+    """``(n, SIZE, SIZE, 1)`` binary masks: a tilted ellipse with a bar, different per image."""
+    masks = np.zeros((n, SIZE, SIZE, 1), np.float32)
+    for i in range(n):
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        cv2.ellipse(mask, (13 + i, 15), (9, 5), 20.0 * i, 0, 360, 1, -1)
+        mask[10:14, 18:24] = 1
+        masks[i, ..., 0] = mask
+    return masks
+
+
+def _run(config: AugmentConfig, images: np.ndarray, masks: np.ndarray, seed: int = 0):
+    augment = build_augmenter(config, seed)
+    assert augment is not None
+    new_images, new_masks = augment(tf.constant(images), tf.constant(masks))
+    assert new_images.shape == images.shape and new_masks.shape == masks.shape
+    return new_images.numpy(), new_masks.numpy()
+
+
+def _near_edge(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Pixels within ``radius`` of a 0/1 transition of a 2-D binary ``mask``."""
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    mask = mask.astype(np.uint8)
+    return cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
+
+
+@pytest.mark.parametrize(
+    ("name", "radius", "min_iou"),
+    [("rotation", 1, 0.95), ("crop", 1, 0.95), ("rotation+crop", 2, 0.85)],
+)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mask_follows_every_geometric_transform(name, radius, min_iou, seed):
+    # The image is the mask itself: the bilinear image, thresholded, must match the nearest-
+    # neighbour mask up to the edge (one pixel per resampling).
+    masks = _shapes()
+    images, new_masks = _run(GEOMETRY[name], masks, masks, seed)
+    assert set(np.unique(new_masks)) == {0.0, 1.0}
+    moved = np.sum(new_masks != masks, axis=(1, 2, 3))
+    assert np.count_nonzero(moved >= 10) >= 2, moved  # the geometry did something
+    for image, mask in zip(images[..., 0] > 0.5, new_masks[..., 0] > 0.5, strict=True):
+        differ = image != mask
+        assert not np.any(differ & ~_near_edge(mask, radius)), "image and mask apart"
+        assert (image & mask).sum() / (image | mask).sum() >= min_iou
+
+
+def test_crop_window_is_inside_square_and_random():
+    # Channel 0 holds x / (W - 1), channel 1 y / (H - 1): after a crop-and-resize each row
+    # (column) runs linearly from the window's first to its last coordinate.
+    ramp = np.linspace(0.0, 1.0, SIZE, dtype=np.float32)
+    images = np.zeros((8, SIZE, SIZE, 2), np.float32)
+    images[..., 0] = ramp[None, None, :]
+    images[..., 1] = ramp[None, :, None]
+    masks = np.zeros((8, SIZE, SIZE, 1), np.float32)
+    crop = 0.3
+    out, _ = _run(GEOMETRY["crop"], images, masks, seed=3)
+    x0, x1 = out[:, 0, 0, 0], out[:, 0, -1, 0]
+    y0, y1 = out[:, 0, 0, 1], out[:, -1, 0, 1]
+    atol = 1e-5
+    assert np.all(x0 >= -atol) and np.all(x1 <= 1 + atol)  # inside: never pads
+    assert np.all(y0 >= -atol) and np.all(y1 <= 1 + atol)
+    np.testing.assert_allclose(x1 - x0, y1 - y0, atol=atol)  # one side fraction for both
+    assert np.all(x1 - x0 >= 1 - crop - atol)  # keeps at least (1 - crop) of each side
+    assert np.all(x1 - x0 < 1 - atol)  # zooms in
+    assert np.ptp(x1 - x0) > 0.05  # random scale
+    assert np.ptp((x0 + x1) / 2) > 0.02 and np.ptp((y0 + y1) / 2) > 0.02  # random position
+
+
+def test_crop_only_zooms_in():
+    ones = np.ones((4, SIZE, SIZE, 1), np.float32)
+    images, masks = _run(GEOMETRY["crop"], ones, ones, seed=5)
+    np.testing.assert_allclose(images, 1.0, atol=1e-6)  # no border of zeros
+    np.testing.assert_array_equal(masks, 1.0)
+
+    # A square in the central region that every window contains can only grow.
+    square = np.zeros((4, SIZE, SIZE, 1), np.float32)
+    square[:, 11:21, 11:21] = 1.0
+    _, masks = _run(GEOMETRY["crop"], square, square, seed=5)
+    areas = masks.sum(axis=(1, 2, 3))
+    assert np.all(areas >= 0.8 * 100)  # nearest rounding may drop a row at a scale near 1
+    assert areas.mean() > 1.1 * 100
+
+
+def test_speckle_noise_is_multiplicative_gaussian_additive():
+    zeros = np.zeros((2, SIZE, SIZE, 1), np.float32)
+    masks = np.zeros_like(zeros)
+    speckle = AugmentConfig(
+        rotation_degrees=0, crop=0, brightness=0, contrast=0, noise="speckle", noise_std=0.05
+    )
+    gaussian = AugmentConfig(
+        rotation_degrees=0, crop=0, brightness=0, contrast=0, noise="gaussian", noise_std=0.05
+    )
+    np.testing.assert_array_equal(_run(speckle, zeros, masks)[0], 0.0)
+    assert np.mean(_run(gaussian, zeros, masks)[0] > 0) > 0.3  # clipped at 0: about half
+
+    half = np.full((4, SIZE, SIZE, 1), 0.5, np.float32)
+    masks = np.zeros_like(half)
+    masks[:, 8:20] = 1.0
+    images, new_masks = _run(gaussian, half, masks)
+    np.testing.assert_array_equal(new_masks, masks)
+    assert abs(images.mean() - 0.5) < 0.005
+    assert abs(images.std() - 0.05) < 0.005
+    images, _ = _run(speckle, half, masks)
+    assert abs(images.mean() - 0.5) < 0.005
+    assert abs(images.std() - 0.5 * 0.05) < 0.0025  # std of image * n
+
+
+def test_full_augmentation_keeps_masks_binary_and_images_in_range():
+    rng = np.random.default_rng(0)
+    images = rng.random((4, SIZE, SIZE, 1), dtype=np.float32)
+    config = AugmentConfig(rotation_degrees=30, crop=0.2, brightness=0.3, contrast=0.3)
+    for noise in ("gaussian", "speckle"):
+        for seed in range(3):
+            new_images, new_masks = _run(
+                dataclasses.replace(config, noise=noise), images, _shapes(), seed
+            )
+            assert set(np.unique(new_masks)) == {0.0, 1.0}
+            assert new_images.min() >= 0.0 and new_images.max() <= 1.0
+
+
+def test_same_seed_same_output_other_seed_other_output():
+    rng = np.random.default_rng(1)
+    images = rng.random((4, SIZE, SIZE, 1), dtype=np.float32)
+    masks = _shapes()
+
+    def sequence(seed: int, tf_seed: int) -> list[np.ndarray]:
+        tf.random.set_seed(tf_seed)  # TensorFlow's global seed must not matter
+        augment = build_augmenter(AugmentConfig(), seed)
+        out = []
+        for _ in range(2):  # successive batches differ, but repeat from the seed
+            new_images, new_masks = augment(tf.constant(images), tf.constant(masks))
+            out += [new_images.numpy(), new_masks.numpy()]
+        return out
+
+    try:
+        first, again, other = sequence(7, 1), sequence(7, 2), sequence(8, 1)
+    finally:
+        tf.random.set_seed(None)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], first[2])  # the second batch got new draws
+    assert not np.array_equal(first[0], other[0])
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_training_dataset_repeats_for_a_seed(tiny_dataset: Path):
+    manifest = read_manifest(tiny_dataset)
+
+    def batches(seed: int) -> list[np.ndarray]:
+        dataset = make_dataset(
+            manifest,
+            range(8),
+            image_size=(SIZE, SIZE),
+            batch_size=4,
+            training=True,
+            augment=AugmentConfig(),
+            seed=seed,
+        )
+        return [t.numpy() for images, (masks, _), _ in dataset for t in (images, masks)]
+
+    first, again, other = batches(3), batches(3), batches(4)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_disabled_and_invalid_settings():
+    assert build_augmenter(AugmentConfig(enabled=False), seed=0) is None
+    with pytest.raises(ValueError, match="Received: 'poisson'"):
+        build_augmenter(AugmentConfig(noise="poisson"), seed=0)
+    with pytest.raises(ValueError, match=r"Received: 1\.0"):
+        build_augmenter(AugmentConfig(crop=1.0), seed=0)
