@@ -48,6 +48,20 @@ def write_tiny_dataset(folder: Path, n_patients: int = 10, images_per_patient: i
     return manifest
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Keeps the synthetic and prepared data caches of the tests out of the user's cache."""
+    import os
+
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """A fresh tiny data set folder (10 patients, 20 images) per test."""

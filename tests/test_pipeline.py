@@ -115,3 +115,29 @@ def test_disabled_augmentation_and_empty_selection(tiny_dataset: Path):
     assert build_augmenter(AugmentConfig(enabled=False), seed=0) is None
     with pytest.raises(ValueError, match="at least one record"):
         make_dataset(read_manifest(tiny_dataset), [], image_size=(16, 16))
+
+
+def test_copies_are_augmented_once_and_originals_left_alone(tiny_dataset: Path):
+    manifest = read_manifest(tiny_dataset)
+    augment = AugmentConfig(rotation_degrees=30, crop=0.2, brightness=0.2, contrast=0, noise_std=0)
+    dataset = make_dataset(
+        manifest,
+        [0, 1, 0, 1],
+        image_size=(32, 32),
+        batch_size=4,
+        augment=augment,
+        copies=[False, False, True, True],
+        seed=2,
+    )
+    plain = make_dataset(manifest, [0, 1], image_size=(32, 32), batch_size=4)
+    (first,) = [b[0].numpy() for b in dataset]  # one whole pass fills the cache
+    (again,) = [b[0].numpy() for b in dataset]
+    (originals,) = [b[0].numpy() for b in plain]
+    np.testing.assert_array_equal(first, again)  # the copies are fixed across passes
+    np.testing.assert_array_equal(first[:2], originals)
+    assert not np.allclose(first[2:], originals)
+
+
+def test_copies_must_flag_every_index(tiny_dataset: Path):
+    with pytest.raises(ValueError, match="2 flags for 3 indices"):
+        make_dataset(read_manifest(tiny_dataset), [0, 1, 2], image_size=(8, 8), copies=[1, 0])

@@ -35,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -45,6 +45,9 @@ from cervixnet.data import bezier
 from cervixnet.data.calipers import CaliperSpec, remove_calipers
 from cervixnet.data.manifest import MANIFEST_NAME, REQUIRED_COLUMNS, Manifest, Record, read_manifest
 from cervixnet.errors import DataError
+
+if TYPE_CHECKING:
+    from cervixnet.data.splits import Splits
 
 PREPARED_INFO_NAME = "prepared.json"
 # Bumped whenever prepare writes different pixels for the same input and settings, so that
@@ -339,8 +342,11 @@ def prepare(
             writer.writeheader()
             writer.writerows(rows)
         prepared = read_manifest(staging / MANIFEST_NAME)
-        splits = split_patients(prepared, config.data.split, seed=config.seed)
-        splits.save(staging / "splits.json", prepared)
+        try:
+            splits = split_patients(prepared, config.data.split, seed=config.seed)
+            splits.save(staging / "splits.json", prepared)
+        except DataError:  # too few patients: the copy is still useful, without a split
+            splits = None
         report = build_report(prepared, splits)
         (staging / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         (staging / "report.md").write_text(format_report(report), encoding="utf-8")
@@ -359,12 +365,14 @@ def prepare(
     return out_dir / MANIFEST_NAME
 
 
-def build_report(manifest: Manifest, splits) -> dict[str, Any]:
-    """Counts per class, site and split; filled caliper pixels; inter-annotator agreement."""
-    from cervixnet.data.splits import SPLIT_NAMES
+def build_report(manifest: Manifest, splits: Splits | None) -> dict[str, Any]:
+    """Counts per class, site and split; filled caliper pixels; inter-annotator agreement.
+
+    ``splits`` may be ``None`` (too few patients to split): the report then has no splits.
+    """
 
     records = manifest.records
-    indices = splits.indices(manifest)
+    indices = splits.indices(manifest) if splits is not None else {}
 
     def counts(subset: Sequence[Record]) -> dict[str, int]:
         return {
@@ -386,7 +394,9 @@ def build_report(manifest: Manifest, splits) -> dict[str, Any]:
     )[:5]
     return {
         "total": counts(records),
-        "splits": {name: counts([records[i] for i in indices[name]]) for name in SPLIT_NAMES},
+        "splits": {
+            name: counts([records[i] for i in positions]) for name, positions in indices.items()
+        },
         "sites": {
             site: counts([r for r in records if r.extra.get("site") == site]) for site in sites
         },
@@ -427,6 +437,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append("")
 
     table("Splits", {"all": report["total"], **report["splits"]})
+    if not report["splits"]:
+        lines[-1:-1] = ["Too few patients for the configured split: no splits.json written."]
     if report["sites"]:
         table("Sites", report["sites"])
     sources = report["mask_source"]

@@ -163,7 +163,12 @@ def cross_validation_splits(
     result = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        test_folds = [test for _, test in splitter.split(patients, strata, groups=patients)]
+        try:
+            test_folds = [test for _, test in splitter.split(patients, strata, groups=patients)]
+        except ValueError as error:  # e.g. every class smaller than the number of folds
+            raise DataError(
+                f"{manifest.path}: cannot form {folds} folds stratified by label ({error})"
+            ) from None
     for test_idx in test_folds:
         rest = np.setdiff1d(np.arange(len(patients)), test_idx)
         val_idx = rest[
@@ -198,5 +203,11 @@ def _one_fold(manifest, positions, patients, strata, fraction, seed) -> np.ndarr
     with warnings.catch_warnings():
         # With ~10 % preterm, a class smaller than the fold count is normal, not a problem.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        _, fold = next(splitter.split(positions, strata, groups=patients))
+        try:
+            _, fold = next(splitter.split(positions, strata, groups=patients))
+        except ValueError as error:  # e.g. every class smaller than the number of folds
+            raise DataError(
+                f"{manifest.path}: cannot form a {fraction:.0%} split stratified by label "
+                f"from {n_patients} patients ({error})"
+            ) from None
     return fold
