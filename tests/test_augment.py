@@ -66,6 +66,21 @@ def test_mask_follows_every_geometric_transform(name, radius, min_iou, seed):
         assert (image & mask).sum() / (image | mask).sum() >= min_iou
 
 
+def test_rotation_stays_within_its_range():
+    # A horizontal bar through the centre: its axis (from image moments) is the angle.
+    bars = np.zeros((8, SIZE, SIZE, 1), np.float32)
+    bars[:, 15:17, 4:28] = 1.0
+    config = AugmentConfig(rotation_degrees=15, crop=0.0, **NO_INTENSITY)
+    _, masks = _run(config, bars, bars, seed=4)
+    angles = []
+    for mask in masks[..., 0]:
+        m = cv2.moments(mask, binaryImage=True)
+        angles.append(np.degrees(0.5 * np.arctan2(2 * m["mu11"], m["mu20"] - m["mu02"])))
+    angles = np.abs(angles)
+    assert angles.max() <= 15 + 1.5, angles
+    assert angles.max() >= 5, angles  # it does rotate
+
+
 def test_crop_window_is_inside_square_and_random():
     # Channel 0 holds x / (W - 1), channel 1 y / (H - 1): after a crop-and-resize each row
     # (column) runs linearly from the window's first to its last coordinate.
