@@ -131,7 +131,7 @@ class LossConfig:
 class TrainingConfig:
     """Optimiser and loop settings (AdamW: Adam with decoupled weight decay)."""
 
-    epochs: int = 40
+    epochs: int = 24
     batch_size: int = 16
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"

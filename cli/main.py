@@ -9,6 +9,11 @@ from pathlib import Path
 
 import click
 
+# TensorFlow's C++ warnings (e.g. the graph optimiser's cost estimates) would flood a training
+# log; the level is read when TensorFlow loads, which importing cervixnet does. A user's own
+# setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from cervixnet.config import ARCHITECTURES
 from cervixnet.errors import CervixnetError
 
@@ -24,11 +29,6 @@ def _user_errors(command):
             raise click.ClickException(str(error)) from None
 
     return wrapper
-
-
-def _quiet_tensorflow() -> None:
-    """Hides TensorFlow's C++ start-up chatter unless the user asked for it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -124,7 +124,6 @@ def train(
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{config.arch}{'-cv' if folds else ''}-{stamp}"
-    _quiet_tensorflow()
     from cervixnet.evaluation import format_table
     from cervixnet.training import cross_validate, format_summary
     from cervixnet.training import train as run_training

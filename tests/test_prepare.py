@@ -324,3 +324,26 @@ def test_calipers_can_be_left_in(tmp_path: Path):
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     np.testing.assert_array_equal(kept.image, gray)
     assert np.abs(removed.image.astype(int) - 80).max() <= 2
+
+
+def test_cached_copy_is_reused_until_the_data_or_settings_change(
+    tiny_dataset: Path, tmp_path: Path
+):
+    from cervixnet.data.sources import prepared_data
+
+    cache = tmp_path / "cache"
+    source = tiny_dataset / "manifest.csv"
+    messages: list[str] = []
+    first = prepared_data(config(), source, cache, echo=messages.append)
+    assert len(messages) == 1 and "Preparing" in messages[0]
+    assert prepared_data(config(), source, cache, echo=messages.append) == first
+    assert len(messages) == 1  # reused, nothing prepared
+    other_size = prepared_data(config(**{"data.image_size": [32, 32]}), source, cache)
+    assert other_size != first
+    image = tiny_dataset / "images" / "p00_0.png"
+    cv2.imwrite(str(image), np.zeros((48, 64), np.uint8))  # the clinic re-exports an image
+    changed = prepared_data(config(), source, cache)
+    assert changed != first
+    assert read_image(read_manifest(changed).records[0].image).max() == 0
+    # A prepared folder is used as it is.
+    assert prepared_data(config(), first, cache) == first
