@@ -36,6 +36,7 @@ def predict_records(
     copies: Sequence[bool] | None = None,
     augment: AugmentConfig | None = None,
     seed: int = 0,
+    keep_images: bool = False,
 ) -> dict[str, np.ndarray]:
     """Runs ``model`` over records and returns arrays aligned with ``indices``.
 
@@ -45,7 +46,8 @@ def predict_records(
 
     Returns:
         ``mask_true`` (N, H, W) in {0, 1}, ``has_mask`` (N,), ``mask_prob`` (N, H, W),
-        ``label`` (N,) with NaN where unknown, and for a joint model ``probability`` (N,).
+        ``label`` (N,) with NaN where unknown, for a joint model ``probability`` (N,), and
+        with ``keep_images`` the network inputs ``images`` (N, H, W, C).
     """
     joint = len(model.outputs) == 2
     dataset = make_dataset(
@@ -61,7 +63,10 @@ def predict_records(
         seed=seed,
     )
     masks, has_mask, labels, has_label, mask_prob, probability = [], [], [], [], [], []
+    inputs = []
     for images, (mask, label), (mask_weight, label_weight) in dataset:
+        if keep_images:
+            inputs.append(np.asarray(images))
         outputs = model(images, training=False)
         mask_out = outputs[0] if joint else outputs
         masks.append(np.asarray(mask)[..., 0])
@@ -79,6 +84,8 @@ def predict_records(
     }
     if joint:
         result["probability"] = np.concatenate(probability)
+    if keep_images:
+        result["images"] = np.concatenate(inputs)
     return result
 
 

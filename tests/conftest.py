@@ -78,3 +78,27 @@ def rewrite_manifest(manifest: Path, edit) -> None:
         writer = csv.DictWriter(handle, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(rows)
+
+
+TINY_RUN_CONFIG = {
+    "data.image_size": [32, 32],
+    "data.augment.crop": 0.0,
+    "model.base_filters": 4,
+    "model.unet-joint": {"depth": 2, "classifier_units": [8]},
+    "training.batch_size": 8,
+    "training.epochs": 2,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A joint model trained for two epochs on a tiny data set (20 patients): its run folder."""
+    from cervixnet.config import load_config
+    from cervixnet.training import train
+
+    folder = tmp_path_factory.mktemp("tiny-run")
+    data = folder / "data"
+    write_tiny_dataset(data, n_patients=20)
+    config = load_config(overrides={**TINY_RUN_CONFIG, "data.path": str(data)})
+    train(config, folder / "run", verbose=0, echo=lambda _: None)
+    return folder / "run"

@@ -168,17 +168,7 @@ def prepare_record(
     """
     annotations = annotations or AnnotationConfig()
     calipers = calipers or CaliperConfig()
-    source = read_image(record.image)
-    if source.dtype not in (np.uint8, np.uint16):
-        raise DataError(
-            f"{record.image}: {source.dtype} pixels are not supported; expected 8- or 16-bit "
-            "integer images"
-        )
-    if calipers.enabled:
-        cleaned = remove_calipers(source, caliper_spec(calipers))
-        gray, filled = cleaned.image, cleaned.filled_pixels
-    else:
-        gray, filled = _gray(source), 0
+    gray, filled = clean_image(read_image(record.image), calipers, name=record.image)
     height, width = gray.shape[:2]
     out_h, out_w = (int(s) for s in image_size)
 
@@ -197,10 +187,7 @@ def prepare_record(
     elif annotation_masks:
         mask, mask_source = fuse_masks(annotation_masks, annotations.fusion), "bezier"
 
-    shrinking = out_h * out_w < height * width
-    image = cv2.resize(
-        gray, (out_w, out_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    )
+    image = resize_image(gray, (out_h, out_w))
     if mask is not None:
         mask = cv2.resize(mask, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
     return PreparedRow(
@@ -213,6 +200,36 @@ def prepare_record(
         source_size=(height, width),
         scale=(out_w / width, out_h / height),
     )
+
+
+def clean_image(
+    source: np.ndarray, calipers: CaliperConfig | None = None, name: str | Path = "image"
+) -> tuple[np.ndarray, int]:
+    """A decoded image -> ``(grayscale image, caliper pixels filled)``.
+
+    Fills yellow and green caliper marks by Telea inpainting when ``calipers.enabled``
+    (default ``CaliperConfig()``), else only converts to grayscale. The dtype is kept.
+
+    Raises:
+        DataError: naming ``name``, for an image that is not 8- or 16-bit.
+    """
+    calipers = calipers or CaliperConfig()
+    if source.dtype not in (np.uint8, np.uint16):
+        raise DataError(
+            f"{name}: {source.dtype} pixels are not supported; expected 8- or 16-bit integer images"
+        )
+    if calipers.enabled:
+        cleaned = remove_calipers(source, caliper_spec(calipers))
+        return cleaned.image, cleaned.filled_pixels
+    return _gray(source), 0
+
+
+def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """Resizes to ``(height, width)``: area interpolation when shrinking, bilinear otherwise."""
+    height, width = (int(s) for s in size)
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    method = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (width, height), interpolation=method)
 
 
 def parse_annotations(text: str | None) -> list[np.ndarray]:

@@ -259,6 +259,8 @@ def train(
         figures[name] = split_metrics(predictions, risk=split_risk)
         per_split[name] = (positions, predictions, copies)
     write_predictions(run_dir / "predictions.csv", manifest, per_split)
+    if joint and indices["val"]:
+        _save_operating_point(best, config, manifest, indices["val"], run_dir, echo)
     seconds = time.perf_counter() - started
     summary = {
         "arch": config.arch,
@@ -306,6 +308,22 @@ def _check_trainable(manifest: Manifest, indices: dict[str, list[int]], joint: b
                 f"{manifest.path}: the joint model needs preterm (1) and control (0) images in "
                 f"the training split; it has labels {sorted(labels)} (column 'label')"
             )
+
+
+def _save_operating_point(model, config, manifest, val_indices, run_dir, echo) -> None:
+    """Chooses the label threshold on validation (Youden's J) for ``predict`` to apply."""
+    from cervixnet.reporting import (
+        OPERATING_POINT_NAME,
+        choose_operating_point,
+        save_operating_point,
+    )
+
+    try:
+        choice = choose_operating_point(model, config, manifest, val_indices)
+    except DataError as error:
+        echo(f"No operating threshold saved: {error}")
+        return
+    save_operating_point(run_dir / OPERATING_POINT_NAME, choice)
 
 
 def _balanced(

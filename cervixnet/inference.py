@@ -1,0 +1,233 @@
+"""Trained models on new image files: ``cervixnet predict`` and ``cervixnet gradcam``.
+
+Images are prepared exactly as ``cervixnet data prepare`` prepares training images (caliper
+marks filled by Telea inpainting with the run's ``data.calipers`` settings, grayscale, area or
+bilinear resize to the network's input size, intensities scaled to [0, 1]), so a model sees
+new images as it saw its training images. Predicted masks are mapped back to each image's own
+size.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+
+from cervixnet.config import Config, default_config, load_config
+from cervixnet.data.prepare import clean_image, read_image, resize_image
+from cervixnet.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model with the configuration it was trained with and its operating threshold."""
+
+    model: keras.Model
+    config: Config
+    threshold: float
+    threshold_source: str
+
+    @property
+    def joint(self) -> bool:
+        return len(self.model.outputs) == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedImages:
+    """Network inputs for image files, and what is needed to map results back.
+
+    Attributes:
+        inputs: float32 ``(N, H, W, C)`` in [0, 1], the network's input size.
+        sizes: ``(height, width)`` of each source image.
+        grays: each source image after caliper removal, grayscale at its own size.
+    """
+
+    inputs: np.ndarray
+    sizes: tuple[tuple[int, int], ...]
+    grays: tuple[np.ndarray, ...]
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Loads a run folder (or its ``model.keras``) for inference.
+
+    The run's ``config.yaml`` gives the preprocessing; without one, the defaults are used at
+    the model's input size. The threshold is the run's ``operating_point.json`` (chosen on
+    validation) or 0.5 when there is none.
+
+    Raises:
+        ConfigError: no model at ``path``.
+    """
+    from cervixnet.reporting import OPERATING_POINT_NAME, load_operating_point
+
+    path = Path(path)
+    model_path = path / "model.keras" if path.is_dir() else path
+    if not model_path.is_file() or model_path.suffix != ".keras":
+        raise ConfigError(f"{path}: expected a run folder or a .keras model file")
+    model = keras.models.load_model(model_path)
+    folder = model_path.parent
+    if (folder / "config.yaml").is_file():
+        config = load_config(folder / "config.yaml")
+    else:
+        height, width, channels = model.inputs[0].shape[1:]
+        config = default_config().replace(
+            {"data.image_size": [int(height), int(width)], "data.channels": int(channels)}
+        )
+    choice = load_operating_point(folder / OPERATING_POINT_NAME)
+    if choice is not None:
+        return LoadedModel(model, config, float(choice.threshold), f"{choice.rule} on val")
+    return LoadedModel(model, config, 0.5, "default 0.5")
+
+
+def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImages:
+    """Reads image files and prepares them as ``cervixnet data prepare`` does.
+
+    Raises:
+        DataError: naming the file that cannot be read or has an unsupported pixel type.
+    """
+    height, width = config.data.image_size
+    inputs, sizes, grays = [], [], []
+    for path in paths:
+        gray, _ = clean_image(read_image(path), config.data.calipers, name=path)
+        resized = resize_image(gray, (height, width))
+        scale = 65535.0 if resized.dtype == np.uint16 else 255.0
+        image = resized.astype(np.float32)[..., None] / scale
+        if config.data.channels == 3:
+            image = np.repeat(image, 3, axis=-1)
+        inputs.append(image)
+        sizes.append(gray.shape[:2])
+        grays.append(gray)
+    return PreparedImages(np.stack(inputs), tuple(sizes), tuple(grays))
+
+
+def predict_files(
+    model_path: str | Path, images: Sequence[str | Path], out_dir: str | Path
+) -> Path:
+    """Writes masks, overlays and ``predictions.csv`` for image files.
+
+    ``out_dir`` gets ``masks/<name>.png`` (0/255, each image's own size),
+    ``overlays/<name>.png`` (the predicted outline on the image, with p(preterm)) and
+    ``predictions.csv`` (image, width, height, probability, predicted class at the run's
+    operating threshold, threshold, mask area in pixels).
+
+    Returns:
+        The path of ``predictions.csv``.
+    """
+    loaded = load_model(model_path)
+    out_dir = _new_folder(out_dir)
+    prepared = prepare_images(images, loaded.config)
+    outputs = loaded.model.predict(prepared.inputs, verbose=0, batch_size=8)
+    mask_prob = outputs[0] if loaded.joint else outputs
+    probability = outputs[1][:, 0] if loaded.joint else None
+    (out_dir / "masks").mkdir()
+    (out_dir / "overlays").mkdir()
+    names = _unique_names(images)
+    rows = []
+    for k, (path, name) in enumerate(zip(images, names, strict=True)):
+        height, width = prepared.sizes[k]
+        full = cv2.resize(mask_prob[k, ..., 0], (width, height), interpolation=cv2.INTER_LINEAR)
+        mask = (full > 0.5).astype(np.uint8)
+        _write_png(out_dir / "masks" / name, mask * 255)
+        p = None if probability is None else float(probability[k])
+        _write_png(out_dir / "overlays" / name, _outline_overlay(prepared.grays[k], mask, p))
+        rows.append(
+            {
+                "image": str(path),
+                "width": width,
+                "height": height,
+                "probability": "" if p is None else f"{p:.6f}",
+                "predicted_class": "" if p is None else int(p >= loaded.threshold),
+                "threshold": f"{loaded.threshold:.6f}" if p is not None else "",
+                "threshold_source": loaded.threshold_source if p is not None else "",
+                "mask_pixels": int(mask.sum()),
+                "mask": f"masks/{name}",
+            }
+        )
+    table = out_dir / "predictions.csv"
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
+
+
+def explain_files(
+    model_path: str | Path,
+    images: Sequence[str | Path],
+    out_dir: str | Path,
+    method: str = "gradcam",
+    layer: str | None = None,
+) -> list[Path]:
+    """Writes one class-activation overlay per image file (``cervixnet.explain``).
+
+    Raises:
+        ConfigError: the model has no ``label`` output, or a bad method or layer.
+    """
+    from cervixnet.explain import explain_images
+
+    loaded = load_model(model_path)
+    if not loaded.joint:
+        raise ConfigError(
+            f"{model_path}: Grad-CAM explains the label output of the joint model "
+            f"(unet-joint); this model has outputs {[t.name for t in loaded.model.outputs]}"
+        )
+    prepared = prepare_images(images, loaded.config)
+    try:
+        explained = explain_images(loaded.model, prepared.inputs, method=method, layer=layer)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    out_dir = _new_folder(out_dir)
+    written = []
+    for name, explanation in zip(_unique_names(images), explained, strict=True):
+        path = out_dir / name
+        _write_png(path, explanation.overlay)
+        written.append(path)
+    return written
+
+
+def _outline_overlay(gray: np.ndarray, mask: np.ndarray, probability: float | None) -> np.ndarray:
+    if gray.dtype == np.uint16:
+        gray = (gray >> 8).astype(np.uint8)
+    picture = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    thickness = max(1, round(min(gray.shape) / 200))
+    cv2.drawContours(picture, contours, -1, (255, 0, 255), thickness, cv2.LINE_AA)
+    if probability is not None:
+        scale = max(0.4, min(gray.shape) / 500)
+        cv2.putText(picture, f"p(preterm) = {probability:.2f}", (8, int(24 * scale) + 4),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+    return picture
+
+
+def _unique_names(paths: Sequence[str | Path]) -> list[str]:
+    names, seen = [], set()
+    for path in paths:
+        stem = Path(path).stem or "image"
+        name, k = f"{stem}.png", 2
+        while name in seen:
+            name, k = f"{stem}-{k}.png", k + 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _new_folder(path: str | Path) -> Path:
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ConfigError(
+            f"--out {path}: exists and is not an empty folder; choose a new folder so that "
+            "nothing is overwritten"
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise DataError(f"{path}: could not encode as PNG")
+    encoded.tofile(str(path))

@@ -1,0 +1,89 @@
+"""Trained models on new files: `cervixnet predict` and `cervixnet gradcam`."""
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from click.testing import CliRunner
+
+from cervixnet.cli.main import main
+from cervixnet.inference import load_model, prepare_images
+
+
+def _images_of_several_sizes(folder: Path) -> list[Path]:
+    rng = np.random.default_rng(1)
+    folder.mkdir()
+    paths = []
+    for k, (height, width) in enumerate([(48, 64), (120, 90), (33, 47)]):
+        image = (rng.random((height, width)) * 60).astype(np.uint8)
+        cv2.ellipse(image, (width // 2, height // 2), (width // 4, height // 6), 0, 0, 360, 200, -1)
+        colour = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        cv2.line(colour, (2, 2), (width - 3, 2), (0, 255, 255), 1)  # a caliper line
+        path = folder / f"scan {k}.png"
+        cv2.imwrite(str(path), colour)
+        paths.append(path)
+    return paths
+
+
+def test_predict_writes_masks_of_each_images_own_size(tiny_run: Path, tmp_path: Path):
+    images = _images_of_several_sizes(tmp_path / "new")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["predict", str(tiny_run), *map(str, images), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [Path(r["image"]).name for r in rows] == [p.name for p in images]
+    saved = json.loads((tiny_run / "operating_point.json").read_text())
+    for path, row in zip(images, rows, strict=True):
+        height, width = cv2.imread(str(path)).shape[:2]
+        mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
+        assert (out / "overlays" / Path(row["mask"]).name).is_file()
+        probability = float(row["probability"])
+        assert 0 <= probability <= 1
+        assert float(row["threshold"]) == round(saved["threshold"], 6)
+        assert int(row["predicted_class"]) == int(probability >= saved["threshold"])
+        assert int(row["mask_pixels"]) == int((mask > 0).sum())
+
+
+def test_new_images_are_prepared_exactly_as_training_images(tiny_run: Path):
+    """The probability of a training image from its raw file equals the one training saw."""
+    loaded = load_model(tiny_run)
+    trained = list(csv.DictReader((tiny_run / "predictions.csv").open()))
+    data = Path(json.loads((tiny_run / "metrics.json").read_text())["prepared_data"])
+    source = Path(loaded.config.data.path)
+    first = trained[0]
+    prepared = prepare_images([source / first["source_image"]], loaded.config)
+    stored = cv2.imread(str(data / first["image"]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_allclose(prepared.inputs[0, ..., 0], stored / 255.0, atol=1e-6)
+    probability = loaded.model.predict(prepared.inputs, verbose=0)[1][0, 0]
+    assert abs(probability - float(first["probability"])) < 1e-4
+
+
+def test_gradcam_writes_one_overlay_per_input(tiny_run: Path, tmp_path: Path):
+    images = _images_of_several_sizes(tmp_path / "new")
+    out = tmp_path / "cams"
+    result = CliRunner().invoke(
+        main, ["gradcam", str(tiny_run), *map(str, images), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(out.glob("*.png"))
+    assert [p.name for p in written] == sorted(f"{p.stem}.png" for p in images)
+    assert cv2.imread(str(written[0])).shape[:2] == (32, 32)
+
+
+def test_gradcam_refuses_a_segmentation_only_model(tmp_path: Path):
+    from cervixnet import models
+
+    model = models.get("unet", input_shape=(32, 32, 1), base_filters=4, depth=2)
+    model.save(tmp_path / "unet.keras")
+    images = _images_of_several_sizes(tmp_path / "new")
+    result = CliRunner().invoke(
+        main,
+        ["gradcam", str(tmp_path / "unet.keras"), str(images[0]), "--out", str(tmp_path / "o")],
+    )
+    assert result.exit_code == 1 and "joint model" in result.output
+    assert "Traceback" not in result.output
