@@ -140,6 +140,147 @@ def train(
     click.echo(f"\nRun folder: {result.run_dir}  ({result.seconds / 60:.1f} min)")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Evaluate on this data folder instead of the run's own [default: the run's data].",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "train", "all"]),
+    default="test",
+    show_default=True,
+    help="Which set of the run's split to score.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Report folder [default: RUN_DIR/evaluation-<split>].",
+)
+@click.option(
+    "--threshold-rule",
+    type=click.Choice(["youden", "sensitivity", "fpr", "fixed"]),
+    default="youden",
+    show_default=True,
+    help="How the operating threshold is chosen on the validation split.",
+)
+@click.option(
+    "--target",
+    type=float,
+    default=None,
+    help="Target of the rule: sensitivity, false positive rate, or the fixed threshold.",
+)
+@click.option(
+    "--bootstrap",
+    "n_bootstrap",
+    type=click.IntRange(min=100),
+    default=1000,
+    show_default=True,
+    help="Patient resamples for the 95 % confidence intervals.",
+)
+@click.option(
+    "--gradcam",
+    "gradcam_images",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Grad-CAM overlays for this many evaluated images (joint model).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where prepared data is cached [default: ~/.cache/cervixnet].",
+)
+@_user_errors
+def evaluate(
+    run_dir, data, split, out, threshold_rule, target, n_bootstrap, gradcam_images, cache_dir
+) -> None:
+    """Score a trained run: tables with 95 % intervals, an operating point, plots.
+
+    The label threshold is chosen on the run's validation split (Youden's J by default)
+    and applied unchanged to the evaluated split. Writes report.md, report.json,
+    predictions.csv, ROC and precision-recall curves, the confusion matrix, a reliability
+    diagram, training curves, segmentation overlays (best, median, worst by IoU) and
+    Grad-CAM overlays, and prints the tables.
+    """
+    from cervixnet.reporting import evaluate_run, format_tables
+
+    result = evaluate_run(
+        run_dir,
+        data=data,
+        split=split,
+        out_dir=out,
+        threshold_rule=threshold_rule,
+        target=target,
+        n_bootstrap=n_bootstrap,
+        gradcam_images=gradcam_images,
+        cache_root=cache_dir,
+        echo=click.echo,
+    )
+    click.echo("")
+    click.echo(format_tables(result.report))
+    click.echo(f"\nReport: {result.out_dir / 'report.md'} ({len(result.files)} files)")
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder for the overlays."
+)
+@click.option(
+    "--method",
+    type=click.Choice(["gradcam", "gradcam++", "scorecam"]),
+    default="gradcam",
+    show_default=True,
+)
+@click.option(
+    "--layer",
+    default=None,
+    help="Layer to explain [default: the last feature map the label branch reads].",
+)
+@_user_errors
+def gradcam(model_path, images, out, method, layer) -> None:
+    """Class-activation maps of the preterm probability, as overlays.
+
+    MODEL is a run folder or its model.keras (a joint model). Each image is prepared exactly
+    as in training (calipers filled, grayscale, resized) and OUT gets one PNG per image: the
+    heat map on the image, the predicted mask outline and p(preterm) in the corner.
+    """
+    from cervixnet.inference import explain_files
+
+    written = explain_files(model_path, images, out, method=method, layer=layer)
+    for path in written:
+        click.echo(str(path))
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
+)
+@_user_errors
+def predict(model_path, images, out) -> None:
+    """Segment new images and predict p(preterm).
+
+    MODEL is a run folder or its model.keras. Each image is prepared as in training
+    (calipers filled, grayscale, resized); OUT gets masks/ (each at its image's own size),
+    overlays/ and predictions.csv with the probability and the predicted class at the run's
+    operating threshold (chosen on validation; 0.5 when the run has none).
+    """
+    from cervixnet.inference import predict_files
+
+    table = predict_files(model_path, images, out)
+    click.echo(table.read_text(encoding="utf-8").rstrip())
+    click.echo(f"\nWrote {len(images)} masks and overlays to {table.parent}")
+
+
 @main.group()
 def data() -> None:
     """Create and inspect data sets."""

@@ -1,0 +1,621 @@
+"""``cervixnet evaluate``: the paper's tables with intervals, an operating point, plots.
+
+:func:`evaluate_run` scores a trained run on one split (or all) of its own data, or on
+another data set:
+
+- the **operating threshold** is chosen on the run's **validation** split (Youden's J by
+  default, or a target sensitivity or false positive rate, or a fixed value) and applied
+  unchanged to the evaluated split, so the test data cannot move it;
+- segmentation: per-image IoU, Dice and 95th-percentile Hausdorff distance (pixels at the
+  network's input size), mean and standard deviation;
+- classification: AUC, average precision, recall (sensitivity), precision, specificity,
+  false positive rate, F1, accuracy, Brier score and the confusion matrix at that threshold;
+- 95 % confidence intervals for every figure by bootstrap over **patients**;
+- calibration: a reliability curve;
+- on synthetic data, the AUC of the generator's latent risk on the same images.
+
+It writes ``report.json``, ``report.md``, ``predictions.csv`` and PNG plots (ROC and
+precision-recall curves with the operating point, confusion matrix, reliability diagram,
+training curves, segmentation overlays of the best, median and worst images, and Grad-CAM
+overlays for a sample of images of the joint model).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import keras
+import numpy as np
+
+from cervixnet import analysis
+from cervixnet import metrics as cx_metrics
+from cervixnet.config import Config, load_config
+from cervixnet.data.manifest import Manifest, read_manifest
+from cervixnet.data.sources import prepared_data, resolve_data
+from cervixnet.data.splits import SPLIT_NAMES, Splits
+from cervixnet.errors import ConfigError, DataError
+from cervixnet.evaluation import predict_records
+
+EVALUATED_SPLITS = (*SPLIT_NAMES, "all")
+OPERATING_POINT_NAME = "operating_point.json"
+# Figures that get a bootstrap interval, and the table rows they appear in.
+SEGMENTATION_FIGURES = ("iou", "dice", "hd95")
+CLASSIFICATION_FIGURES = (
+    "auc",
+    "average_precision",
+    "recall",
+    "precision",
+    "specificity",
+    "false_positive_rate",
+    "f1",
+    "accuracy",
+    "brier",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """What :func:`evaluate_run` wrote and found."""
+
+    out_dir: Path
+    report: dict[str, Any]
+    files: tuple[Path, ...]
+
+
+def load_run(run_dir: str | Path) -> tuple[Config, keras.Model, Path]:
+    """The configuration and best model of a run folder written by ``cervixnet train``.
+
+    Raises:
+        ConfigError: the folder is not a run folder.
+    """
+    run_dir = Path(run_dir)
+    missing = [n for n in ("config.yaml", "model.keras") if not (run_dir / n).is_file()]
+    if missing:
+        raise ConfigError(
+            f"{run_dir}: not a cervixnet run folder (missing {', '.join(missing)}); pass the "
+            "folder `cervixnet train` wrote"
+        )
+    config = load_config(run_dir / "config.yaml")
+    model = keras.models.load_model(run_dir / "model.keras")
+    return config, model, run_dir
+
+
+def choose_operating_point(
+    model: keras.Model,
+    config: Config,
+    manifest: Manifest,
+    val_indices: Sequence[int],
+    rule: str = "youden",
+    target: float | None = None,
+) -> analysis.ThresholdChoice:
+    """The label threshold chosen on the validation images by ``rule``.
+
+    Raises:
+        DataError: the validation split lacks labelled images of both classes.
+    """
+    labelled = [i for i in val_indices if manifest.records[i].label is not None]
+    if not labelled:
+        raise DataError(
+            f"{manifest.path}: the validation split has no labelled image to choose the "
+            "operating threshold on"
+        )
+    predictions = _predict(model, config, manifest, labelled)
+    try:
+        return analysis.choose_threshold(
+            predictions["label"], predictions["probability"], rule=rule, target=target
+        )
+    except ValueError as error:
+        raise DataError(f"cannot choose the operating threshold on validation: {error}") from None
+
+
+def save_operating_point(path: str | Path, choice: analysis.ThresholdChoice) -> None:
+    """Writes ``operating_point.json``: threshold, rule, target and what it reached on val."""
+    payload = {**dataclasses.asdict(choice), "chosen_on": "val"}
+    Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+
+
+def load_operating_point(path: str | Path) -> analysis.ThresholdChoice | None:
+    """Reads ``operating_point.json``; ``None`` when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    fields = {f.name for f in dataclasses.fields(analysis.ThresholdChoice)}
+    return analysis.ThresholdChoice(**{k: v for k, v in payload.items() if k in fields})
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    threshold_rule: str = "youden",
+    target: float | None = None,
+    n_bootstrap: int = 1000,
+    gradcam_images: int = 4,
+    cache_root: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> EvaluationResult:
+    """Scores a run and writes its report (see the module docstring).
+
+    Args:
+        run_dir: a folder written by ``cervixnet train``.
+        data: another data folder to evaluate on. Its rows whose patients are in the run's
+            split keep their set; with none of them, every row is evaluated (split
+            ``external``). Default: the run's own data.
+        split: ``test``, ``val``, ``train`` or ``all``.
+        out_dir: where to write; default ``RUN_DIR/evaluation-<split>`` (``-2``, ``-3``...
+            when taken).
+        threshold_rule: ``youden``, ``sensitivity``, ``fpr`` or ``fixed``
+            (``cervixnet.analysis.choose_threshold``), applied to the validation split.
+        target: the rule's target (sensitivity, false positive rate or threshold).
+        n_bootstrap: resamples of patients for the 95 % intervals.
+        gradcam_images: Grad-CAM overlays for this many evaluated images (joint model only).
+        cache_root: where prepared data is cached.
+        echo: receives one-line progress messages.
+
+    Raises:
+        ConfigError, DataError: a bad option, run folder or data set.
+    """
+    if split not in EVALUATED_SPLITS:
+        raise ConfigError(
+            f"--split must be one of {', '.join(EVALUATED_SPLITS)}. Received: {split!r}"
+        )
+    if threshold_rule not in analysis.THRESHOLD_RULES:
+        raise ConfigError(
+            f"--threshold-rule must be one of {', '.join(analysis.THRESHOLD_RULES)}. "
+            f"Received: {threshold_rule!r}"
+        )
+    config, model, run_dir = load_run(run_dir)
+    joint = len(model.outputs) == 2
+    splits = Splits.load(run_dir / "splits.json")
+    own = _manifest(config, None, cache_root, echo)
+    own_indices = splits.indices(own)
+    if data is None:
+        manifest, indices = own, own_indices
+    else:
+        manifest = _manifest(config, data, cache_root, echo)
+        indices = _external_indices(manifest, splits)
+    evaluated = (
+        indices["external"]
+        if "external" in indices
+        else (
+            sorted(i for name in SPLIT_NAMES for i in indices[name])
+            if split == "all"
+            else indices[split]
+        )
+    )
+    split_name = "external" if "external" in indices else split
+    if not evaluated:
+        raise DataError(f"{manifest.path}: the {split_name} split holds no image")
+
+    choice = None
+    if joint:
+        try:
+            choice = choose_operating_point(
+                model, config, own, own_indices["val"], threshold_rule, target
+            )
+        except ValueError as error:
+            raise ConfigError(f"--threshold-rule {threshold_rule}: {error}") from None
+        echo(
+            f"Operating threshold {choice.threshold:.3f} ({threshold_rule}"
+            + (f", target {target:g}" if target is not None else "")
+            + f") chosen on {len(own_indices['val'])} validation images: sensitivity "
+            f"{choice.sensitivity:.3f}, specificity {choice.specificity:.3f}"
+        )
+
+    echo(f"Evaluating {len(evaluated)} images of the {split_name} split")
+    predictions = _predict(model, config, manifest, evaluated, keep_images=True)
+    patients = np.array([manifest.records[i].patient_id for i in evaluated])
+    risk = _float_column(manifest, "risk", evaluated)
+    report = build_report(
+        predictions, patients, choice, risk=risk, n_bootstrap=n_bootstrap, seed=config.seed
+    )
+    report.update(
+        {
+            "run": str(run_dir),
+            "arch": config.arch,
+            "data": str(manifest.root),
+            "split": split_name,
+        }
+    )
+
+    out_dir = _free_folder(Path(out_dir) if out_dir else run_dir / f"evaluation-{split_name}")
+    out_dir.mkdir(parents=True)
+    files = _write_outputs(
+        out_dir, report, predictions, manifest, evaluated, choice, run_dir, model, gradcam_images
+    )
+    return EvaluationResult(out_dir, report, tuple(files))
+
+
+def build_report(
+    predictions: Mapping[str, np.ndarray],
+    patients: np.ndarray,
+    choice: analysis.ThresholdChoice | None,
+    *,
+    risk: np.ndarray | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Figures with patient-bootstrap 95 % intervals from the arrays of ``predict_records``.
+
+    Returns:
+        ``{"segmentation": {...}, "classification": {...}, "calibration": {...},
+        "operating_point": {...}}``; each figure as ``{"value", "ci_low", "ci_high"}``;
+        sections without data are left out.
+    """
+    report: dict[str, Any] = {"n_images": len(patients), "n_patients": len(set(patients))}
+    has_mask = predictions["has_mask"]
+    if has_mask.any():
+        truth, prob = predictions["mask_true"][has_mask], predictions["mask_prob"][has_mask]
+        per_image = {
+            "iou": cx_metrics.iou_per_image(truth, prob),
+            "dice": cx_metrics.dice_per_image(truth, prob),
+            "hd95": analysis.hausdorff95_per_image(truth, prob),
+        }
+
+        def segmentation(iou, dice, hd95):
+            return {
+                "iou": float(np.mean(iou)),
+                "dice": float(np.mean(dice)),
+                "hd95": float(np.nanmean(hd95)) if np.isfinite(hd95).any() else math.nan,
+            }
+
+        point = segmentation(*per_image.values())
+        intervals = analysis.bootstrap_intervals(
+            segmentation, patients[has_mask], *per_image.values(), n_resamples=n_bootstrap,
+            seed=seed,
+        )  # fmt: skip
+        report["segmentation"] = {
+            "n_images": int(has_mask.sum()),
+            **{
+                name: _figure(point[name], intervals[name], std=float(np.nanstd(per_image[name])))
+                for name in SEGMENTATION_FIGURES
+            },
+        }
+    if choice is not None and "probability" in predictions:
+        labels, probability = predictions["label"], predictions["probability"]
+        known = ~np.isnan(labels)
+        if known.any():
+            figures = analysis.binary_figures(labels[known], probability[known], choice.threshold)
+
+            def classification(y, p):
+                return analysis.binary_figures(y, p, choice.threshold)
+
+            intervals = analysis.bootstrap_intervals(
+                classification, patients[known], labels[known], probability[known],
+                n_resamples=n_bootstrap, seed=seed,
+            )  # fmt: skip
+            report["classification"] = {
+                "n_images": int(known.sum()),
+                "n_preterm": int(figures["n_positive"]),
+                "confusion_matrix": figures["confusion_matrix"],
+                **{
+                    name: _figure(figures[name], intervals.get(name))
+                    for name in CLASSIFICATION_FIGURES
+                },
+            }
+            if risk is not None and np.isfinite(risk[known]).all():
+                y = labels[known]
+                if 0 < y.sum() < len(y):
+                    from sklearn.metrics import roc_auc_score
+
+                    report["classification"]["best_auc"] = float(roc_auc_score(y, risk[known]))
+            curve = analysis.reliability_curve(labels[known], probability[known])
+            report["calibration"] = {
+                key: (value.tolist() if isinstance(value, np.ndarray) else value)
+                for key, value in curve.items()
+            }
+        report["operating_point"] = {**dataclasses.asdict(choice), "chosen_on": "val"}
+    return report
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as Markdown: tables of figures with their 95 % intervals."""
+    lines = [
+        f"# Evaluation of {report.get('arch', 'the model')} on the {report.get('split')} split",
+        "",
+        f"{report['n_images']} images of {report['n_patients']} patients"
+        + (f" from {report['data']}" if report.get("data") else "")
+        + ". Intervals: 95 % bootstrap over patients.",
+        "",
+    ]
+    segmentation = report.get("segmentation")
+    if segmentation:
+        lines += [
+            "## Segmentation",
+            "",
+            f"Per image at the network's input size, over {segmentation['n_images']} images "
+            "with a mask.",
+            "",
+            "| figure | mean ± std | 95 % CI |",
+            "|---|---|---|",
+        ]
+        names = {"iou": "IoU", "dice": "Dice", "hd95": "Hausdorff 95 % (pixels)"}
+        for key in SEGMENTATION_FIGURES:
+            f = segmentation[key]
+            lines.append(f"| {names[key]} | {_num(f['value'])} ± {_num(f.get('std'))} | {_ci(f)} |")
+        lines.append("")
+    classification = report.get("classification")
+    if classification:
+        point = report["operating_point"]
+        rule = point["rule"] + (f", target {point['target']:g}" if point.get("target") else "")
+        lines += [
+            "## Classification",
+            "",
+            f"Operating threshold {point['threshold']:.3f}, chosen on the validation split by "
+            f"{rule} (sensitivity {point['sensitivity']:.3f}, specificity "
+            f"{point['specificity']:.3f} there) and applied unchanged here. "
+            f"{classification['n_images']} labelled images, {classification['n_preterm']} "
+            "preterm.",
+            "",
+            "| figure | value | 95 % CI |",
+            "|---|---|---|",
+        ]
+        names = {
+            "auc": "AUC",
+            "average_precision": "average precision",
+            "recall": "recall (sensitivity)",
+            "precision": "precision",
+            "specificity": "specificity",
+            "false_positive_rate": "false positive rate",
+            "f1": "F1",
+            "accuracy": "accuracy",
+            "brier": "Brier score",
+        }
+        for key in CLASSIFICATION_FIGURES:
+            lines.append(f"| {names[key]} | {_num(classification[key]['value'])} | "
+                         f"{_ci(classification[key])} |")  # fmt: skip
+        if "best_auc" in classification:
+            lines.append(
+                f"| best possible AUC (generator's risk) | {_num(classification['best_auc'])} | |"
+            )
+        cm = classification["confusion_matrix"]
+        lines += [
+            "",
+            "Confusion matrix (rows: true class; columns: predicted class):",
+            "",
+            "| | predicted preterm | predicted control |",
+            "|---|---:|---:|",
+            f"| **preterm** | {cm['tp']} | {cm['fn']} |",
+            f"| **control** | {cm['fp']} | {cm['tn']} |",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def format_tables(report: Mapping[str, Any]) -> str:
+    """Plain-text tables for the terminal."""
+    rows = [["figure", "value", "95 % CI"]]
+    segmentation = report.get("segmentation", {})
+    for key, name in (("iou", "IoU"), ("dice", "Dice"), ("hd95", "HD95 (px)")):
+        if key in segmentation:
+            f = segmentation[key]
+            rows.append([name, f"{_num(f['value'])} ± {_num(f.get('std'))}", _ci(f)])
+    classification = report.get("classification", {})
+    for key in CLASSIFICATION_FIGURES:
+        if key in classification:
+            rows.append([key.replace("_", " "), _num(classification[key]["value"]),
+                         _ci(classification[key])])  # fmt: skip
+    if "best_auc" in classification:
+        rows.append(["best possible AUC", _num(classification["best_auc"]), ""])
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    if classification:
+        cm = classification["confusion_matrix"]
+        lines += [
+            "",
+            f"threshold {report['operating_point']['threshold']:.3f} (chosen on val by "
+            f"{report['operating_point']['rule']})",
+            "                 predicted preterm  predicted control",
+            f"true preterm     {cm['tp']:>17}  {cm['fn']:>17}",
+            f"true control     {cm['fp']:>17}  {cm['tn']:>17}",
+        ]
+    return "\n".join(lines)
+
+
+def _figure(value: float, interval: tuple[float, float] | None, std: float | None = None):
+    low, high = interval if interval is not None else (math.nan, math.nan)
+    figure = {"value": _clean(value), "ci_low": _clean(low), "ci_high": _clean(high)}
+    if std is not None:
+        figure["std"] = _clean(std)
+    return figure
+
+
+def _clean(value: float | None) -> float | None:
+    """JSON has no NaN: undefined figures are written as null."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ci(figure: Mapping[str, Any]) -> str:
+    if figure.get("ci_low") is None or figure.get("ci_high") is None:
+        return "n/a"
+    return f"[{figure['ci_low']:.3f}, {figure['ci_high']:.3f}]"
+
+
+def _manifest(config: Config, data, cache_root, echo) -> Manifest:
+    if data is not None:
+        config = config.replace({"data.path": str(data)})
+    source = resolve_data(config, cache_root)
+    return read_manifest(prepared_data(config, source, cache_root, echo=echo))
+
+
+def _external_indices(manifest: Manifest, splits: Splits) -> dict[str, list[int]]:
+    known = {p for name in SPLIT_NAMES for p in splits.patients(name)}
+    if any(r.patient_id in known for r in manifest.records):
+        return splits.indices(manifest)
+    return {"external": list(range(len(manifest.records)))}
+
+
+def _predict(
+    model, config: Config, manifest: Manifest, indices: Sequence[int], keep_images: bool = False
+):
+    return predict_records(
+        model,
+        manifest,
+        indices,
+        image_size=config.data.image_size,
+        channels=config.data.channels,
+        batch_size=config.training.batch_size,
+        keep_images=keep_images,
+    )
+
+
+def _float_column(manifest: Manifest, name: str, indices: Sequence[int]) -> np.ndarray | None:
+    values = [manifest.records[i].extra.get(name) for i in indices]
+    if not all(values):
+        return None
+    try:
+        return np.array([float(v) for v in values])
+    except ValueError:
+        return None
+
+
+def _free_folder(path: Path) -> Path:
+    if not path.exists():
+        return path
+    for k in range(2, 1000):
+        candidate = path.with_name(f"{path.name}-{k}")
+        if not candidate.exists():
+            return candidate
+    raise ConfigError(f"{path}: too many earlier evaluations; pass --out")
+
+
+def _write_outputs(
+    out_dir: Path,
+    report: dict[str, Any],
+    predictions: Mapping[str, np.ndarray],
+    manifest: Manifest,
+    indices: Sequence[int],
+    choice: analysis.ThresholdChoice | None,
+    run_dir: Path,
+    model: keras.Model,
+    gradcam_images: int,
+) -> list[Path]:
+    from cervixnet import plots
+
+    files: list[Path] = []
+
+    def save(name: str, image: np.ndarray) -> None:
+        path = out_dir / name
+        ok, encoded = cv2.imencode(".png", image)
+        if not ok:
+            raise DataError(f"{path}: could not encode the plot as PNG")
+        encoded.tofile(str(path))
+        files.append(path)
+
+    has_mask = predictions["has_mask"]
+    iou = cx_metrics.iou_per_image(predictions["mask_true"], predictions["mask_prob"])
+    hd95 = analysis.hausdorff95_per_image(predictions["mask_true"], predictions["mask_prob"])
+    probability = predictions.get("probability")
+    threshold = choice.threshold if choice is not None else None
+    with (out_dir / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["image", "source_image", "patient_id", "label", "probability", "predicted_class",
+             "iou", "dice", "hd95"]
+        )  # fmt: skip
+        dice = cx_metrics.dice_per_image(predictions["mask_true"], predictions["mask_prob"])
+        for k, index in enumerate(indices):
+            record = manifest.records[index]
+            writer.writerow(
+                [
+                    str(record.image.relative_to(manifest.root)),
+                    record.extra.get("source_image", ""),
+                    record.patient_id,
+                    "" if record.label is None else record.label,
+                    "" if probability is None else f"{probability[k]:.6f}",
+                    "" if probability is None else int(probability[k] >= threshold),
+                    f"{iou[k]:.6f}" if has_mask[k] else "",
+                    f"{dice[k]:.6f}" if has_mask[k] else "",
+                    f"{hd95[k]:.3f}" if has_mask[k] and math.isfinite(hd95[k]) else "",
+                ]
+            )
+    files.append(out_dir / "predictions.csv")
+
+    classification = report.get("classification")
+    if classification is not None:
+        labels = predictions["label"]
+        known = ~np.isnan(labels)
+        y, p = labels[known], probability[known]
+        if 0 < y.sum() < len(y):
+            save("roc.png", plots.roc_curve_plot(y, p, threshold))
+            save("precision_recall.png", plots.precision_recall_plot(y, p, threshold))
+        cm = classification["confusion_matrix"]
+        save(
+            "confusion_matrix.png",
+            plots.confusion_matrix_plot(cm["tp"], cm["fp"], cm["tn"], cm["fn"]),
+        )
+        calibration = report["calibration"]
+        save(
+            "reliability.png",
+            plots.reliability_plot(
+                np.array(calibration["mean_predicted"], float),
+                np.array(calibration["observed_frequency"], float),
+                np.array(calibration["count"]),
+                brier=calibration.get("brier_score"),
+            ),
+        )
+    if (run_dir / "history.csv").is_file():
+        save(
+            "training_curves.png",
+            plots.training_curves_plot(plots.read_history(run_dir / "history.csv")),
+        )
+    if has_mask.any():
+        order = [k for k in np.argsort(iou) if has_mask[k]]
+        picks = {"worst": order[:2], "median": order[len(order) // 2 - 1 : len(order) // 2 + 1],
+                 "best": order[-2:]}  # fmt: skip
+        rows = []
+        images = predictions["images"]
+        for caption, chosen in picks.items():
+            for k in dict.fromkeys(chosen):
+                rows.append(
+                    (
+                        f"{caption} IoU {iou[k]:.3f}",
+                        images[k],
+                        predictions["mask_true"][k],
+                        predictions["mask_prob"][k],
+                    )
+                )
+        save("segmentation_overlays.png", plots.overlay_grid(rows))
+    if gradcam_images > 0 and classification is not None:
+        from cervixnet.explain import explain_images
+
+        sample = np.linspace(0, len(indices) - 1, min(gradcam_images, len(indices))).round()
+        sample = sorted({int(s) for s in sample})
+        images = predictions["images"][sample]
+        explained = explain_images(model, images)
+        folder = out_dir / "gradcam"
+        folder.mkdir()
+        for k, explanation in zip(sample, explained, strict=True):
+            stem = Path(str(manifest.records[indices[k]].image)).stem
+            save(f"gradcam/{stem}.png", explanation.overlay)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out_dir / "report.md").write_text(
+        format_report(report) + _figure_list(files, out_dir), encoding="utf-8"
+    )
+    return [out_dir / "report.json", out_dir / "report.md", *files]
+
+
+def _figure_list(files: Sequence[Path], out_dir: Path) -> str:
+    pictures = [f for f in files if f.suffix == ".png" and f.parent == out_dir]
+    if not pictures:
+        return ""
+    lines = ["## Plots", ""]
+    lines += [f"![{p.stem.replace('_', ' ')}]({p.name})" for p in pictures]
+    return "\n".join(lines) + "\n"

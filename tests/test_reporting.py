@@ -1,0 +1,124 @@
+"""`cervixnet evaluate`: the report, its figures against scikit-learn, the operating point."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import jaccard_score, roc_auc_score
+
+from cervixnet.cli.main import main
+from cervixnet.config import load_config
+from cervixnet.data.manifest import read_manifest
+from cervixnet.data.splits import Splits
+from cervixnet.reporting import evaluate_run
+
+PLOTS = (
+    "roc.png",
+    "precision_recall.png",
+    "confusion_matrix.png",
+    "reliability.png",
+    "training_curves.png",
+    "segmentation_overlays.png",
+)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evaluation") / "report"
+    result = CliRunner().invoke(
+        main, ["evaluate", str(tiny_run), "--out", str(out), "--bootstrap", "200", "--gradcam", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "AUC" in result.output.upper() and "95 % CI" in result.output
+    return out
+
+
+def test_report_and_every_plot_are_written(evaluated: Path):
+    report = json.loads((evaluated / "report.json").read_text())
+    assert report["split"] == "test"
+    for name in PLOTS:
+        image = cv2.imread(str(evaluated / name))
+        assert image is not None and image.shape[0] > 100, name
+    assert len(list((evaluated / "gradcam").glob("*.png"))) == 2
+    markdown = (evaluated / "report.md").read_text()
+    assert "## Segmentation" in markdown and "## Classification" in markdown
+    assert "chosen on the validation split" in markdown and "roc.png" in markdown
+    for key in ("iou", "dice", "hd95"):
+        figure = report["segmentation"][key]
+        assert figure["ci_low"] <= figure["value"] <= figure["ci_high"]
+    cm = report["classification"]["confusion_matrix"]
+    assert sum(cm.values()) == report["classification"]["n_images"]
+
+
+def test_figures_agree_with_scikit_learn(evaluated: Path, tiny_run: Path):
+    report = json.loads((evaluated / "report.json").read_text())
+    rows = list(csv.DictReader((evaluated / "predictions.csv").open()))
+    labels = np.array([int(r["label"]) for r in rows])
+    probability = np.array([float(r["probability"]) for r in rows])
+    assert report["classification"]["auc"]["value"] == pytest.approx(
+        roc_auc_score(labels, probability), abs=1e-6
+    )
+    threshold = report["operating_point"]["threshold"]
+    predicted = np.array([int(r["predicted_class"]) for r in rows])
+    np.testing.assert_array_equal(predicted, (probability >= threshold).astype(int))
+    tp = int(((predicted == 1) & (labels == 1)).sum())
+    assert report["classification"]["confusion_matrix"]["tp"] == tp
+    # Per-image IoU against scikit-learn's Jaccard score on the same masks.
+    from cervixnet.evaluation import predict_records
+
+    config = load_config(tiny_run / "config.yaml")
+    import keras
+
+    model = keras.models.load_model(tiny_run / "model.keras")
+    manifest = read_manifest(report["data"])
+    test = Splits.load(tiny_run / "splits.json").indices(manifest)["test"]
+    predictions = predict_records(
+        model, manifest, test, image_size=config.data.image_size, channels=1
+    )
+    for k, row in enumerate(rows):
+        truth = predictions["mask_true"][k].ravel() > 0.5
+        guess = predictions["mask_prob"][k].ravel() > 0.5
+        assert float(row["iou"]) == pytest.approx(jaccard_score(truth, guess), abs=1e-5)
+    ious = np.array([float(r["iou"]) for r in rows])
+    assert report["segmentation"]["iou"]["value"] == pytest.approx(ious.mean(), abs=1e-5)
+
+
+def test_threshold_comes_from_validation_and_test_data_cannot_move_it(
+    tiny_run: Path, tmp_path: Path
+):
+    config = load_config(tiny_run / "config.yaml")
+    source = Path(config.data.path)
+    altered = tmp_path / "altered"
+    shutil.copytree(source, altered)
+    splits = Splits.load(tiny_run / "splits.json")
+    manifest = read_manifest(altered)
+    rng = np.random.default_rng(0)
+    for i in splits.indices(manifest)["test"]:  # every test image replaced by noise
+        path = manifest.records[i].image
+        shape = cv2.imread(str(path)).shape
+        cv2.imwrite(str(path), (rng.random(shape) * 255).astype(np.uint8))
+    quiet = {"n_bootstrap": 100, "gradcam_images": 0, "echo": lambda _: None}
+    original = evaluate_run(tiny_run, out_dir=tmp_path / "a", **quiet)
+    changed = evaluate_run(tiny_run, data=altered, out_dir=tmp_path / "b", **quiet)
+    assert original.report["operating_point"] == changed.report["operating_point"]
+    assert original.report["segmentation"]["iou"] != changed.report["segmentation"]["iou"]
+    assert original.report["operating_point"]["rule"] == "youden"
+
+
+def test_threshold_rules_and_bad_options(tiny_run: Path, tmp_path: Path):
+    quiet = {"n_bootstrap": 100, "gradcam_images": 0, "echo": lambda _: None}
+    fixed = evaluate_run(
+        tiny_run, out_dir=tmp_path / "f", threshold_rule="fixed", target=0.3, **quiet
+    )
+    assert fixed.report["operating_point"]["threshold"] == 0.3
+    result = CliRunner().invoke(
+        main, ["evaluate", str(tiny_run), "--threshold-rule", "sensitivity"]
+    )
+    assert result.exit_code == 1 and "target" in result.output
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 1 and "not a cervixnet run folder" in result.output
