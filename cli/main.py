@@ -141,6 +141,70 @@ def train(
 
 
 @main.command()
+@click.option(
+    "--archs",
+    default="unet,fcn,deeplabv3",
+    show_default=True,
+    help="Comma-separated architectures to compare.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    metavar="PATH|NAME",
+    help="YAML config shared by every network (only the architecture changes).",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Data folder [default: built-in synthetic].",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for the runs and table1.md [default: runs/compare-<date>-<time>].",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs."
+)
+@click.option("--seed", type=int, default=None, help="Override seed (the shared split, init).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the synthetic and prepared data are cached [default: ~/.cache/cervixnet].",
+)
+@_user_errors
+def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
+    """Train several networks on one split and write the paper's Table 1.
+
+    Every network gets the same data, split, losses, optimiser and number of epochs; OUT
+    holds one run folder per network, the shared splits.json, and table1.md / table1.json
+    with mean IoU ± std for train, val and test, parameter counts and training times.
+    """
+    from cervixnet.config import load_config
+    from cervixnet.training import compare_architectures, format_comparison
+
+    config = load_config(
+        config_path,
+        overrides={
+            "data.path": str(data) if data is not None else None,
+            "training.epochs": epochs,
+            "seed": seed,
+        },
+    )
+    if out is None:
+        out = Path("runs") / f"compare-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    names = tuple(a.strip() for a in archs.split(",") if a.strip())
+    result = compare_architectures(config, out, names, cache_root=cache_dir, echo=click.echo)
+    click.echo("")
+    click.echo(format_comparison(result.table))
+    click.echo(f"Runs and table1.md: {result.out_dir}  ({result.seconds / 60:.1f} min)")
+
+
+@main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--data",

@@ -1,5 +1,11 @@
 """Training: build, compile and fit a model from a configuration, and write its run folder."""
 
+from cervixnet.training.compare import (
+    ComparisonResult,
+    compare_architectures,
+    comparison_table,
+    format_comparison,
+)
 from cervixnet.training.cross_validation import (
     CrossValidationResult,
     cross_validate,
@@ -10,11 +16,15 @@ from cervixnet.training.train import RUN_FILES, TrainResult, build_model, compil
 
 __all__ = [
     "RUN_FILES",
+    "ComparisonResult",
     "CrossValidationResult",
     "TrainResult",
     "build_model",
+    "compare_architectures",
+    "comparison_table",
     "compile_model",
     "cross_validate",
+    "format_comparison",
     "format_summary",
     "summarize_folds",
     "train",
