@@ -396,6 +396,7 @@ def overlay(
     mask_prob: np.ndarray | None = None,
     probability: float | None = None,
     alpha: float = 0.4,
+    min_side: int = 0,
 ) -> np.ndarray:
     """A picture of a map: JET heat map on the grayscale image, mask outline, probability.
 
@@ -409,9 +410,12 @@ def overlay(
             top-left corner (white on a black edge; shrunk to fit narrow images).
         alpha: heat-map opacity where the map is 1, in [0, 1] (default 0.4). The opacity is
             ``alpha * cam`` per pixel, so regions the map ignores keep the plain image.
+        min_side: an image whose shorter side is below this is first enlarged by the smallest
+            whole factor that reaches it (bilinear), so that outline and text stay readable on
+            small network inputs; 0 (default) keeps the input size.
 
     Returns:
-        uint8 BGR ``(H, W, 3)``, ready for ``cv2.imwrite``.
+        uint8 BGR ``(H * k, W * k, 3)`` (``k`` = 1 unless enlarged), ready for ``cv2.imwrite``.
 
     Raises:
         ValueError: shapes that do not match, ``alpha`` or ``probability`` outside [0, 1].
@@ -419,6 +423,16 @@ def overlay(
     gray = _gray_uint8(image)
     shape = gray.shape
     heat_weight = _check_map(cam, "cam", shape)
+    if mask_prob is not None:
+        mask_prob = _check_map(mask_prob, "mask_prob", shape)
+    factor = math.ceil(min_side / min(shape)) if min_side > min(shape) else 1
+    if factor > 1:
+        size = (shape[1] * factor, shape[0] * factor)
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR)
+        heat_weight = np.clip(cv2.resize(heat_weight, size, interpolation=cv2.INTER_LINEAR), 0, 1)
+        if mask_prob is not None:
+            mask_prob = cv2.resize(mask_prob, size, interpolation=cv2.INTER_LINEAR)
+        shape = gray.shape
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
         raise ValueError(f"`alpha` must be a number in [0, 1]. Received: alpha={alpha!r}")
     heat = cv2.applyColorMap(np.round(heat_weight * 255).astype(np.uint8), cv2.COLORMAP_JET)
@@ -428,9 +442,9 @@ def overlay(
     picture = np.clip(picture, 0, 255).astype(np.uint8)
 
     if mask_prob is not None:
-        binary = (_check_map(mask_prob, "mask_prob", shape) > MASK_THRESHOLD).astype(np.uint8)
+        binary = (mask_prob > MASK_THRESHOLD).astype(np.uint8)
         contours, _ = cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(picture, contours, -1, OUTLINE_BGR, 1)
+        cv2.drawContours(picture, contours, -1, OUTLINE_BGR, factor if factor > 1 else 1)
 
     if probability is not None:
         if (
@@ -487,13 +501,14 @@ def explain_images(
     alpha: float = 0.4,
     batch_size: int = 16,
     max_n: int | None = None,
+    min_side: int = 0,
 ) -> list[Explanation]:
     """Predict mask and ``p(preterm)`` and draw the class-activation map of each image.
 
     Args:
         model, images, method, layer, target, batch_size, max_n: as in
             :func:`class_activation_maps`.
-        alpha: heat-map opacity, as in :func:`overlay`.
+        alpha, min_side: as in :func:`overlay`.
 
     Returns:
         One :class:`Explanation` per image, in order; ``overlay`` shows the map, the predicted
@@ -525,6 +540,7 @@ def explain_images(
             mask_prob=mask_prob,
             probability=probability if math.isfinite(probability) else None,
             alpha=alpha,
+            min_side=min_side,
         )
         explanations.append(
             Explanation(index, probability, mask_prob, cam, picture, method, layer_name, target)

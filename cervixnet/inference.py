@@ -22,6 +22,9 @@ from cervixnet.config import Config, default_config, load_config
 from cervixnet.data.prepare import clean_image, read_image, resize_image
 from cervixnet.errors import ConfigError, DataError
 
+# Grad-CAM overlays of small network inputs are enlarged to at least this many pixels.
+OVERLAY_MIN_SIDE = 256
+
 
 @dataclasses.dataclass(frozen=True)
 class LoadedModel:
@@ -177,7 +180,9 @@ def explain_files(
         )
     prepared = prepare_images(images, loaded.config)
     try:
-        explained = explain_images(loaded.model, prepared.inputs, method=method, layer=layer)
+        explained = explain_images(
+            loaded.model, prepared.inputs, method=method, layer=layer, min_side=OVERLAY_MIN_SIDE
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
     out_dir = _new_folder(out_dir)

@@ -599,7 +599,7 @@ def _write_outputs(
         sample = np.linspace(0, len(indices) - 1, min(gradcam_images, len(indices))).round()
         sample = sorted({int(s) for s in sample})
         images = predictions["images"][sample]
-        explained = explain_images(model, images)
+        explained = explain_images(model, images, min_side=256)
         folder = out_dir / "gradcam"
         folder.mkdir()
         for k, explanation in zip(sample, explained, strict=True):
