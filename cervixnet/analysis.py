@@ -80,7 +80,7 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def _labelled(labels: Any, probabilities: Any) -> tuple[np.ndarray, np.ndarray]:
+def known_labels(labels: Any, probabilities: Any) -> tuple[np.ndarray, np.ndarray]:
     """Checks and flattens labels and probabilities; drops NaN labels.
 
     Returns:
@@ -209,7 +209,7 @@ def choose_threshold(
             threshold in [0, 1] meeting the target.
     """
     target = _check_target(rule, target)
-    actual, probability = _labelled(labels, probabilities)
+    actual, probability = known_labels(labels, probabilities)
     n_positive = int(np.count_nonzero(actual))
     n_negative = actual.size - n_positive
     if n_positive == 0 or n_negative == 0:
@@ -288,7 +288,7 @@ def binary_figures(labels: Any, probabilities: Any, threshold: float) -> dict[st
             [0, 1] for a known label, no known label, or ``threshold`` out of range.
     """
     threshold = _unit_interval("threshold", threshold)
-    actual, probability = _labelled(labels, probabilities)
+    actual, probability = known_labels(labels, probabilities)
     predicted = probability >= threshold
     tp = int(np.count_nonzero(actual & predicted))
     fp = int(np.count_nonzero(~actual & predicted))
@@ -333,7 +333,7 @@ def reliability_curve(labels: Any, probabilities: Any, n_bins: int = 10) -> dict
         (float, mean squared error of the probabilities).
     """
     n_bins = _positive_int("n_bins", n_bins)
-    actual, probability = _labelled(labels, probabilities)
+    actual, probability = known_labels(labels, probabilities)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.searchsorted(edges[1:-1], probability)
     count = np.bincount(index, minlength=n_bins)

@@ -20,7 +20,7 @@ import numpy as np
 
 from cervixnet.config import Config, default_config, load_config
 from cervixnet.data.prepare import clean_image, read_image, resize_image
-from cervixnet.errors import ConfigError, DataError
+from cervixnet.errors import ConfigError, DataError, check_output_folder
 
 # Grad-CAM overlays of small network inputs are enlarged to at least this many pixels.
 OVERLAY_MIN_SIDE = 256
@@ -221,12 +221,7 @@ def _unique_names(paths: Sequence[str | Path]) -> list[str]:
 
 
 def _new_folder(path: str | Path) -> Path:
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ConfigError(
-            f"--out {path}: exists and is not an empty folder; choose a new folder so that "
-            "nothing is overwritten"
-        )
+    path = check_output_folder(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

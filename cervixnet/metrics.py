@@ -148,29 +148,10 @@ def classification_summary(
     from sklearn.metrics import roc_auc_score  # Imported here: only evaluation needs it.
 
     threshold = _check_unit_interval("threshold", threshold)
-    labels = np.asarray(labels, dtype=np.float64).ravel()
-    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
-    if labels.shape != probabilities.shape:
-        raise ValueError(
-            "`labels` and `probabilities` must have the same number of entries. "
-            f"Received: labels.size={labels.size}, probabilities.size={probabilities.size}"
-        )
-    known = ~np.isnan(labels)
-    labels, probabilities = labels[known], probabilities[known]
-    if labels.size == 0:
-        raise ValueError("`labels` must hold at least one known (non-NaN) label. Received: 0")
-    bad = labels[(labels != 0.0) & (labels != 1.0)]
-    if bad.size:
-        raise ValueError(
-            f"`labels` must hold 0, 1 or NaN (unknown). Received: labels with value {bad[0]:g}"
-        )
-    if np.isnan(probabilities).any():
-        raise ValueError(
-            "`probabilities` must not be NaN where the label is known. "
-            f"Received: {int(np.isnan(probabilities).sum())} NaN probabilities"
-        )
+    # The same checks as the evaluation report's (NumPy only: no circular import).
+    from cervixnet.analysis import known_labels
 
-    actual = labels == 1.0
+    actual, probabilities = known_labels(labels, probabilities)
     predicted = probabilities > threshold
     tp = int(np.count_nonzero(actual & predicted))
     fp = int(np.count_nonzero(~actual & predicted))
@@ -180,13 +161,13 @@ def classification_summary(
     def ratio(numerator: int, denominator: int) -> float:
         return numerator / denominator if denominator else 0.0
 
-    both_classes = 0 < tp + fn < labels.size
+    both_classes = 0 < tp + fn < actual.size
     return {
         "auc": float(roc_auc_score(actual, probabilities)) if both_classes else None,
         "precision": ratio(tp, tp + fp),
         "recall": ratio(tp, tp + fn),
         "specificity": ratio(tn, tn + fp),
-        "n_images": int(labels.size),
+        "n_images": int(actual.size),
         "n_positive": tp + fn,
         "threshold": threshold,
         "confusion_matrix": [[tn, fp], [fn, tp]],

@@ -38,6 +38,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from cervixnet.analysis import known_labels
+
 __all__ = [
     "GREEN",
     "MAGENTA",
@@ -146,35 +148,15 @@ def _vector(name: str, value: Any) -> np.ndarray:
 
 
 def _labelled(labels: Any, probabilities: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Flattened ``(actual, probability)`` as in ``cervixnet.analysis``; NaN labels dropped.
-
-    Raises ValueError unless both classes are present (a curve needs both).
-    """
-    labels = np.asarray(labels, dtype=np.float64).ravel()
-    probabilities = np.asarray(probabilities, dtype=np.float64).ravel()
-    if labels.shape != probabilities.shape:
-        raise ValueError(
-            "`labels` and `probabilities` must have the same number of entries. "
-            f"Received: labels.size={labels.size}, probabilities.size={probabilities.size}"
-        )
-    known = ~np.isnan(labels)
-    labels, probabilities = labels[known], probabilities[known]
-    bad = labels[(labels != 0.0) & (labels != 1.0)]
-    if bad.size:
-        raise ValueError(f"`labels` must hold 0, 1 or NaN. Received: a label {bad[0]:g}")
-    outside = probabilities[~((probabilities >= 0.0) & (probabilities <= 1.0))]
-    if outside.size:
-        raise ValueError(
-            "`probabilities` must lie in [0, 1] where the label is known. "
-            f"Received: {outside.size} such values, e.g. {outside[0]:g}"
-        )
-    n_positive = int(np.count_nonzero(labels == 1.0))
-    if n_positive == 0 or n_positive == labels.size:
+    """``cervixnet.analysis.known_labels``, and both classes present (a curve needs both)."""
+    actual, probability = known_labels(labels, probabilities)
+    n_positive = int(np.count_nonzero(actual))
+    if n_positive == 0 or n_positive == actual.size:
         raise ValueError(
             "A curve needs both classes among the known labels. "
-            f"Received: {n_positive} preterm and {labels.size - n_positive} control"
+            f"Received: {n_positive} preterm and {actual.size - n_positive} control"
         )
-    return labels == 1.0, probabilities
+    return actual, probability
 
 
 def _format_threshold(threshold: float) -> str:

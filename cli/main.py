@@ -31,6 +31,33 @@ def _user_errors(command):
     return wrapper
 
 
+def _config_option(help_text: str):
+    return click.option(
+        "--config", "config_path", default=None, metavar="PATH|NAME", help=help_text
+    )
+
+
+def _cache_dir_option(what: str = "synthetic and prepared data are"):
+    return click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path),
+        default=None,
+        help=f"Where the {what} cached [default: ~/.cache/cervixnet].",
+    )
+
+
+def _data_option(help_text: str = "Data folder with manifest.csv (or the manifest itself) "
+                 "[default: built-in synthetic]."):  # fmt: skip
+    return click.option(
+        "--data", type=click.Path(exists=True, path_type=Path), default=None, help=help_text
+    )
+
+
+_epochs_option = click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs."
+)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cervixnet")
 def main() -> None:
@@ -49,28 +76,15 @@ def main() -> None:
     default=None,
     help="Network to train [default: from the config, unet-joint].",
 )
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    metavar="PATH|NAME",
-    help="YAML config merged over the defaults, or a shipped config name: default, paper.",
-)
-@click.option(
-    "--data",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Data folder with manifest.csv (or the manifest itself) [default: built-in synthetic].",
-)
+@_config_option("YAML config merged over the defaults, or a shipped config name: default, paper.")
+@_data_option()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
     help="Run folder to create [default: runs/<arch>-<date>-<time>].",
 )
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs."
-)
+@_epochs_option
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=None, help="Override training.batch_size."
 )
@@ -88,12 +102,7 @@ def main() -> None:
     default=None,
     help="Reuse the split of a splits.json (from a run or data prepare).",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the synthetic and prepared data are cached [default: ~/.cache/cervixnet].",
-)
+@_cache_dir_option()
 @_user_errors
 def train(
     arch, config_path, data, out, epochs, batch_size, seed, folds, splits_file, cache_dir
@@ -147,35 +156,17 @@ def train(
     show_default=True,
     help="Comma-separated architectures to compare.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    metavar="PATH|NAME",
-    help="YAML config shared by every network (only the architecture changes).",
-)
-@click.option(
-    "--data",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Data folder [default: built-in synthetic].",
-)
+@_config_option("YAML config shared by every network (only the architecture changes).")
+@_data_option()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
     help="Folder for the runs and table1.md [default: runs/compare-<date>-<time>].",
 )
-@click.option(
-    "--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs."
-)
+@_epochs_option
 @click.option("--seed", type=int, default=None, help="Override seed (the shared split, init).")
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where the synthetic and prepared data are cached [default: ~/.cache/cervixnet].",
-)
+@_cache_dir_option()
 @_user_errors
 def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
     """Train several networks on one split and write the paper's Table 1.
@@ -206,12 +197,7 @@ def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--data",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Evaluate on this data folder instead of the run's own [default: the run's data].",
-)
+@_data_option("Evaluate on this data folder instead of the run's own [default: the run's data].")
 @click.option(
     "--split",
     type=click.Choice(["test", "val", "train", "all"]),
@@ -254,12 +240,7 @@ def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
     show_default=True,
     help="Grad-CAM overlays for this many evaluated images (joint model).",
 )
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where prepared data is cached [default: ~/.cache/cervixnet].",
-)
+@_cache_dir_option("prepared data is")
 @_user_errors
 def evaluate(
     run_dir, data, split, out, threshold_rule, target, n_bootstrap, gradcam_images, cache_dir
@@ -382,13 +363,9 @@ def synth(out, n_images, n_preterm, seed) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
 )
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    metavar="PATH|NAME",
-    help="YAML config whose data section (image_size, annotations, calipers, split) and seed "
-    "are used [default: the shipped defaults].",
+@_config_option(
+    "YAML config whose data section (image_size, annotations, calipers, split) and seed are "
+    "used [default: the shipped defaults]."
 )
 @click.option("--seed", type=int, default=None, help="Override seed (the saved split).")
 @_user_errors

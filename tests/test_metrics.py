@@ -205,7 +205,7 @@ def test_classification_summary_degenerate_cases(labels, probabilities, expected
         ([0, 1], [0.5], {}, "same number of entries"),
         ([0, 2], [0.5, 0.5], {}, "labels with value 2"),
         ([np.nan, np.nan], [0.5, 0.5], {}, "at least one known"),
-        ([0, 1], [0.5, np.nan], {}, "NaN probabilities"),
+        ([0, 1], [0.5, np.nan], {}, "not be NaN"),
         ([0, 1], [0.5, 0.5], {"threshold": 1.5}, "Received: threshold=1.5"),
     ],
 )

@@ -22,7 +22,7 @@ from cervixnet.data.prepare import (
 )
 from cervixnet.data.splits import Splits, split_patients
 from cervixnet.data.synthetic import SyntheticSpec, generate
-from cervixnet.errors import DataError
+from cervixnet.errors import ConfigError, DataError
 from tests.conftest import rewrite_manifest
 
 SIZE = (64, 64)
@@ -292,7 +292,7 @@ def test_refuses_a_non_empty_out_folder(tiny_dataset: Path, tmp_path: Path):
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(DataError, match="not an empty folder"):
+    with pytest.raises(ConfigError, match="not an empty folder"):
         prepare(tiny_dataset, out, config())
     assert (out / "keep.txt").read_text() == "mine"
 

@@ -44,7 +44,7 @@ from cervixnet.config import AnnotationConfig, CaliperConfig, Config
 from cervixnet.data import bezier
 from cervixnet.data.calipers import CaliperSpec, remove_calipers
 from cervixnet.data.manifest import MANIFEST_NAME, REQUIRED_COLUMNS, Manifest, Record, read_manifest
-from cervixnet.errors import DataError
+from cervixnet.errors import DataError, check_output_folder
 
 if TYPE_CHECKING:
     from cervixnet.data.splits import Splits
@@ -317,12 +317,7 @@ def prepare(
     """
     from cervixnet.data.splits import split_patients
 
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(
-            f"--out {out_dir}: exists and is not an empty folder; choose a new folder so that "
-            "nothing is overwritten"
-        )
+    out_dir = check_output_folder(out_dir)
     manifest = read_manifest(source, decode=True)
     image_size = config.data.image_size
     out_dir.parent.mkdir(parents=True, exist_ok=True)

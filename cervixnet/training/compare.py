@@ -21,7 +21,7 @@ from cervixnet.config import ARCHITECTURES, Config
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
-from cervixnet.errors import ConfigError
+from cervixnet.errors import ConfigError, check_output_folder
 from cervixnet.training.train import TrainResult, train
 
 DEFAULT_ARCHITECTURES = ("unet", "fcn", "deeplabv3")
@@ -59,12 +59,7 @@ def compare_architectures(
             f"--archs must name distinct architectures among {', '.join(ARCHITECTURES)}. "
             f"Received: {','.join(archs)}"
         )
-    out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(
-            f"--out {out_dir}: exists and is not an empty folder; choose a new folder so that "
-            "no earlier result is overwritten"
-        )
+    out_dir = check_output_folder(out_dir)
     source = resolve_data(config, cache_root)
     manifest = read_manifest(prepared_data(config, source, cache_root, echo=echo))
     if config.data.splits_file is not None:

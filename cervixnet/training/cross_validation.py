@@ -24,7 +24,7 @@ from cervixnet.config import Config
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, cross_validation_splits
-from cervixnet.errors import ConfigError
+from cervixnet.errors import ConfigError, check_output_folder
 from cervixnet.training.train import TrainResult, train
 
 # Test-split figures summarised across folds: (name in the summary, section, key).
@@ -74,11 +74,7 @@ def cross_validate(
             "data.splits_file cannot be combined with --folds: cross-validation makes its own "
             "splits (each fold's splits.json can be reused for a single run)"
         )
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise ConfigError(
-            f"--out {out_dir}: exists and is not an empty folder; choose a new folder so that "
-            "no earlier result is overwritten"
-        )
+    out_dir = check_output_folder(out_dir)
     source = resolve_data(config, cache_root)
     manifest = read_manifest(prepared_data(config, source, cache_root, echo=echo))
     train_share, val_share, _ = config.data.split
