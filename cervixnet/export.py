@@ -1,0 +1,583 @@
+"""A trained model as a TensorFlow SavedModel for TF Serving, with its preprocessing in the graph.
+
+:func:`export_savedmodel` writes ``BASE/<version>/`` (the layout TF Serving watches: one
+integer folder per version) holding ``saved_model.pb``, ``variables/`` and
+``assets.extra/cervixnet.json`` (what the model is, how inputs must be prepared, its threshold,
+the versions that made it and the training data it saw; read it with
+:func:`read_export_metadata`). The graph holds TensorFlow ops only: it loads with
+``tf.saved_model.load`` (or TF Serving) in a process that has no cervixnet.
+
+Two signatures, for a model of input size ``(H, W, C)``:
+
+``serving_default``
+    input ``images``: float32 ``(N, H, W, C)`` in [0, 1], prepared as training images were
+    (``cervixnet.inference.prepare_images``); outputs ``mask``: float32 ``(N, H, W, 1)``
+    probabilities, and for the joint model ``probability``: float32 ``(N,)`` p(preterm) and
+    ``label``: int32 ``(N,)``, 1 where ``probability >= threshold`` (the run's operating
+    point, 0.5 when it has none).
+
+``predict_image_bytes``
+    input ``image_bytes``: string ``(N,)``, encoded PNG, JPEG, BMP or GIF images of any size,
+    8 or 16 bit, gray, colour or with alpha (TF Serving's REST API takes ``{"b64": ...}``).
+    Each is decoded, converted and resized in the graph by the training input pipeline's
+    code (``cervixnet.data.pipeline.decode_image``, then bilinear resize with antialiasing as
+    ``preprocess_image``). Outputs: ``mask`` float32 ``(N, mask_h, mask_w, 1)`` (probabilities
+    resized bilinearly to ``mask_size``), ``original_height`` and ``original_width`` int32
+    ``(N,)``, and for the joint model ``probability`` and ``label`` as above. Bytes that are
+    not an image make the call fail with ``InvalidArgumentError``; the model keeps serving.
+
+Caliper removal (Telea inpainting, OpenCV) is not in the graph: clients remove calipers with
+``cervixnet.data.calipers.remove_calipers`` (or prepare whole files with
+``cervixnet.inference.prepare_images`` and call ``serving_default``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import cervixnet
+from cervixnet.config import ARCHITECTURES, Config
+from cervixnet.data.pipeline import decode_image, preprocess_image
+from cervixnet.errors import CervixnetError, ConfigError
+from cervixnet.inference import LoadedModel, load_model
+
+METADATA_NAME = "cervixnet.json"
+METADATA_FOLDER = "assets.extra"
+METADATA_FORMAT = 1
+# Largest absolute difference allowed between the reloaded SavedModel and the Keras model, on
+# mask and label probabilities in [0, 1] (float32 rounding is ~1e-7 on CPU).
+VERIFY_TOLERANCE = 1e-5
+
+
+class ExportVerificationError(CervixnetError):
+    """The reloaded SavedModel does not reproduce the Keras model within the tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_savedmodel` wrote.
+
+    Attributes:
+        path: the version folder ``BASE/<version>``.
+        version: its integer version.
+        signatures: signature name -> ``{"inputs": {...}, "outputs": {...}}``, each tensor as
+            ``{"dtype": "float32", "shape": [None, 96, 96, 1]}``.
+        metadata: the content of ``assets.extra/cervixnet.json``.
+        max_abs_diff: the largest difference verification found; ``None`` if not verified.
+    """
+
+    path: Path
+    version: int
+    signatures: dict[str, dict[str, Any]]
+    metadata: dict[str, Any]
+    max_abs_diff: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    height: int
+    width: int
+    channels: int
+    mask_size: tuple[int, int]
+    joint: bool
+    threshold: float
+
+
+def export_savedmodel(
+    model_path: str | Path,
+    base_dir: str | Path,
+    *,
+    version: int | None = None,
+    mask_size: int | Sequence[int] | None = None,
+    verify: bool = True,
+    tolerance: float = VERIFY_TOLERANCE,
+) -> ExportResult:
+    """Exports a run folder (or a ``.keras`` file) as SavedModel version ``base_dir/<version>``.
+
+    The SavedModel is written to a hidden staging folder in ``base_dir``, verified, and only
+    then renamed to its version folder, so TF Serving never sees a half-written or failed
+    version.
+
+    Args:
+        model_path: a run folder (``model.keras``, ``config.yaml``, ``operating_point.json``)
+            or a ``.keras`` file (then the threshold is 0.5).
+        base_dir: the model's base folder, created if absent.
+        version: the version folder's number; default 1 + the highest integer folder in
+            ``base_dir``, or 1.
+        mask_size: ``(height, width)`` (or one int for a square) of the ``mask`` output of
+            ``predict_image_bytes``; default the model's input size.
+        verify: reload the SavedModel with ``tf.saved_model.load`` and check both signatures
+            against the Keras model on synthetic images (random and structured; PNGs at the
+            model size, where the in-graph resize is the identity, and one at another size
+            checked against ``preprocess_image`` + Keras).
+        tolerance: largest absolute difference allowed on mask and label probabilities;
+            default ``VERIFY_TOLERANCE`` (1e-5).
+
+    Raises:
+        ConfigError: no model at ``model_path``, a model without a ``mask`` output, a
+            ``config.yaml`` whose image size or channels differ from the model's input, a bad
+            ``version`` or ``mask_size``, or a version folder that already exists.
+        ExportVerificationError: verification found a difference above ``tolerance``
+            (nothing is left in ``base_dir``).
+    """
+    base_dir = Path(base_dir)
+    if base_dir.exists() and not base_dir.is_dir():
+        raise ConfigError(f"{base_dir}: the export base folder is a file, not a folder")
+    version = _choose_version(base_dir, version)
+    final = base_dir / str(version)
+    if final.exists():
+        raise ConfigError(
+            f"{final}: version {version} already exists; choose another version (or none, "
+            "for the next free one) so that no exported model is overwritten"
+        )
+    loaded = load_model(model_path)
+    spec = _spec(loaded, model_path, mask_size)
+    archive, functions = _build_archive(loaded.model, spec)
+    signatures = {name: _describe(fn) for name, fn in functions.items()}
+
+    base_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base_dir))
+    try:
+        archive.write_out(str(staging), verbose=False)
+        max_diff = None
+        if verify:
+            max_diff = _verify(staging, loaded.model, spec, tolerance)
+        metadata = _metadata(loaded, model_path, spec, signatures, max_diff, tolerance)
+        metadata = json.loads(json.dumps(metadata))  # as read back: lists, not tuples
+        (staging / METADATA_FOLDER).mkdir(exist_ok=True)
+        (staging / METADATA_FOLDER / METADATA_NAME).write_text(
+            json.dumps(metadata, indent=2), encoding="utf-8"
+        )
+        if final.exists():
+            raise ConfigError(f"{final}: version {version} appeared while exporting")
+        os.rename(staging, final)
+    except ExportVerificationError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ExportVerificationError(
+            f"{model_path}: {error}; version {version} was not written to {base_dir}"
+        ) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(final, version, signatures, metadata, max_diff)
+
+
+def read_export_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``cervixnet.json`` of an export.
+
+    Args:
+        path: a version folder, its ``cervixnet.json``, or a base folder (then its highest
+            version).
+
+    Raises:
+        ConfigError: no readable ``cervixnet.json`` there.
+    """
+    path = Path(path)
+    if path.is_dir() and not (path / "saved_model.pb").is_file():
+        versions = _versions(path)
+        if versions:
+            path = path / str(max(versions))
+    if path.is_dir():
+        path = path / METADATA_FOLDER / METADATA_NAME
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(
+            f"{path}: no readable cervixnet export metadata ({error}); expected a version "
+            f"folder written by cervixnet export, with {METADATA_FOLDER}/{METADATA_NAME}"
+        ) from None
+    if not isinstance(metadata, dict) or metadata.get("format") != "cervixnet-savedmodel":
+        raise ConfigError(f"{path}: not cervixnet export metadata")
+    return metadata
+
+
+def _versions(base_dir: Path) -> list[int]:
+    if not base_dir.is_dir():
+        return []
+    return [int(p.name) for p in base_dir.iterdir() if p.is_dir() and p.name.isdigit()]
+
+
+def _choose_version(base_dir: Path, version: int | None) -> int:
+    if version is None:
+        return max(_versions(base_dir), default=0) + 1
+    if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1:
+        raise ConfigError(f"version must be a positive integer. Received: version={version!r}")
+    return int(version)
+
+
+def _spec(loaded: LoadedModel, model_path: str | Path, mask_size: Any) -> _Spec:
+    model, config = loaded.model, loaded.config
+    names = list(model.output_names)
+    if "mask" not in names or len(names) > 2 or (len(names) == 2 and "label" not in names):
+        raise ConfigError(
+            f"{model_path}: expected a cervixnet model with outputs ['mask'] or "
+            f"['mask', 'label']. Received outputs: {names}"
+        )
+    height, width, channels = model.inputs[0].shape[1:]
+    expected = (*config.data.image_size, config.data.channels)
+    height, width, channels = (
+        int(given if given is not None else default)
+        for given, default in zip((height, width, channels), expected, strict=True)
+    )
+    if (height, width, channels) != expected:
+        raise ConfigError(
+            f"{model_path}: config.yaml says data.image_size {list(expected[:2])}, "
+            f"data.channels {expected[2]}, but the model's input is {[height, width, channels]}"
+        )
+    if mask_size is None:
+        mask_size = (height, width)
+    elif isinstance(mask_size, int | np.integer) and not isinstance(mask_size, bool):
+        mask_size = (int(mask_size), int(mask_size))
+    if (
+        not isinstance(mask_size, Sequence)
+        or len(mask_size) != 2
+        or not all(isinstance(s, int | np.integer) and not isinstance(s, bool) for s in mask_size)
+        or min(mask_size) < 1
+    ):
+        raise ConfigError(
+            f"mask_size must be (height, width), two positive integers. Received: {mask_size!r}"
+        )
+    return _Spec(
+        height,
+        width,
+        channels,
+        (int(mask_size[0]), int(mask_size[1])),
+        joint="label" in names,
+        threshold=float(loaded.threshold),
+    )
+
+
+def _build_archive(
+    model: keras.Model, spec: _Spec
+) -> tuple[keras.export.ExportArchive, dict[str, Any]]:
+    size = (spec.height, spec.width)
+    threshold = tf.constant(spec.threshold, tf.float32)
+
+    def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        result = model(images, training=False)
+        if not isinstance(result, list | tuple):
+            result = [result]
+        named = dict(zip(model.output_names, result, strict=True))
+        out = {"mask": tf.cast(named["mask"], tf.float32)}
+        if spec.joint:
+            probability = tf.cast(named["label"], tf.float32)[:, 0]
+            out["probability"] = probability
+            out["label"] = tf.cast(probability >= threshold, tf.int32)
+        return out
+
+    def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        return outputs(images)
+
+    def predict_image_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+        def one(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            # decode_image + this resize is pipeline.preprocess_image, decoding once to keep
+            # the size; verification checks it against preprocess_image itself.
+            image = decode_image(contents, spec.channels)
+            shape = tf.shape(image)
+            image = tf.image.resize(image, size, method="bilinear", antialias=True)
+            return image, shape[0], shape[1]
+
+        images, heights, widths = tf.map_fn(
+            one,
+            image_bytes,
+            fn_output_signature=(
+                tf.TensorSpec((*size, spec.channels), tf.float32),
+                tf.TensorSpec((), tf.int32),
+                tf.TensorSpec((), tf.int32),
+            ),
+        )
+        out = outputs(images)
+        if spec.mask_size != size:
+            out["mask"] = tf.image.resize(out["mask"], spec.mask_size, method="bilinear")
+        out["original_height"] = heights
+        out["original_width"] = widths
+        return out
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    functions = {
+        "serving_default": archive.add_endpoint(
+            "serving_default",
+            serving_default,
+            [tf.TensorSpec((None, *size, spec.channels), tf.float32, name="images")],
+        ),
+        "predict_image_bytes": archive.add_endpoint(
+            "predict_image_bytes",
+            predict_image_bytes,
+            [tf.TensorSpec((None,), tf.string, name="image_bytes")],
+        ),
+    }
+    return archive, functions
+
+
+def _describe(function: Any) -> dict[str, Any]:
+    concrete = function.get_concrete_function()
+    args, kwargs = concrete.structured_input_signature
+    inputs = [*args, *kwargs.values()]
+
+    def tensor(t: Any) -> dict[str, Any]:
+        return {"dtype": t.dtype.name, "shape": t.shape.as_list()}
+
+    return {
+        "inputs": {spec.name: tensor(spec) for spec in inputs},
+        "outputs": {name: tensor(t) for name, t in sorted(concrete.structured_outputs.items())},
+    }
+
+
+def _test_images(spec: _Spec) -> np.ndarray:
+    """float32 ``(3, H, W, C)`` in [0, 1]: two uniform random images and an ellipse on noise."""
+    rng = np.random.default_rng(0)
+    height, width = spec.height, spec.width
+    random = rng.random((2, height, width, 1), dtype=np.float32)
+    y, x = np.mgrid[:height, :width].astype(np.float32)
+    ellipse = ((y - height / 2) / (height / 4)) ** 2 + ((x - width / 2) / (width / 3)) ** 2 <= 1
+    structured = 0.25 * rng.random((height, width), dtype=np.float32) + 0.1 * y / height
+    structured = np.where(ellipse, 0.6 + 0.3 * structured, structured)[None, ..., None]
+    images = np.concatenate([random, structured.astype(np.float32)])
+    return np.repeat(images, spec.channels, axis=-1) if spec.channels == 3 else images
+
+
+def _keras_outputs(model: keras.Model, images: np.ndarray, spec: _Spec) -> dict[str, np.ndarray]:
+    result = model(images, training=False)
+    if not isinstance(result, list | tuple):
+        result = [result]
+    named = {k: np.asarray(v, np.float32) for k, v in zip(model.output_names, result, strict=True)}
+    out = {"mask": named["mask"]}
+    if spec.joint:
+        out["probability"] = named["label"][:, 0]
+    return out
+
+
+def _verify(path: Path, model: keras.Model, spec: _Spec, tolerance: float) -> float:
+    """Largest difference between the reloaded signatures and the Keras model (see module doc)."""
+    reloaded = tf.saved_model.load(str(path))
+    serve = reloaded.signatures["serving_default"]
+    from_bytes = reloaded.signatures["predict_image_bytes"]
+    images = _test_images(spec)
+    differences: dict[str, float] = {}
+
+    def compare(name: str, got: dict[str, tf.Tensor], want: dict[str, np.ndarray]) -> None:
+        for key, expected in want.items():
+            value = got[key].numpy()
+            if value.shape != expected.shape:
+                raise ExportVerificationError(
+                    f"{name}: output {key!r} has shape {value.shape}, expected {expected.shape}"
+                )
+            differences[f"{name}/{key}"] = float(np.max(np.abs(value - expected), initial=0.0))
+        if spec.joint:
+            probability = got["probability"].numpy()
+            labels = (probability >= np.float32(spec.threshold)).astype(np.int32)
+            if not np.array_equal(got["label"].numpy(), labels):
+                raise ExportVerificationError(
+                    f"{name}: label {got['label'].numpy().tolist()} is not probability >= "
+                    f"{spec.threshold} for probabilities {probability.tolist()}"
+                )
+
+    want = _keras_outputs(model, images, spec)
+    compare("serving_default", serve(images=tf.constant(images)), want)
+
+    # PNGs at the model's size: decoded and resized in the graph, the identity up to rounding.
+    quantised = np.round(images * 255).astype(np.uint8)
+    pngs = [tf.io.encode_png(image).numpy() for image in quantised]
+    # One image at another size (larger, so the antialiasing counts), in the other colour
+    # mode, against preprocess_image + Keras.
+    odd = np.repeat(quantised[-1, :, :, :1], 2, axis=0)[:-3]
+    odd = np.concatenate([odd, odd[:, :7]], axis=1)  # (2H - 3, W + 7)
+    odd = np.repeat(odd, 3, axis=-1) if spec.channels == 1 else odd
+    pngs.append(tf.io.encode_png(odd).numpy())
+    reference = preprocess_image(tf.constant(pngs[-1]), (spec.height, spec.width), spec.channels)
+    prepared = np.concatenate([quantised.astype(np.float32) / 255, reference.numpy()[None]])
+    want = _keras_outputs(model, prepared, spec)
+    if spec.mask_size != (spec.height, spec.width):
+        resized = tf.image.resize(want["mask"], spec.mask_size, method="bilinear")
+        want["mask"] = resized.numpy()
+    got = from_bytes(image_bytes=tf.constant(pngs))
+    compare("predict_image_bytes", got, want)
+    sizes = [[spec.height, spec.width]] * len(quantised) + [list(odd.shape[:2])]
+    found = np.stack([got["original_height"].numpy(), got["original_width"].numpy()], axis=1)
+    if found.tolist() != sizes:
+        raise ExportVerificationError(
+            f"predict_image_bytes: original sizes {found.tolist()}, expected {sizes}"
+        )
+    worst = max(differences, key=differences.__getitem__)
+    if differences[worst] > tolerance:
+        raise ExportVerificationError(
+            f"the exported SavedModel differs from the Keras model by {differences[worst]:.3g} "
+            f"(output {worst}), more than the tolerance {tolerance:g}; all differences: "
+            f"{ {k: float(f'{v:.3g}') for k, v in differences.items()} }"
+        )
+    return differences[worst]
+
+
+def _architecture(loaded: LoadedModel, from_run: bool) -> str:
+    if from_run:
+        return loaded.config.arch
+    guess = loaded.model.name.replace("_", "-")
+    return guess if guess in ARCHITECTURES else loaded.model.name
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _training_data(folder: Path, config: Config, from_run: bool) -> dict[str, Any]:
+    if not from_run:
+        return {"run_record": False, "note": "exported from a bare .keras file: no run record"}
+    summary: dict[str, Any] = {
+        "run_record": True,
+        "data_path": config.data.path,
+        "synthetic": (
+            dataclasses.asdict(config.data.synthetic) if config.data.path is None else None
+        ),
+        "split_fractions": list(config.data.split),
+        "evaluation": config.data.balance.eval,
+        "seed": config.seed,
+    }
+    metrics = _read_json(folder / "metrics.json")
+    if isinstance(metrics, dict):
+        summary["prepared_data"] = metrics.get("prepared_data")
+        summary["epochs"] = metrics.get("epochs")
+        summary["best_epoch"] = metrics.get("best_epoch")
+        splits = metrics.get("splits") or {}
+        summary["n_images"] = {
+            name: figures.get("n_images")
+            for name, figures in splits.items()
+            if isinstance(figures, dict)
+        }
+    splits = _read_json(folder / "splits.json")
+    if isinstance(splits, dict):
+        summary["manifest"] = splits.get("manifest")
+        summary["splits"] = {
+            name: {
+                "patients": len(part.get("patients", [])),
+                "n_images": part.get("n_images"),
+                "n_preterm": part.get("n_preterm"),
+            }
+            for name, part in splits.items()
+            if isinstance(part, dict) and "patients" in part
+        }
+    return summary
+
+
+def _metadata(
+    loaded: LoadedModel,
+    model_path: str | Path,
+    spec: _Spec,
+    signatures: dict[str, dict[str, Any]],
+    max_diff: float | None,
+    tolerance: float,
+) -> dict[str, Any]:
+    model_path = Path(model_path)
+    model_file = model_path / "model.keras" if model_path.is_dir() else model_path
+    from_run = (model_file.parent / "config.yaml").is_file()
+    config = loaded.config
+    calipers = config.data.calipers
+    size = f"{spec.height}x{spec.width}"
+    outputs = {
+        "mask": "float32 probability that a pixel is cervix, (N, H, W, 1) for serving_default, "
+        "(N, mask_h, mask_w, 1) for predict_image_bytes",
+    }
+    if spec.joint:
+        outputs["probability"] = "float32 p(preterm birth), (N,)"
+        outputs["label"] = f"int32 (N,): 1 where probability >= threshold ({spec.threshold:g})"
+    outputs["original_height"] = "int32 (N,), predict_image_bytes only: decoded image height"
+    outputs["original_width"] = "int32 (N,), predict_image_bytes only: decoded image width"
+    caliper_step = (
+        "caliper removal: yellow and green caliper marks were filled by Telea inpainting "
+        "(OpenCV) before training; it is NOT in the graph. Remove them client-side with "
+        "cervixnet.data.calipers.remove_calipers (settings in 'calipers'), or prepare files "
+        "with cervixnet.inference.prepare_images and call serving_default"
+        if calipers.enabled
+        else "caliper removal: disabled in training (data.calipers.enabled false), none needed"
+    )
+    colour = (
+        "colour to grayscale with tf.image.rgb_to_grayscale (ITU-R 601 luma, as OpenCV's "
+        "COLOR_BGR2GRAY used by cervixnet data prepare)"
+        if spec.channels == 1
+        else "grayscale replicated to 3 channels"
+    )
+    return {
+        "format": "cervixnet-savedmodel",
+        "format_version": METADATA_FORMAT,
+        "architecture": _architecture(loaded, from_run),
+        "model_name": loaded.model.name,
+        "parameters": int(loaded.model.count_params()),
+        "source": str(model_path),
+        "input": {
+            "height": spec.height,
+            "width": spec.width,
+            "channels": spec.channels,
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+        },
+        "mask_size": list(spec.mask_size),
+        "label_output": spec.joint,
+        "classification": (
+            "p(preterm birth) and a class at the operating threshold"
+            if spec.joint
+            else "none: segmentation-only model, no probability or label output"
+        ),
+        "threshold": spec.threshold if spec.joint else None,
+        "threshold_source": loaded.threshold_source if spec.joint else None,
+        "signatures": signatures,
+        "outputs": outputs,
+        "preprocessing": {
+            "serving_default": {
+                "in_graph": [],
+                "not_in_graph": [
+                    caliper_step,
+                    "grayscale, resize to the input size (OpenCV area when shrinking, "
+                    "bilinear when enlarging) and scaling to [0, 1] (uint8 / 255, "
+                    "uint16 / 65535): cervixnet.inference.prepare_images does all of it",
+                ],
+            },
+            "predict_image_bytes": {
+                "in_graph": [
+                    "decode PNG, JPEG, BMP or GIF (first frame), 8 or 16 bit, to float32 in "
+                    "[0, 1] (uint8 / 255, uint16 / 65535); alpha dropped",
+                    colour,
+                    f"resize to {size} with tf.image.resize(bilinear, antialias=True), "
+                    "as cervixnet.data.pipeline.preprocess_image (training's input pipeline)",
+                    f"mask probabilities resized bilinearly to {spec.mask_size[0]}x"
+                    f"{spec.mask_size[1]}",
+                ],
+                "not_in_graph": [
+                    caliper_step,
+                    "training images were resized by OpenCV when prepared (area when "
+                    "shrinking); the in-graph antialiased bilinear resize is close but not "
+                    "bit-identical: for exactly the training preprocessing use "
+                    "cervixnet.inference.prepare_images and serving_default",
+                ],
+            },
+            "calipers": dataclasses.asdict(calipers),
+        },
+        "training_data": _training_data(model_file.parent, config, from_run),
+        "versions": {
+            "cervixnet": cervixnet.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+        },
+        "verification": {
+            "verified": max_diff is not None,
+            "max_abs_diff": max_diff,
+            "tolerance": tolerance,
+        },
+        "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
