@@ -40,6 +40,7 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -581,3 +582,107 @@ def _metadata(
         },
         "exported_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def export_onnx(
+    model_path: str | Path,
+    out_path: str | Path,
+    *,
+    verify: bool = True,
+    tolerance: float = VERIFY_TOLERANCE,
+) -> ExportResult:
+    """Exports a run folder (or a ``.keras`` file) as ONNX, with its metadata beside it.
+
+    Writes ``out_path`` (``.onnx``; Keras' ``model.export(format="onnx")``, through tf2onnx)
+    and ``out_path`` with the suffix ``.json``: the same fields as a SavedModel export's
+    ``cervixnet.json`` that matter to a client (input, threshold, caliper settings) plus
+    ``onnx_outputs``, the ONNX names of ``mask`` and ``probability``. The graph takes float32
+    images ``(N, H, W, C)`` in [0, 1]; preprocessing is the client's
+    (``cervixnet.inference.prepare_images``; ``cervixnet predict`` does it).
+
+    Args:
+        verify: run the file with onnxruntime and compare with the Keras model on synthetic
+            images (``tolerance`` absolute, default 1e-5, on mask and label probabilities).
+
+    Raises:
+        ConfigError: no model, an existing ``out_path``, or tf2onnx / onnxruntime missing
+            (``pip install 'cervixnet[onnx]'``).
+        ExportVerificationError: the ONNX model disagrees with the Keras model.
+    """
+    out_path = Path(out_path)
+    if out_path.suffix != ".onnx":
+        raise ConfigError(f"--out for ONNX must be a file ending in .onnx. Received: {out_path}")
+    if out_path.exists() or out_path.with_suffix(".json").exists():
+        raise ConfigError(f"--out {out_path}: exists; choose a new file so nothing is overwritten")
+    try:
+        import onnxruntime
+        import tf2onnx  # noqa: F401 - Keras' ONNX export needs it
+    except ImportError:
+        raise ConfigError(
+            "ONNX export needs tf2onnx and onnxruntime: pip install 'cervixnet[onnx]'"
+        ) from None
+    loaded = load_model(model_path)
+    spec = _spec(loaded, model_path, None)
+    images = _test_images(spec)
+    expected = _keras_outputs(loaded.model, images, spec)  # also builds the model's graph
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        with warnings.catch_warnings():  # tf2onnx's own NumPy deprecation notices
+            warnings.simplefilter("ignore", FutureWarning)
+            loaded.model.export(str(staging), format="onnx", verbose=False)
+        session = onnxruntime.InferenceSession(str(staging), providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        onnx_outputs = dict(zip(loaded.model.output_names, names, strict=True))
+        max_diff = None
+        if verify:
+            got = dict(
+                zip(names, session.run(None, {session.get_inputs()[0].name: images}), strict=True)
+            )
+            max_diff = float(np.abs(got[onnx_outputs["mask"]] - expected["mask"]).max())
+            if spec.joint:
+                diff = np.abs(got[onnx_outputs["label"]][:, 0] - expected["probability"]).max()
+                max_diff = max(max_diff, float(diff))
+            if not max_diff <= tolerance:
+                raise ExportVerificationError(
+                    f"the ONNX model differs from the Keras model by {max_diff:.3g} "
+                    f"(tolerance {tolerance:g}); nothing was written"
+                )
+        metadata = {
+            "format": "cervixnet-onnx",
+            "format_version": METADATA_FORMAT,
+            "architecture": _architecture(loaded, (Path(model_path) / "config.yaml").is_file()),
+            "input": {
+                "height": spec.height,
+                "width": spec.width,
+                "channels": spec.channels,
+                "dtype": "float32",
+                "range": [0.0, 1.0],
+                "onnx_name": session.get_inputs()[0].name,
+            },
+            "label_output": spec.joint,
+            "threshold": spec.threshold if spec.joint else None,
+            "threshold_source": loaded.threshold_source if spec.joint else None,
+            "onnx_outputs": {
+                "mask": onnx_outputs["mask"],
+                **({"probability": onnx_outputs["label"]} if spec.joint else {}),
+            },
+            "preprocessing": {
+                "not_in_graph": "caliper removal, grayscale, resize and scaling to [0, 1]: "
+                "cervixnet.inference.prepare_images",
+                "calipers": dataclasses.asdict(loaded.config.data.calipers),
+            },
+            "versions": {
+                "cervixnet": cervixnet.__version__,
+                "tensorflow": tf.__version__,
+                "keras": keras.__version__,
+                "onnxruntime": onnxruntime.__version__,
+            },
+            "verification": {"verified": verify, "max_abs_diff": max_diff, "tolerance": tolerance},
+        }
+        staging.rename(out_path)
+    finally:
+        staging.unlink(missing_ok=True)
+    out_path.with_suffix(".json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
+    signatures = {"onnx": {"inputs": {metadata["input"]["onnx_name"]: {}}, "outputs": onnx_outputs}}
+    return ExportResult(out_path, 0, signatures, metadata, max_diff)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -86,6 +86,131 @@ def load_model(path: str | Path) -> LoadedModel:
     return LoadedModel(model, config, 0.5, "default 0.5")
 
 
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A model in any saved form, behind one call.
+
+    Attributes:
+        kind: ``"keras"`` (a run folder or ``.keras`` file), ``"savedmodel"`` (an export of
+            ``cervixnet export``) or ``"onnx"``.
+        config: the preprocessing settings (from the run or the export's metadata).
+        threshold: the label threshold; ``threshold_source`` says where it came from.
+        joint: whether the model has the label output.
+        run: ``fn(images (N, H, W, C) float32) -> (mask (N, H, W, 1), probability (N,) | None)``.
+    """
+
+    kind: str
+    config: Config
+    threshold: float
+    threshold_source: str
+    joint: bool
+    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+
+    def predict(self, images: np.ndarray, batch_size: int = 8):
+        """Mask probabilities ``(N, H, W, 1)`` and p(preterm) ``(N,)`` (``None`` if not joint)."""
+        masks, probabilities = [], []
+        for start in range(0, len(images), batch_size):
+            mask, probability = self.run(np.asarray(images[start : start + batch_size], np.float32))
+            masks.append(np.asarray(mask, np.float32))
+            if probability is not None:
+                probabilities.append(np.asarray(probability, np.float32).reshape(-1))
+        return np.concatenate(masks), (np.concatenate(probabilities) if self.joint else None)
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """A run folder, a ``.keras`` file, a SavedModel export (``BASE`` or ``BASE/<version>``)
+    or an ``.onnx`` file, ready to predict with its own preprocessing settings and threshold.
+
+    Raises:
+        ConfigError: nothing loadable at ``path``.
+    """
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return _onnx_predictor(path)
+    savedmodel = _savedmodel_folder(path)
+    if savedmodel is not None:
+        return _savedmodel_predictor(savedmodel)
+    loaded = load_model(path)
+
+    def run(images):
+        outputs = loaded.model(images, training=False)
+        if loaded.joint:
+            return keras.ops.convert_to_numpy(outputs[0]), keras.ops.convert_to_numpy(outputs[1])
+        return keras.ops.convert_to_numpy(outputs), None
+
+    return Predictor(
+        "keras", loaded.config, loaded.threshold, loaded.threshold_source, loaded.joint, run
+    )
+
+
+def _savedmodel_folder(path: Path) -> Path | None:
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = [p for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
+    versions = [p for p in versions if (p / "saved_model.pb").is_file()]
+    return max(versions, key=lambda p: int(p.name)) if versions else None
+
+
+def _config_from_metadata(metadata: dict) -> Config:
+    calipers = metadata.get("preprocessing", {}).get("calipers", {})
+    overrides = {
+        "data.image_size": [metadata["input"]["height"], metadata["input"]["width"]],
+        "data.channels": metadata["input"]["channels"],
+    }
+    overrides.update({f"data.calipers.{key}": value for key, value in calipers.items()})
+    return default_config().replace(overrides)
+
+
+def _savedmodel_predictor(folder: Path) -> Predictor:
+    import tensorflow as tf
+
+    from cervixnet.export import read_export_metadata
+
+    metadata = read_export_metadata(folder)
+    served = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    joint = bool(metadata.get("label_output"))
+
+    def run(images):
+        outputs = served(images=tf.constant(images))
+        probability = outputs["probability"].numpy() if joint else None
+        return outputs["mask"].numpy(), probability
+
+    threshold = float(metadata.get("threshold") or 0.5)
+    source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
+    return Predictor("savedmodel", _config_from_metadata(metadata), threshold, source, joint, run)
+
+
+def _onnx_predictor(path: Path) -> Predictor:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(
+            f"{path}: reading ONNX models needs onnxruntime: pip install 'cervixnet[onnx]'"
+        ) from None
+    metadata_path = path.with_suffix(".json")
+    if not metadata_path.is_file():
+        raise ConfigError(
+            f"{path}: its metadata {metadata_path.name} (written by cervixnet export) is missing"
+        )
+    import json
+
+    metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    joint = bool(metadata.get("label_output"))
+
+    def run(images):
+        outputs = dict(zip(names, session.run(None, {input_name: images}), strict=True))
+        mask = outputs[metadata["onnx_outputs"]["mask"]]
+        probability = outputs[metadata["onnx_outputs"]["probability"]] if joint else None
+        return mask, probability
+
+    threshold = float(metadata.get("threshold") or 0.5)
+    source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
+    return Predictor("onnx", _config_from_metadata(metadata), threshold, source, joint, run)
+
+
 def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImages:
     """Reads image files and prepares them as ``cervixnet data prepare`` does.
 
@@ -112,6 +237,9 @@ def predict_files(
 ) -> Path:
     """Writes masks, overlays and ``predictions.csv`` for image files.
 
+    ``model_path`` is anything :func:`load_predictor` reads: a run folder, a ``.keras`` file,
+    a SavedModel export or an ``.onnx`` file; all give the same results within float tolerance.
+
     ``out_dir`` gets ``masks/<name>.png`` (0/255, each image's own size),
     ``overlays/<name>.png`` (the predicted outline on the image, with p(preterm)) and
     ``predictions.csv`` (image, width, height, probability, predicted class at the run's
@@ -120,12 +248,10 @@ def predict_files(
     Returns:
         The path of ``predictions.csv``.
     """
-    loaded = load_model(model_path)
+    loaded = load_predictor(model_path)
     out_dir = _new_folder(out_dir)
     prepared = prepare_images(images, loaded.config)
-    outputs = loaded.model.predict(prepared.inputs, verbose=0, batch_size=8)
-    mask_prob = outputs[0] if loaded.joint else outputs
-    probability = outputs[1][:, 0] if loaded.joint else None
+    mask_prob, probability = loaded.predict(prepared.inputs)
     (out_dir / "masks").mkdir()
     (out_dir / "overlays").mkdir()
     names = _unique_names(images)
@@ -172,6 +298,10 @@ def explain_files(
     """
     from cervixnet.explain import explain_images
 
+    if Path(model_path).suffix == ".onnx" or _savedmodel_folder(Path(model_path)) is not None:
+        raise ConfigError(
+            f"{model_path}: Grad-CAM needs the Keras model; pass the run folder or its model.keras"
+        )
     loaded = load_model(model_path)
     if not loaded.joint:
         raise ConfigError(

@@ -326,6 +326,67 @@ def predict(model_path, images, out) -> None:
     click.echo(f"\nWrote {len(images)} masks and overlays to {table.parent}")
 
 
+@main.command()
+@click.argument("model_path", metavar="RUN_DIR|MODEL", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="SavedModel: the base folder TF Serving watches (versions go in BASE/<N>). "
+    "ONNX: the .onnx file to write.",
+)
+@click.option(
+    "--format",
+    "export_format",
+    type=click.Choice(["savedmodel", "onnx"]),
+    default="savedmodel",
+    show_default=True,
+)
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    default=None,
+    help="SavedModel version folder [default: one above the highest in BASE, or 1].",
+)
+@click.option(
+    "--mask-size",
+    type=click.IntRange(min=1),
+    nargs=2,
+    default=None,
+    metavar="H W",
+    help="Size of the mask returned by predict_image_bytes [default: the model's input size].",
+)
+@_user_errors
+def export(model_path, out, export_format, version, mask_size) -> None:
+    """Export a trained model for serving: a TF Serving SavedModel or an ONNX file.
+
+    The SavedModel has two signatures: serving_default (float32 images at the model's input
+    size) and predict_image_bytes (encoded PNG/JPEG of any size, decoded, converted to gray,
+    resized and scaled inside the graph). Outputs: mask, and for the joint model probability
+    and label (at the run's operating threshold). Caliper removal is not in the graph: see
+    docs/serving.md. The export is reloaded with plain TensorFlow (or onnxruntime) and checked
+    against the Keras model before it is kept.
+    """
+    from cervixnet.export import export_onnx, export_savedmodel
+
+    if export_format == "onnx":
+        result = export_onnx(model_path, out)
+    else:
+        result = export_savedmodel(
+            model_path, out, version=version, mask_size=tuple(mask_size) if mask_size else None
+        )
+    for name, signature in result.signatures.items():
+        outputs = ", ".join(signature["outputs"])
+        click.echo(f"{name}: inputs {', '.join(signature['inputs'])} -> outputs {outputs}")
+    if not result.metadata.get("label_output"):
+        click.echo("Segmentation-only model: no probability or label output.")
+    click.echo(
+        f"Exported to {result.path} (verified: max difference {result.max_abs_diff:.2g} from "
+        "the Keras model)"
+    )
+
+
 @main.group()
 def data() -> None:
     """Create and inspect data sets."""
