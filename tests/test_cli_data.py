@@ -165,3 +165,33 @@ def test_paper_protocol_evaluates_on_balanced_augmented_copies(tmp_path: Path):
         assert {r["image"] for r in copies} <= {r["image"] for r in originals}
         unbalanced = [r["label"] for r in originals].count("1") < len(originals) / 2
         assert bool(copies) == unbalanced
+
+
+def test_same_seed_same_run(tmp_path: Path):
+    """Two runs with one seed, config and data: identical weights and figures."""
+    import keras
+    import numpy as np
+
+    from cervixnet.config import load_config
+    from cervixnet.training import train
+    from tests.conftest import TINY_RUN_CONFIG
+
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_patients=20)
+    config = load_config(
+        overrides={**TINY_RUN_CONFIG, "data.path": str(data), "data.augment.crop": 0.1}
+    )
+    runs = []
+    for name in ("first", "second"):
+        keras.backend.clear_session()
+        runs.append(train(config, tmp_path / name, verbose=0, echo=lambda _: None))
+    weights = [keras.models.load_model(r.run_dir / "model.keras").get_weights() for r in runs]
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    first, second = (json.loads((r.run_dir / "metrics.json").read_text()) for r in runs)
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+    environment = first["reproducibility"]
+    assert len(environment["data_fingerprint"]) == 64 and environment["versions"]["keras"]
+    for name in ("splits.json", "predictions.csv", "history.csv", "operating_point.json"):
+        assert (runs[0].run_dir / name).read_text() == (runs[1].run_dir / name).read_text(), name

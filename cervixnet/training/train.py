@@ -269,6 +269,7 @@ def train(
         "best_epoch": _best_epoch(history.history, monitor),
         "evaluation": config.data.balance.eval,
         "prepared_data": str(manifest.root),
+        "reproducibility": _environment(config, source_path),
         "seconds": round(seconds, 1),
         "splits": figures,
     }
@@ -308,6 +309,29 @@ def _check_trainable(manifest: Manifest, indices: dict[str, list[int]], joint: b
                 f"{manifest.path}: the joint model needs preterm (1) and control (0) images in "
                 f"the training split; it has labels {sorted(labels)} (column 'label')"
             )
+
+
+def _environment(config: Config, source_manifest: Path) -> dict[str, Any]:
+    """What a repeat of the run needs besides ``config.yaml``: seed, versions, data fingerprint."""
+    import platform
+
+    import tensorflow as tf
+
+    import cervixnet
+    from cervixnet.data.prepare import source_fingerprint
+
+    return {
+        "seed": config.seed,
+        "data_fingerprint": source_fingerprint(source_manifest),
+        "versions": {
+            "cervixnet": cervixnet.__version__,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "devices": [d.device_type for d in tf.config.list_logical_devices()],
+    }
 
 
 def _save_operating_point(model, config, manifest, val_indices, run_dir, echo) -> None:
