@@ -107,10 +107,21 @@ def choose_operating_point(
             "operating threshold on"
         )
     predictions = _predict(model, config, manifest, labelled)
+    return threshold_from_predictions(
+        predictions["label"], predictions["probability"], rule, target
+    )
+
+
+def threshold_from_predictions(
+    labels: np.ndarray, probabilities: np.ndarray, rule: str = "youden", target: float | None = None
+) -> analysis.ThresholdChoice:
+    """``analysis.choose_threshold`` on validation predictions, with a user-facing error.
+
+    Raises:
+        DataError: no labelled image, or a single class.
+    """
     try:
-        return analysis.choose_threshold(
-            predictions["label"], predictions["probability"], rule=rule, target=target
-        )
+        return analysis.choose_threshold(labels, probabilities, rule=rule, target=target)
     except ValueError as error:
         raise DataError(f"cannot choose the operating threshold on validation: {error}") from None
 
@@ -216,9 +227,11 @@ def evaluate_run(
     predictions = _predict(model, config, manifest, evaluated, keep_images=True)
     patients = np.array([manifest.records[i].patient_id for i in evaluated])
     risk = _float_column(manifest, "risk", evaluated)
+    per_image = per_image_segmentation(predictions)
     report = build_report(
-        predictions, patients, choice, risk=risk, n_bootstrap=n_bootstrap, seed=config.seed
-    )
+        predictions, patients, choice, risk=risk, n_bootstrap=n_bootstrap, seed=config.seed,
+        per_image=per_image,
+    )  # fmt: skip
     report.update(
         {
             "run": str(run_dir),
@@ -231,8 +244,9 @@ def evaluate_run(
     out_dir = _free_folder(Path(out_dir) if out_dir else run_dir / f"evaluation-{split_name}")
     out_dir.mkdir(parents=True)
     files = _write_outputs(
-        out_dir, report, predictions, manifest, evaluated, choice, run_dir, model, gradcam_images
-    )
+        out_dir, report, predictions, per_image, manifest, evaluated, choice, run_dir, model,
+        gradcam_images,
+    )  # fmt: skip
     return EvaluationResult(out_dir, report, tuple(files))
 
 
@@ -244,8 +258,12 @@ def build_report(
     risk: np.ndarray | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
+    per_image: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Figures with patient-bootstrap 95 % intervals from the arrays of ``predict_records``.
+
+    ``per_image`` is :func:`per_image_segmentation` of the same predictions, when already
+    computed.
 
     Returns:
         ``{"segmentation": {...}, "classification": {...}, "calibration": {...},
@@ -255,12 +273,9 @@ def build_report(
     report: dict[str, Any] = {"n_images": len(patients), "n_patients": len(set(patients))}
     has_mask = predictions["has_mask"]
     if has_mask.any():
-        truth, prob = predictions["mask_true"][has_mask], predictions["mask_prob"][has_mask]
-        per_image = {
-            "iou": cx_metrics.iou_per_image(truth, prob),
-            "dice": cx_metrics.dice_per_image(truth, prob),
-            "hd95": analysis.hausdorff95_per_image(truth, prob),
-        }
+        if per_image is None:
+            per_image = per_image_segmentation(predictions)
+        per_image = {name: np.asarray(values)[has_mask] for name, values in per_image.items()}
 
         def segmentation(iou, dice, hd95):
             return {
@@ -316,6 +331,16 @@ def build_report(
             }
         report["operating_point"] = {**dataclasses.asdict(choice), "chosen_on": "val"}
     return report
+
+
+def per_image_segmentation(predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """IoU, Dice and HD95 (pixels) of every image, ``(N,)`` each (meaningless without a mask)."""
+    truth, prob = predictions["mask_true"], predictions["mask_prob"]
+    return {
+        "iou": cx_metrics.iou_per_image(truth, prob),
+        "dice": cx_metrics.dice_per_image(truth, prob),
+        "hd95": analysis.hausdorff95_per_image(truth, prob),
+    }
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -500,6 +525,7 @@ def _write_outputs(
     out_dir: Path,
     report: dict[str, Any],
     predictions: Mapping[str, np.ndarray],
+    per_image: Mapping[str, np.ndarray],
     manifest: Manifest,
     indices: Sequence[int],
     choice: analysis.ThresholdChoice | None,
@@ -520,8 +546,7 @@ def _write_outputs(
         files.append(path)
 
     has_mask = predictions["has_mask"]
-    iou = cx_metrics.iou_per_image(predictions["mask_true"], predictions["mask_prob"])
-    hd95 = analysis.hausdorff95_per_image(predictions["mask_true"], predictions["mask_prob"])
+    iou, dice, hd95 = per_image["iou"], per_image["dice"], per_image["hd95"]
     probability = predictions.get("probability")
     threshold = choice.threshold if choice is not None else None
     with (out_dir / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -530,7 +555,6 @@ def _write_outputs(
             ["image", "source_image", "patient_id", "label", "probability", "predicted_class",
              "iou", "dice", "hd95"]
         )  # fmt: skip
-        dice = cx_metrics.dice_per_image(predictions["mask_true"], predictions["mask_prob"])
         for k, index in enumerate(indices):
             record = manifest.records[index]
             writer.writerow(

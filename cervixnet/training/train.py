@@ -259,8 +259,8 @@ def train(
         figures[name] = split_metrics(predictions, risk=split_risk)
         per_split[name] = (positions, predictions, copies)
     write_predictions(run_dir / "predictions.csv", manifest, per_split)
-    if joint and indices["val"]:
-        _save_operating_point(best, config, manifest, indices["val"], run_dir, echo)
+    if joint:
+        _save_operating_point(per_split.get("val"), run_dir, echo)
     seconds = time.perf_counter() - started
     summary = {
         "arch": config.arch,
@@ -334,16 +334,23 @@ def _environment(config: Config, source_manifest: Path) -> dict[str, Any]:
     }
 
 
-def _save_operating_point(model, config, manifest, val_indices, run_dir, echo) -> None:
-    """Chooses the label threshold on validation (Youden's J) for ``predict`` to apply."""
+def _save_operating_point(val, run_dir: Path, echo: Callable[[str], None]) -> None:
+    """Chooses the label threshold (Youden's J) on the validation predictions already made,
+    original images only, for ``predict`` and ``export`` to apply."""
     from cervixnet.reporting import (
         OPERATING_POINT_NAME,
-        choose_operating_point,
         save_operating_point,
+        threshold_from_predictions,
     )
 
+    if val is None:
+        return
+    _, predictions, copies = val
+    original = ~np.asarray(copies, dtype=bool)
     try:
-        choice = choose_operating_point(model, config, manifest, val_indices)
+        choice = threshold_from_predictions(
+            predictions["label"][original], predictions["probability"][original]
+        )
     except DataError as error:
         echo(f"No operating threshold saved: {error}")
         return
