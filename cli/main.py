@@ -65,7 +65,9 @@ def main() -> None:
 
     Start with `cervixnet train --arch unet-joint`: it generates the built-in synthetic
     data set, trains the joint U-Net on a patient-level 60/20/20 split and prints the
-    figures of the paper's tables for each split.
+    figures of the paper's tables for each split. Then `cervixnet evaluate RUN_DIR` writes
+    the report, and `cervixnet export RUN_DIR --out BASE` a SavedModel for TF Serving.
+    Your own data: `cervixnet data validate`, then `cervixnet data prepare`.
     """
 
 
