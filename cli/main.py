@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import datetime
 import functools
-import os
 from pathlib import Path
 
 import click
-
-# TensorFlow's C++ warnings (e.g. the graph optimiser's cost estimates) would flood a training
-# log; the level is read when TensorFlow loads, which importing cervixnet does. A user's own
-# setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from cervixnet.config import ARCHITECTURES
 from cervixnet.errors import CervixnetError
