@@ -5,6 +5,13 @@ Importing the package registers its losses, metrics and layers with Keras, so
 Keras but never TensorFlow: the models, losses and metrics run on any Keras 3 backend.
 """
 
+import os
+
+# TensorFlow reads its C++ log level once, when it loads (through Keras, just below). Its
+# graph optimiser's cost-estimate warnings would otherwise flood every training log; a level
+# the user has set wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from cervixnet import losses, metrics, models
 from cervixnet.errors import CervixnetError, ConfigError, DataError
 

@@ -74,8 +74,7 @@ def build_augmenter(
     - crop-and-resize: a window of side ``s * H`` by ``s * W``, ``s`` uniform in
       ``[1 - crop, 1]`` (default crop 0.1; one ``s`` for both sides, so the aspect ratio is
       kept) at a uniform random position inside the image, resized back to ``(H, W)``
-      (one affine transform per image, ``keras.ops.image.affine_transform``); it only zooms
-      in, never pads;
+      (``tf.image.crop_and_resize``); it only zooms in, never pads;
     - brightness shift in ``[-brightness, +brightness]`` and contrast factor in
       ``[1 - contrast, 1 + contrast]`` (defaults 0.1; ``keras.layers.RandomBrightness``,
       ``keras.layers.RandomContrast``);
@@ -125,21 +124,14 @@ def build_augmenter(
 
     def crop_and_resize(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         batch = tf.shape(images)[0]
-        # A window of side s at corner c (fractions of the image), resized back to the full
-        # size: output pixel (x, y) samples input (s x + c_x (W - 1), s y + c_y (H - 1)), the
-        # sampling grid of tf.image.crop_and_resize, as one affine transform per image
-        # (keras.ops.image.affine_transform, the op behind Keras' own random geometry layers).
+        # Boxes in normalised [y1, x1, y2, x2]: side s, corner uniform in [0, 1 - s].
         side = crop_rng.uniform((batch, 1), 1.0 - config.crop, 1.0)
         corner = crop_rng.uniform((batch, 2)) * (1.0 - side)
-        extent = tf.cast(tf.shape(images)[1:3] - 1, tf.float32)  # (H - 1, W - 1)
-        offset = corner * extent
-        zero = tf.zeros_like(side)
-        transform = tf.concat(
-            [side, zero, offset[:, 1:], zero, side, offset[:, :1], zero, zero], axis=1
-        )
-        ops = keras.ops.image
-        images = ops.affine_transform(images, transform, "bilinear", fill_mode="nearest")
-        masks = ops.affine_transform(masks, transform, "nearest", fill_mode="nearest")
+        boxes = tf.concat([corner, corner + side], axis=1)
+        index = tf.range(batch)
+        size = tf.shape(images)[1:3]
+        images = tf.image.crop_and_resize(images, boxes, index, size, method="bilinear")
+        masks = tf.image.crop_and_resize(masks, boxes, index, size, method="nearest")
         return images, masks
 
     def augment(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
