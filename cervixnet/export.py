@@ -476,6 +476,17 @@ def _training_data(folder: Path, config: Config, from_run: bool) -> dict[str, An
     return summary
 
 
+def _input_description(spec: _Spec) -> dict[str, Any]:
+    """The network input a client must send: size, channels, dtype and range."""
+    return {
+        "height": spec.height,
+        "width": spec.width,
+        "channels": spec.channels,
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+    }
+
+
 def _metadata(
     loaded: LoadedModel,
     model_path: str | Path,
@@ -520,13 +531,7 @@ def _metadata(
         "model_name": loaded.model.name,
         "parameters": int(loaded.model.count_params()),
         "source": str(model_path),
-        "input": {
-            "height": spec.height,
-            "width": spec.width,
-            "channels": spec.channels,
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-        },
+        "input": _input_description(spec),
         "mask_size": list(spec.mask_size),
         "label_output": spec.joint,
         "classification": (
@@ -652,14 +657,7 @@ def export_onnx(
             "format": "cervixnet-onnx",
             "format_version": METADATA_FORMAT,
             "architecture": _architecture(loaded, (Path(model_path) / "config.yaml").is_file()),
-            "input": {
-                "height": spec.height,
-                "width": spec.width,
-                "channels": spec.channels,
-                "dtype": "float32",
-                "range": [0.0, 1.0],
-                "onnx_name": session.get_inputs()[0].name,
-            },
+            "input": {**_input_description(spec), "onnx_name": session.get_inputs()[0].name},
             "label_output": spec.joint,
             "threshold": spec.threshold if spec.joint else None,
             "threshold_source": loaded.threshold_source if spec.joint else None,
