@@ -1,0 +1,433 @@
+"""Training images per second: cervixnet's real path, bare Keras and the PyTorch peer, side by side.
+
+For the joint U-Net at the default size (96 x 96, 8 base filters, batch 16) or the paper's
+(256 x 256, 64 base filters, batch 4), times in one run on one machine:
+
+- ``cervixnet-train``: ``cervixnet train``'s path: the tf.data pipeline with augmentation,
+  cervixnet's losses (BCE + Dice, weighted BCE) and every training metric, the configured
+  optimiser and schedule (TensorFlow backend only);
+- ``keras``: a bare ``model.fit`` of the same model on arrays in memory, with Keras'
+  built-in binary cross-entropy and no metrics, in each precision and XLA setting asked for;
+- ``torch``: the PyTorch peer of ``torch_peer.py`` (same layers, parameter count checked),
+  AdamW, in float32 and bfloat16 autocast, channels-last or the default layout, optionally
+  ``torch.compile``;
+- the matrix-multiply ceiling of the machine in the same precision, so that each row also
+  reports its achieved GFLOP/s (counted from the model's layers, ``flops.py``) as a
+  percentage of that ceiling.
+
+Every case runs in its own subprocess (fresh precision policy, thread pools and device
+memory), one after another. One table is printed and the figures are written as JSON.
+
+    python benchmarks/training_throughput.py --model paper --out training_paper.json
+    python benchmarks/training_throughput.py --model default --cases cervixnet-train keras:float32
+    KERAS_BACKEND=jax python benchmarks/training_throughput.py --model paper --device cuda \\
+        --batch 256 --cases keras:mixed_bfloat16 torch:bfloat16:cl
+
+Case names: ``cervixnet-train``; ``keras:PRECISION[:xla]`` with PRECISION ``float32``,
+``mixed_bfloat16`` or ``mixed_float16`` (``:xla`` sets ``jit_compile=True``; on JAX every
+step is compiled by XLA anyway); ``torch:PRECISION[:cl][:compile]`` with PRECISION
+``float32``, ``bfloat16`` or ``float16`` (``:cl`` channels-last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+MODELS = {
+    # name: (config, image size, base filters, batch)
+    "default": (None, 96, 8, 16),
+    "paper": ("paper", 256, 64, 4),
+}
+# The paper's joint model: the label branch on the bottleneck, dense 256 and 64.
+PAPER_HEAD = {
+    "classifier_features": "bottleneck",
+    "classifier_pooling": "avg",
+    "classifier_units": (256, 64),
+    "classifier_dropout": 0.5,
+    "classifier_trains_encoder": True,
+}
+DEFAULT_CASES = (
+    "cervixnet-train",
+    "keras:float32",
+    "keras:float32:xla",
+    "keras:mixed_bfloat16",
+    "keras:mixed_bfloat16:xla",
+    "torch:float32",
+    "torch:float32:cl",
+    "torch:bfloat16:cl",
+)
+
+
+def synthetic_batch(count: int, size: int, seed: int = 0):
+    """``count`` images with one bright disc each, its mask and a random label (NHWC float32)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    masks = np.zeros((count, size, size, 1), np.float32)
+    for i in range(count):
+        cy, cx = rng.uniform(0.3, 0.7, 2) * size
+        masks[i, ..., 0] = (yy - cy) ** 2 + (xx - cx) ** 2 < (size / 6) ** 2
+    noise = rng.normal(0, 0.1, masks.shape).astype(np.float32)
+    images = np.clip(0.3 + 0.5 * masks + noise, 0, 1).astype(np.float32)
+    labels = (rng.random((count, 1)) < 0.5).astype(np.float32)
+    return images, masks, labels
+
+
+def _head(model_name: str) -> dict:
+    if model_name == "paper":
+        return dict(PAPER_HEAD)
+    from cervixnet.config import load_config
+
+    return dict(load_config(None).model.builder_kwargs("unet-joint"))
+
+
+def _build_keras_model(spec: dict):
+    from cervixnet import models
+
+    head = _head(spec["model"])
+    head.pop("weights", None)
+    head.pop("base_filters", None)
+    return models.build_unet_joint(
+        input_shape=(spec["size"], spec["size"], 1), base_filters=spec["base_filters"], **head
+    )
+
+
+def _matmul_precision(precision: str) -> str:
+    return {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(precision, precision)
+
+
+def run_keras(spec: dict) -> dict:
+    """``model.fit`` on arrays in memory (bare), or on cervixnet's training input (real)."""
+    import flops
+    import keras
+    import numpy as np
+
+    precision = spec.get("precision", "float32")
+    keras.config.set_dtype_policy(precision)
+    keras.utils.set_random_seed(0)
+    real = spec["case"] == "cervixnet-train"
+    batch, steps, warmup = spec["batch"], spec["steps"], spec["warmup"]
+    if real:
+        model, dataset = _real_training_input(spec)
+        fit_args = {"x": dataset.repeat()}
+    else:
+        model = _build_keras_model(spec)
+        model.compile(
+            optimizer=keras.optimizers.AdamW(1e-4, weight_decay=5e-4),
+            loss={"mask": "binary_crossentropy", "label": "binary_crossentropy"},
+            loss_weights={"mask": 1.0, "label": 0.8},
+            jit_compile=spec.get("xla", False)
+            if keras.backend.backend() == "tensorflow"
+            else "auto",
+        )
+        images, masks, labels = synthetic_batch(min(batch * 4, 256), spec["size"])
+        repeat = -(-batch * max(steps, warmup) // len(images))
+        x = np.concatenate([images] * repeat)[: batch * max(steps, warmup)]
+        y = {
+            "mask": np.concatenate([masks] * repeat)[: len(x)],
+            "label": np.concatenate([labels] * repeat)[: len(x)],
+        }
+        fit_args = {"x": x, "y": y, "batch_size": batch}
+    model.fit(**fit_args, epochs=1, steps_per_epoch=warmup, verbose=0)  # tracing, compilation
+    started = time.perf_counter()
+    history = model.fit(**fit_args, epochs=1, steps_per_epoch=steps, verbose=0)
+    seconds = time.perf_counter() - started
+    return {
+        "images_per_second": batch * steps / seconds,
+        "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "training_flops_per_image": flops.training_flops_per_image(model),
+        "final_loss": float(history.history["loss"][-1]),
+        "framework": f"keras {keras.__version__} ({keras.backend.backend()})",
+        "matmul_dtype": _matmul_precision(precision),
+    }
+
+
+def _real_training_input(spec: dict):
+    """The model, compiled, and the training dataset exactly as ``cervixnet train`` makes them."""
+    import dataclasses
+
+    from cervixnet.config import load_config
+    from cervixnet.data.balance import oversample
+    from cervixnet.data.manifest import read_manifest
+    from cervixnet.data.pipeline import make_dataset
+    from cervixnet.data.sources import prepared_data, resolve_data
+    from cervixnet.data.splits import split_patients
+    from cervixnet.training import build_model, compile_model
+
+    config = load_config(spec["config"])
+    training = dataclasses.replace(
+        config.training, batch_size=spec["batch"], jit_compile=spec.get("xla", False)
+    )
+    model_config = dataclasses.replace(config.model, base_filters=spec["base_filters"])
+    data = dataclasses.replace(config.data, image_size=(spec["size"], spec["size"]))
+    config = dataclasses.replace(config, training=training, model=model_config, data=data)
+    manifest = read_manifest(prepared_data(config, resolve_data(config), echo=lambda _: None))
+    train_idx = split_patients(manifest, config.data.split, config.seed).indices(manifest)["train"]
+    labels = [manifest.records[i].label for i in train_idx]
+    positions, _ = oversample(train_idx, labels, config.data.balance.train_preterm_fraction, 0)
+    dataset = make_dataset(
+        manifest,
+        positions,
+        image_size=config.data.image_size,
+        channels=config.data.channels,
+        batch_size=config.training.batch_size,
+        joint=True,
+        training=True,
+        seed=config.seed,
+        augment=config.data.augment,
+        shuffle_buffer=config.training.shuffle_buffer,
+    )
+    model = build_model(config)
+    steps_per_epoch = -(-len(positions) // config.training.batch_size)
+    compile_model(model, config, positive_weight=1.0, steps_per_epoch=steps_per_epoch)
+    return model, dataset
+
+
+def run_torch(spec: dict) -> dict:
+    """The PyTorch peer on the same batch size and image size."""
+    import torch_peer
+
+    images, masks, labels = synthetic_batch(min(spec["batch"] * 4, 256), spec["size"])
+    result = torch_peer.train_throughput(
+        images,
+        masks,
+        labels,
+        batch_size=spec["batch"],
+        steps=spec["steps"],
+        base_filters=spec["base_filters"],
+        device=spec["device"],
+        precision=spec["precision"],
+        channels_last=spec["channels_last"],
+        compile_model=spec["compile"],
+        warmup_steps=spec["warmup"],
+    )
+    result["framework"] = f"torch {result.pop('torch')}"
+    result["matmul_dtype"] = spec["precision"]
+    return result
+
+
+def parse_case(case: str) -> dict:
+    """``keras:mixed_bfloat16:xla`` -> its settings; raises SystemExit on an unknown name."""
+    parts = case.split(":")
+    if parts == ["cervixnet-train"]:
+        return {"kind": "keras", "precision": "float32", "xla": False}
+    keras_precisions = ("float32", "mixed_bfloat16", "mixed_float16")
+    known_keras = parts[1:2] and parts[1] in keras_precisions and parts[2:] in ([], ["xla"])
+    if parts[0] == "keras" and known_keras:
+        return {"kind": "keras", "precision": parts[1], "xla": parts[2:] == ["xla"]}
+    if parts[0] == "torch" and len(parts) >= 2 and parts[1] in ("float32", "bfloat16", "float16"):
+        flags = set(parts[2:])
+        if flags <= {"cl", "compile"}:
+            return {
+                "kind": "torch",
+                "precision": parts[1],
+                "channels_last": "cl" in flags,
+                "compile": "compile" in flags,
+            }
+    raise SystemExit(f"unknown case {case!r}; see --help for the case names")
+
+
+def run_case(spec: dict) -> dict:
+    """Runs one case in this process (called in the subprocess)."""
+    if spec["kind"] == "torch":
+        return run_torch(spec)
+    return run_keras(spec)
+
+
+def ceiling(framework: str, dtype: str, device: str) -> float | None:
+    """The matmul ceiling in FLOP/s, measured in a subprocess like the cases."""
+    size = 8192 if device == "cuda" else 2048
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import flops; "
+        f"print(json.dumps(flops.matmul_ceiling({framework!r}, {dtype!r}, {size}, {device!r})))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"matmul {framework} {dtype} failed: {result.stderr.strip().splitlines()[-1:]}")
+        return None
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    """The CPU (and GPU, when one is visible) in words."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    words = f"{cpu}, {os.cpu_count()} cores"
+    try:
+        gpu = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.strip()  # fmt: skip
+        if gpu:
+            words += f"; GPU: {gpu}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return words
+
+
+# Dense bfloat16 tensor-core peaks from NVIDIA's data sheets, in TFLOP/s (without sparsity).
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4}
+
+
+def gpu_bf16_peak() -> float | None:
+    """The data-sheet bf16 peak of the visible GPU, when it is one of ``BF16_PEAK_TFLOPS``."""
+    words = machine()
+    if "GPU:" not in words:
+        return None
+    gpu = words.split("GPU:", 1)[1]
+    for name, peak in BF16_PEAK_TFLOPS.items():  # the most specific names come first
+        if name in gpu:
+            return peak
+    return None
+
+
+def format_table(rows: list[dict]) -> str:
+    """One Markdown table: case, batch, images/s, GFLOP/s, % of the matmul ceiling."""
+    lines = [
+        "| case | batch | img/s | GFLOP/s | matmul ceiling GFLOP/s | % of ceiling |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['case']} | {row['batch']} | failed: {row['error']} | | | |")
+            continue
+        ceiling_gflops = row.get("ceiling_gflops")
+        lines.append(
+            f"| {row['case']} | {row['batch']} | {row['images_per_second']:.2f} | "
+            f"{row['gflops']:.0f} | {ceiling_gflops or 0:.0f} | "
+            f"{row.get('percent_of_ceiling', 0):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )  # fmt: skip
+    parser.add_argument("--model", choices=sorted(MODELS), default="paper")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES))
+    parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: the config's)")
+    parser.add_argument("--size", type=int, help="override the image size (testing)")
+    parser.add_argument("--base-filters", type=int, help="override the width (testing)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per case")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="for torch")
+    parser.add_argument("--case-timeout", type=float, default=None, help="seconds per case")
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--run-case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.run_case:  # inside the subprocess
+        print("RESULT " + json.dumps(run_case(json.loads(args.run_case))), flush=True)
+        return
+
+    config, size, base_filters, default_batch = MODELS[args.model]
+    size = args.size or size
+    base_filters = args.base_filters or base_filters
+    steps = args.steps or (10 if args.model == "paper" else 40)
+    parsed = {case: parse_case(case) for case in args.cases}
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    ceilings: dict[tuple[str, str], float | None] = {}
+    rows: list[dict] = []
+    print(f"{machine()}; Keras backend {backend}", flush=True)
+    for batch in args.batch or [default_batch]:
+        for case, settings in parsed.items():
+            spec = {
+                **settings,
+                "case": case,
+                "model": args.model,
+                "config": config,
+                "size": size,
+                "base_filters": base_filters,
+                "batch": batch,
+                "steps": steps,
+                "warmup": args.warmup,
+                "device": args.device,
+            }
+            started = time.perf_counter()
+            try:
+                result = subprocess.run(
+                    [sys.executable, __file__, "--run-case", json.dumps(spec)],
+                    capture_output=True, text=True, timeout=args.case_timeout,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                print(f"{case} batch {batch}: over {args.case_timeout} s, stopped", flush=True)
+                rows.append({"case": case, "batch": batch, "error": "timed out"})
+                continue
+            lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
+            row = {"case": case, "batch": batch, "size": size, "base_filters": base_filters}
+            if result.returncode != 0 or not lines:
+                tail = (result.stderr.strip().splitlines() or ["?"])[-1]
+                row["error"] = tail[:200]
+                print(f"{case} batch {batch}: failed: {tail}", flush=True)
+                rows.append(row)
+                continue
+            row.update(json.loads(lines[-1][len("RESULT ") :]))
+            row["wall_seconds"] = round(time.perf_counter() - started, 1)
+            framework = "torch" if settings["kind"] == "torch" else (
+                "tensorflow" if backend == "tensorflow" else backend
+            )  # fmt: skip
+            key = (framework, row["matmul_dtype"])
+            if key not in ceilings:
+                ceilings[key] = ceiling(framework, row["matmul_dtype"], args.device)
+            rows.append(row)
+            print(f"{case} batch {batch}: {row['images_per_second']:.2f} img/s", flush=True)
+    flops_per_image = next(
+        (r["training_flops_per_image"] for r in rows if "training_flops_per_image" in r), None
+    )
+    if flops_per_image is None:  # torch only: count the same network built in Keras
+        os.environ.setdefault("KERAS_BACKEND", backend)
+        import flops
+
+        flops_per_image = flops.training_flops_per_image(
+            _build_keras_model({"model": args.model, "size": size, "base_filters": base_filters})
+        )
+    for row in rows:
+        if "error" in row:
+            continue
+        row["gflops"] = row["images_per_second"] * flops_per_image / 1e9
+        framework = "torch" if row["case"].startswith("torch") else (
+            "tensorflow" if backend == "tensorflow" else backend
+        )  # fmt: skip
+        limit = ceilings.get((framework, row["matmul_dtype"]))
+        if limit:
+            row["ceiling_gflops"] = limit / 1e9
+            row["percent_of_ceiling"] = 100 * row["gflops"] / row["ceiling_gflops"]
+    table = format_table(rows)
+    print(f"\nJoint U-Net {size} x {size}, {base_filters} base filters, "
+          f"{flops_per_image / 1e9:.1f} GFLOP per training image\n")  # fmt: skip
+    print(table)
+    report = {
+        "machine": machine(),
+        "gpu_bf16_peak_tflops": gpu_bf16_peak(),
+        "keras_backend": backend,
+        "model": args.model,
+        "training_gflop_per_image": flops_per_image / 1e9,
+        "steps": steps,
+        "rows": rows,
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
