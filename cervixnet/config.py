@@ -139,6 +139,7 @@ class TrainingConfig:
     beta_1: float = 0.9
     beta_2: float = 0.999
     jit_compile: bool | str = False
+    precision: str = "auto"
     monitor: str = "val_loss"
     shuffle_buffer: int = 1024
 
@@ -218,6 +219,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.beta_1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "training.beta_2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "training.jit_compile": (lambda v: v in (True, False, "auto"), "true, false or auto"),
+    "training.precision": (
+        lambda v: v in ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        "auto, float32, mixed_bfloat16 or mixed_float16",
+    ),
     "training.shuffle_buffer": (lambda v: v >= 1, "an integer >= 1"),
 }
 

@@ -35,6 +35,7 @@ from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.errors import ConfigError, DataError
 from cervixnet.evaluation import predict_records, split_metrics, write_predictions
+from cervixnet.training.precision import dtype_policy, resolve_precision
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
 
@@ -67,7 +68,8 @@ def build_model(config: Config) -> keras.Model:
                 f"expected one of: {options}"
             )
     try:
-        return builder(input_shape=(height, width, config.data.channels), **kwargs)
+        with dtype_policy(resolve_precision(config.training.precision)):
+            return builder(input_shape=(height, width, config.data.channels), **kwargs)
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"model '{config.arch}': {error}") from None
 
@@ -322,6 +324,7 @@ def _environment(config: Config, source_manifest: Path) -> dict[str, Any]:
 
     return {
         "seed": config.seed,
+        "precision": resolve_precision(config.training.precision),
         "data_fingerprint": source_fingerprint(source_manifest),
         "versions": {
             "cervixnet": cervixnet.__version__,

@@ -1,0 +1,57 @@
+"""The numeric precision a run trains in: ``training.precision`` resolved for this machine.
+
+``auto`` (the default) picks what measured fastest per device (docs/performance.md):
+
+- a GPU of compute capability 8.0 or newer (A100, H100, ...): ``mixed_bfloat16``;
+- an older GPU: ``mixed_float16`` (Keras wraps the optimiser in loss scaling);
+- a CPU: ``float32``. Keras' bfloat16 path brought no gain on CPUs with bfloat16
+  instructions, and CPUs without them emulate it at a fraction of float32's speed.
+
+Under either mixed policy the layers compute in 16 bits and keep float32 weights; the two
+outputs (``mask``, ``label``) and every cervixnet loss are float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def resolve_precision(precision: str) -> str:
+    """``precision`` itself, or for ``"auto"`` the fastest policy for the first visible device.
+
+    Raises:
+        ValueError: ``precision`` is not one of ``PRECISIONS``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={precision!r}"
+        )
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
+    return "mixed_bfloat16" if capability and capability[0] >= 8 else "mixed_float16"
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Sets Keras' global dtype policy to ``name`` inside the block and restores it after.
+
+    Layers take the policy when they are created, so building a model inside the block is
+    enough; the global setting does not leak into later models.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

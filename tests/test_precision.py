@@ -1,0 +1,71 @@
+"""training.precision: resolved per device, applied to the model only, trainable in 16 bits."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cervixnet.config import load_config
+from cervixnet.errors import ConfigError
+from cervixnet.training import build_model, compile_model
+from cervixnet.training.precision import dtype_policy, resolve_precision
+
+
+def test_auto_is_float32_on_a_cpu_and_explicit_values_pass_through() -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+    assert resolve_precision("auto") == "float32"
+    for name in ("float32", "mixed_bfloat16", "mixed_float16"):
+        assert resolve_precision(name) == name
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        resolve_precision("fp16")
+
+
+def test_policy_is_restored_after_the_block() -> None:
+    before = keras.config.dtype_policy().name
+    with dtype_policy("mixed_bfloat16"):
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+
+
+def test_config_refuses_an_unknown_precision(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  precision: fp16\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"training\.precision"):
+        load_config(path)
+
+
+def _tiny_config(precision: str):
+    return load_config(None).replace(
+        {
+            "data.image_size": [32, 32],
+            "model.base_filters": 4,
+            "model.unet-joint.depth": 2,
+            "training.precision": precision,
+        }
+    )
+
+
+def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_outputs_and_trains() -> None:
+    model = build_model(_tiny_config("mixed_bfloat16"))
+    assert keras.config.dtype_policy().name == "float32"  # nothing leaked
+    assert model.get_layer("encoder1_conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("encoder1_conv1").variable_dtype == "float32"
+    assert model.get_layer("mask").compute_dtype == "float32"
+    assert model.get_layer("label").compute_dtype == "float32"
+    compile_model(model, _tiny_config("mixed_bfloat16"), positive_weight=2.0)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 32, 32, 1), dtype=np.float32)
+    y = {
+        "mask": (x > 0.5).astype("float32"),
+        "label": np.array([[0.0], [1.0], [0.0], [1.0]], dtype="float32"),
+    }
+    before = model.get_layer("encoder1_conv1").get_weights()[0].copy()
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    mask, label = model.predict(x, verbose=0)
+    assert mask.dtype == np.float32 and label.dtype == np.float32
+    assert not np.array_equal(before, model.get_layer("encoder1_conv1").get_weights()[0])
