@@ -376,7 +376,12 @@ def main() -> None:
             lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
             row = {"case": case, "batch": batch, "size": size, "base_filters": base_filters}
             if result.returncode != 0 or not lines:
-                tail = (result.stderr.strip().splitlines() or ["?"])[-1]
+                # The last line that is not TensorFlow's or XLA's logging.
+                messages = [
+                    line for line in result.stderr.strip().splitlines()
+                    if line and not (line[0] in "EWI" and line[1:5].isdigit())
+                ]  # fmt: skip
+                tail = f"exit {result.returncode}: " + (messages or ["no message"])[-1]
                 row["error"] = tail[:200]
                 print(f"{case} batch {batch}: failed: {tail}", flush=True)
                 rows.append(row)
