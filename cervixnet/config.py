@@ -127,6 +127,10 @@ class LossConfig:
     positive_weight: float | None = None
 
 
+# training.precision: Keras dtype policies, or "auto" (cervixnet.training.precision).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Optimiser and loop settings (AdamW: Adam with decoupled weight decay)."""
@@ -220,7 +224,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.beta_2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "training.jit_compile": (lambda v: v in (True, False, "auto"), "true, false or auto"),
     "training.precision": (
-        lambda v: v in ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        lambda v: v in PRECISIONS,
         "auto, float32, mixed_bfloat16 or mixed_float16",
     ),
     "training.shuffle_buffer": (lambda v: v >= 1, "an integer >= 1"),

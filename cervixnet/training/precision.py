@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import keras
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+from cervixnet.config import PRECISIONS
 
 
 def resolve_precision(precision: str) -> str:
