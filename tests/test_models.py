@@ -668,3 +668,43 @@ def test_bilinear_upsampling_initializer(kernel: int, stride: int) -> None:
 def test_bilinear_upsampling_rejects_non_square_kernel() -> None:
     with pytest.raises(ValueError, match="shape"):
         BilinearUpsampling()((4, 2, 1, 1))
+
+
+@pytest.mark.slow
+def test_every_architecture_trains_a_step_on_jax() -> None:
+    # The GPU path: cervixnet's models, losses and metrics under Keras on JAX, no TensorFlow.
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    code = """
+import sys
+import keras
+import numpy as np
+from cervixnet import losses, metrics, models
+
+rng = np.random.default_rng(0)
+x = rng.random((2, 32, 32, 1), dtype=np.float32)
+mask = (x > 0.5).astype("float32")
+label = np.array([[0.0], [1.0]], dtype="float32")
+for name in models.names():
+    model = models.get(name, input_shape=(32, 32, 1), base_filters=4)
+    joint = models.is_joint(name)
+    mask_loss = losses.BCEDiceLoss(0.5)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-3),
+        loss={"mask": mask_loss, "label": losses.WeightedBinaryCrossentropy(3.0)}
+        if joint else mask_loss,
+        metrics={"mask": [metrics.PerImageIoU()], "label": [metrics.Specificity()]}
+        if joint else [metrics.PerImageIoU()],
+    )
+    before = [w.copy() for w in model.get_weights()]
+    history = model.fit(x, {"mask": mask, "label": label} if joint else mask, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0]), name
+    changed = any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert changed, name
+assert keras.backend.backend() == "jax"
+assert "tensorflow" not in sys.modules, "tensorflow was imported"
+print("ok")
+"""
+    result = _run_python(code, "jax")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("ok")
