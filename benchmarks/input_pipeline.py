@@ -81,7 +81,6 @@ def main() -> None:
         "joint": joint,
         "training": True,
         "seed": config.seed,
-        "shuffle_buffer": config.training.shuffle_buffer,
     }
     plain = make_dataset(
         manifest, positions, augment=dataclasses.replace(config.data.augment, enabled=False),

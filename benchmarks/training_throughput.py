@@ -187,7 +187,6 @@ def _real_training_input(spec: dict):
         training=True,
         seed=config.seed,
         augment=config.data.augment,
-        shuffle_buffer=config.training.shuffle_buffer,
     )
     model = build_model(config)
     steps_per_epoch = -(-len(positions) // config.training.batch_size)

@@ -145,7 +145,6 @@ class TrainingConfig:
     jit_compile: bool | str = False
     precision: str = "auto"
     monitor: str = "val_loss"
-    shuffle_buffer: int = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +226,6 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: v in PRECISIONS,
         "auto, float32, mixed_bfloat16 or mixed_float16",
     ),
-    "training.shuffle_buffer": (lambda v: v >= 1, "an integer >= 1"),
 }
 
 
@@ -267,8 +265,10 @@ def load_config(
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Writes the fully resolved configuration as YAML."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Writes the fully resolved configuration as YAML (atomically: the old file or the new)."""
+    from cervixnet.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def from_dict(values: Mapping[str, Any], source: str = "config") -> Config:

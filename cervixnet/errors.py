@@ -15,6 +15,10 @@ class DataError(CervixnetError, ValueError):
     """A data set is invalid; the message names the file, row and column."""
 
 
+class TrainingError(CervixnetError, RuntimeError):
+    """Training could not go on (e.g. the loss became NaN); the message says what was kept."""
+
+
 def check_output_folder(path: str | Path) -> Path:
     """Returns ``path`` if it is free to write into: absent, or an empty folder.
 

@@ -23,6 +23,7 @@ from cervixnet import metrics as cx_metrics
 from cervixnet.config import AugmentConfig
 from cervixnet.data.manifest import Manifest
 from cervixnet.data.pipeline import make_dataset
+from cervixnet.fileio import atomic_path
 
 
 def predict_records(
@@ -131,8 +132,8 @@ def write_predictions(
     ``per_split`` maps a split name to ``(indices, predictions, copies)``; ``copies`` flags
     augmented copies, written in the ``augmented_copy`` column (1 for a copy).
     """
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
         writer.writerow(
             [
                 "split",

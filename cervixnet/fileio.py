@@ -24,13 +24,14 @@ _TEMPORARY_PREFIX = ".tmp-"
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; renamed over ``path`` once the block succeeds.
 
-    The temporary file keeps the target's suffix (Keras and h5py choose formats by suffix).
+    The temporary file's name ends with the target's (Keras chooses formats by suffix, e.g.
+    ``.keras`` or ``.weights.h5``).
     If the block raises, the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(
-        prefix=f"{_TEMPORARY_PREFIX}{path.stem}-", suffix=path.suffix, dir=path.parent
+        prefix=_TEMPORARY_PREFIX, suffix=f"-{path.name}", dir=path.parent
     )
     os.close(descriptor)
     temporary = Path(temporary)

@@ -42,6 +42,7 @@ from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits
 from cervixnet.errors import ConfigError, DataError
 from cervixnet.evaluation import predict_records
+from cervixnet.fileio import atomic_write_text
 
 EVALUATED_SPLITS = (*SPLIT_NAMES, "all")
 OPERATING_POINT_NAME = "operating_point.json"
@@ -129,7 +130,7 @@ def threshold_from_predictions(
 def save_operating_point(path: str | Path, choice: analysis.ThresholdChoice) -> None:
     """Writes ``operating_point.json``: threshold, rule, target and what it reached on val."""
     payload = {**dataclasses.asdict(choice), "chosen_on": "val"}
-    Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def load_operating_point(path: str | Path) -> analysis.ThresholdChoice | None:

@@ -98,10 +98,28 @@ def main() -> None:
     default=None,
     help="Reuse the split of a splits.json (from a run or data prepare).",
 )
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Continue the interrupted run in this folder from its last completed epoch, with "
+    "its own config and split; it ends as if it had never stopped.",
+)
 @_cache_dir_option()
 @_user_errors
 def train(
-    arch, config_path, data, out, epochs, batch_size, seed, folds, splits_file, cache_dir
+    arch,
+    config_path,
+    data,
+    out,
+    epochs,
+    batch_size,
+    seed,
+    folds,
+    splits_file,
+    resume_dir,
+    cache_dir,
 ) -> None:
     """Train a network and write a run folder.
 
@@ -112,7 +130,38 @@ def train(
     predictions.csv. The figures of the best model are printed at the end. With --folds K,
     OUT holds fold-1 ... fold-K run folders, summary.csv and summary.json, and the test
     figures of every fold with their mean ± std are printed.
+
+    The run folder's checkpoint/ holds the state after every epoch: if a run is killed,
+    `cervixnet train --resume RUN_DIR` continues it with the same weights, optimiser state,
+    learning-rate schedule, data order and augmentation.
     """
+    from cervixnet.evaluation import format_table
+    from cervixnet.training import cross_validate, format_summary, resume_training
+    from cervixnet.training import train as run_training
+
+    if resume_dir is not None:
+        given = {
+            "--arch": arch,
+            "--config": config_path,
+            "--data": data,
+            "--out": out,
+            "--epochs": epochs,
+            "--batch-size": batch_size,
+            "--seed": seed,
+            "--folds": folds,
+            "--splits": splits_file,
+        }
+        clashing = [name for name, value in given.items() if value is not None]
+        if clashing:
+            raise click.UsageError(
+                f"--resume continues a run with its own settings; drop {', '.join(clashing)}"
+            )
+        result = resume_training(resume_dir, cache_root=cache_dir, echo=click.echo)
+        click.echo("")
+        click.echo(format_table(result.metrics["splits"]))
+        click.echo(f"\nRun folder: {result.run_dir}  ({result.seconds / 60:.1f} min)")
+        return
+
     from cervixnet.config import load_config
 
     config = load_config(
@@ -129,10 +178,6 @@ def train(
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{config.arch}{'-cv' if folds else ''}-{stamp}"
-    from cervixnet.evaluation import format_table
-    from cervixnet.training import cross_validate, format_summary
-    from cervixnet.training import train as run_training
-
     if folds is not None:
         outcome = cross_validate(config, out, folds, cache_root=cache_dir, echo=click.echo)
         click.echo(f"\nTest figures of {folds}-fold cross-validation:")

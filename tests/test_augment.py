@@ -4,13 +4,14 @@ import dataclasses
 from pathlib import Path
 
 import cv2
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from cervixnet.config import AugmentConfig
 from cervixnet.data.manifest import read_manifest
-from cervixnet.data.pipeline import build_augmenter, make_dataset
+from cervixnet.data.pipeline import build_augmenter, make_dataset, rotate
 
 SIZE = 32
 NO_INTENSITY = {"brightness": 0.0, "contrast": 0.0, "noise_std": 0.0}
@@ -32,10 +33,14 @@ def _shapes(n: int = 4) -> np.ndarray:
     return masks
 
 
+def _key(seed: int) -> tf.Tensor:
+    return tf.constant([seed, 0], tf.int64)
+
+
 def _run(config: AugmentConfig, images: np.ndarray, masks: np.ndarray, seed: int = 0):
-    augment = build_augmenter(config, seed)
+    augment = build_augmenter(config)
     assert augment is not None
-    new_images, new_masks = augment(tf.constant(images), tf.constant(masks))
+    new_images, new_masks = augment(tf.constant(images), tf.constant(masks), _key(seed))
     assert new_images.shape == images.shape and new_masks.shape == masks.shape
     return new_images.numpy(), new_masks.numpy()
 
@@ -160,50 +165,77 @@ def test_same_seed_same_output_other_seed_other_output():
     images = rng.random((4, SIZE, SIZE, 1), dtype=np.float32)
     masks = _shapes()
 
-    def sequence(seed: int, tf_seed: int) -> list[np.ndarray]:
+    def outputs(seed: int, tf_seed: int) -> list[np.ndarray]:
         tf.random.set_seed(tf_seed)  # TensorFlow's global seed must not matter
-        augment = build_augmenter(AugmentConfig(), seed)
-        out = []
-        for _ in range(2):  # successive batches differ, but repeat from the seed
-            new_images, new_masks = augment(tf.constant(images), tf.constant(masks))
-            out += [new_images.numpy(), new_masks.numpy()]
-        return out
+        augment = build_augmenter(AugmentConfig())
+        augment(tf.constant(images), tf.constant(masks), _key(99))  # nor what ran before
+        new_images, new_masks = augment(tf.constant(images), tf.constant(masks), _key(seed))
+        return [new_images.numpy(), new_masks.numpy()]
 
     try:
-        first, again, other = sequence(7, 1), sequence(7, 2), sequence(8, 1)
+        first, again, other = outputs(7, 1), outputs(7, 2), outputs(8, 1)
     finally:
         tf.random.set_seed(None)
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(first[0], first[2])  # the second batch got new draws
     assert not np.array_equal(first[0], other[0])
     assert not np.array_equal(first[1], other[1])
 
 
+def test_rotation_is_keras_random_rotation_for_the_same_angle():
+    rng = np.random.default_rng(2)
+    images = tf.constant(rng.random((3, 20, 24, 1), dtype=np.float32))
+    layer = keras.layers.RandomRotation(0.1, fill_mode="constant")
+    transformation = layer.get_random_transformation(images, training=True, seed=5)
+    expected = layer.transform_images(images, transformation)
+    angle = tf.constant(transformation["angle"])
+    np.testing.assert_allclose(rotate(images, angle, "BILINEAR"), expected, atol=1e-6)
+    assert float(tf.reduce_max(tf.abs(images - expected))) > 0.1  # it did rotate
+
+
+def _batches(manifest, seed: int, **kwargs) -> list[np.ndarray]:
+    kwargs.setdefault("augment", AugmentConfig())
+    dataset = make_dataset(
+        manifest,
+        range(8),
+        image_size=(SIZE, SIZE),
+        batch_size=3,
+        training=True,
+        seed=seed,
+        **kwargs,
+    )
+    return [t.numpy() for images, (masks, _), _ in dataset for t in (images, masks)]
+
+
 def test_training_dataset_repeats_for_a_seed(tiny_dataset: Path):
     manifest = read_manifest(tiny_dataset)
-
-    def batches(seed: int) -> list[np.ndarray]:
-        dataset = make_dataset(
-            manifest,
-            range(8),
-            image_size=(SIZE, SIZE),
-            batch_size=4,
-            training=True,
-            augment=AugmentConfig(),
-            seed=seed,
-        )
-        return [t.numpy() for images, (masks, _), _ in dataset for t in (images, masks)]
-
-    first, again, other = batches(3), batches(3), batches(4)
+    first, again, other = _batches(manifest, 3), _batches(manifest, 3), _batches(manifest, 4)
+    assert len(first) == 2 * 3  # one epoch: ceil(8 / 3) batches of images and masks
     for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], other[0])
 
 
+def test_a_resumed_epoch_sees_the_batches_of_the_uninterrupted_run(tiny_dataset: Path):
+    manifest = read_manifest(tiny_dataset)
+    whole = _batches(manifest, 3, epochs=3)
+    assert len(whole) == 3 * 2 * 3
+    resumed = _batches(manifest, 3, epochs=2, first_epoch=1)
+    for a, b in zip(whole[6:], resumed, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(whole[0], whole[6])  # each epoch has its own draws
+
+    # ... and its own order, in which every image comes once.
+    plain = _batches(manifest, 3, epochs=2, augment=AugmentConfig(enabled=False))
+    sums = [np.concatenate([b.sum(axis=(1, 2, 3)) for b in plain[k : k + 6 : 2]]) for k in (0, 6)]
+    np.testing.assert_allclose(sorted(sums[0]), sorted(sums[1]), rtol=1e-6)
+    assert len(set(np.round(sums[0], 3))) == 8
+    assert not np.allclose(sums[0], sums[1])
+
+
 def test_disabled_and_invalid_settings():
-    assert build_augmenter(AugmentConfig(enabled=False), seed=0) is None
+    assert build_augmenter(AugmentConfig(enabled=False)) is None
     with pytest.raises(ValueError, match="Received: 'poisson'"):
-        build_augmenter(AugmentConfig(noise="poisson"), seed=0)
+        build_augmenter(AugmentConfig(noise="poisson"))
     with pytest.raises(ValueError, match=r"Received: 1\.0"):
-        build_augmenter(AugmentConfig(crop=1.0), seed=0)
+        build_augmenter(AugmentConfig(crop=1.0))

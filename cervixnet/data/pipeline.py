@@ -1,4 +1,4 @@
-"""tf.data input: decode, convert, resize, cache, shuffle, augment, batch, prefetch.
+"""tf.data input: shuffle, decode, convert, resize, augment, batch, prefetch.
 
 Each element is ``(image, targets, sample_weights)``:
 
@@ -20,13 +20,16 @@ stays binary); brightness, contrast and Gaussian or speckle noise change the ima
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
-import keras
 import tensorflow as tf
 
 from cervixnet.config import AugmentConfig
 from cervixnet.data.manifest import Manifest
+
+# Independent random streams derived from the run's seed.
+_TRAINING_STREAM, _COPIES_STREAM = 0, 1
 
 
 def decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
@@ -62,30 +65,30 @@ def decode_mask(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
 
 
 def build_augmenter(
-    config: AugmentConfig, seed: int
-) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None:
-    """Returns ``fn(images, masks) -> (images, masks)`` for batches, or ``None`` if disabled.
+    config: AugmentConfig,
+) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None:
+    """Returns ``fn(images, masks, seed) -> (images, masks)`` for batches, or ``None`` if disabled.
 
     ``images`` are float32 ``(batch, H, W, C)`` in [0, 1], ``masks`` float32 ``(batch, H, W, 1)``
     in {0, 1}; both come back with the same shapes, each image with its own random draws:
 
     - rotation by an angle in ``[-rotation_degrees, +rotation_degrees]`` (default 15) about
-      the centre, corners filled with 0 (``keras.layers.RandomRotation``);
+      the centre, corners filled with 0 (the transform of ``keras.layers.RandomRotation``);
     - crop-and-resize: a window of side ``s * H`` by ``s * W``, ``s`` uniform in
       ``[1 - crop, 1]`` (default crop 0.1; one ``s`` for both sides, so the aspect ratio is
       kept) at a uniform random position inside the image, resized back to ``(H, W)``
       (``tf.image.crop_and_resize``); it only zooms in, never pads;
     - brightness shift in ``[-brightness, +brightness]`` and contrast factor in
-      ``[1 - contrast, 1 + contrast]`` (defaults 0.1; ``keras.layers.RandomBrightness``,
-      ``keras.layers.RandomContrast``);
+      ``[1 - contrast, 1 + contrast]`` about each image's mean (defaults 0.1; the transforms
+      of ``keras.layers.RandomBrightness`` and ``keras.layers.RandomContrast``);
     - noise ``n ~ N(0, noise_std)`` per pixel (default 0.02): ``"gaussian"`` adds it,
       ``"speckle"`` multiplies, ``image * (1 + n)``; then the image is clipped to [0, 1].
 
     The geometric transforms (rotation, crop) move the mask with the image, the mask by
     nearest neighbour so it stays binary; the intensity ones touch the image only. A value of
-    0 turns a transform off. Every random draw comes from a generator seeded from ``seed``,
-    so two augmenters built with the same seed give the same sequence of outputs, whatever
-    TensorFlow's global seed.
+    0 turns a transform off. Every draw is stateless: ``seed`` (int64, shape ``(2,)``) alone
+    decides the output, whatever TensorFlow's global seed and whatever ran before, which is
+    what lets an interrupted run resume with exactly the augmentation it would have had.
     """
     if not config.enabled:
         return None
@@ -95,61 +98,87 @@ def build_augmenter(
         )
     if not 0 <= config.crop < 1:
         raise ValueError(f"augment.crop must be a fraction in [0, 1). Received: {config.crop!r}")
-    layers = keras.layers
-    rotate = None
-    if config.rotation_degrees > 0:
-        rotate = layers.RandomRotation(
-            config.rotation_degrees / 360.0, fill_mode="constant", seed=seed, name="aug_rotate"
-        )
-    # Not keras.layers.RandomZoom: it zooms about the centre only (no random window position).
-    # Not keras_cv's RandomCropAndResize: it draws the crop area with an op-seeded
-    # tf.random.uniform, so its output depends on TensorFlow's global seed and on how it is
-    # traced, and it needs the image size when built.
-    crop_rng = tf.random.Generator.from_seed(seed + 1) if config.crop > 0 else None
-    intensity = []
-    if config.brightness > 0:
-        intensity.append(
-            layers.RandomBrightness(
-                config.brightness, value_range=(0.0, 1.0), seed=seed + 2, name="aug_brightness"
-            )
-        )
-    if config.contrast > 0:
-        intensity.append(
-            layers.RandomContrast(
-                config.contrast, value_range=(0.0, 1.0), seed=seed + 3, name="aug_contrast"
-            )
-        )
-    noise_rng = tf.random.Generator.from_seed(seed + 4) if config.noise_std > 0 else None
     speckle = config.noise == "speckle"
 
-    def crop_and_resize(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        batch = tf.shape(images)[0]
-        # Boxes in normalised [y1, x1, y2, x2]: side s, corner uniform in [0, 1 - s].
-        side = crop_rng.uniform((batch, 1), 1.0 - config.crop, 1.0)
-        corner = crop_rng.uniform((batch, 2)) * (1.0 - side)
-        boxes = tf.concat([corner, corner + side], axis=1)
-        index = tf.range(batch)
-        size = tf.shape(images)[1:3]
-        images = tf.image.crop_and_resize(images, boxes, index, size, method="bilinear")
-        masks = tf.image.crop_and_resize(masks, boxes, index, size, method="nearest")
-        return images, masks
-
-    def augment(images: tf.Tensor, masks: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def augment(
+        images: tf.Tensor, masks: tf.Tensor, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         shape, mask_shape = images.shape, masks.shape
-        if rotate is not None:
-            out = rotate({"images": images, "segmentation_masks": masks}, training=True)
-            images, masks = out["images"], out["segmentation_masks"]
-        if crop_rng is not None:
-            images, masks = crop_and_resize(images, masks)
-        for layer in intensity:
-            images = layer(images, training=True)
-        if noise_rng is not None:
-            noise = noise_rng.normal(tf.shape(images), stddev=config.noise_std)
+        rotation_key, crop_key, brightness_key, contrast_key, noise_key = tf.unstack(
+            tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
+        )
+        batch = tf.shape(images)[0]
+        if config.rotation_degrees > 0:
+            degrees = float(config.rotation_degrees)
+            angle = tf.random.stateless_uniform((batch,), rotation_key, -degrees, degrees)
+            images = rotate(images, angle, "BILINEAR")
+            masks = rotate(masks, angle, "NEAREST")
+        if config.crop > 0:
+            # Boxes in normalised [y1, x1, y2, x2]: side s, corner uniform in [0, 1 - s].
+            side_key, corner_key = tf.unstack(tf.random.experimental.stateless_split(crop_key))
+            side = tf.random.stateless_uniform((batch, 1), side_key, 1.0 - config.crop, 1.0)
+            corner = tf.random.stateless_uniform((batch, 2), corner_key) * (1.0 - side)
+            boxes = tf.concat([corner, corner + side], axis=1)
+            index = tf.range(batch)
+            size = tf.shape(images)[1:3]
+            images = tf.image.crop_and_resize(images, boxes, index, size, method="bilinear")
+            masks = tf.image.crop_and_resize(masks, boxes, index, size, method="nearest")
+        per_image = (batch, 1, 1, 1)
+        if config.brightness > 0:
+            shift = tf.random.stateless_uniform(
+                per_image, brightness_key, -config.brightness, config.brightness
+            )
+            images = tf.clip_by_value(images + shift, 0.0, 1.0)
+        if config.contrast > 0:
+            factor = tf.random.stateless_uniform(
+                per_image, contrast_key, 1.0 - config.contrast, 1.0 + config.contrast
+            )
+            mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
+            images = tf.clip_by_value((images - mean) * factor + mean, 0.0, 1.0)
+        if config.noise_std > 0:
+            noise = tf.random.stateless_normal(tf.shape(images), noise_key, stddev=config.noise_std)
             images = images * (1.0 + noise) if speckle else images + noise
         images = tf.clip_by_value(images, 0.0, 1.0)
         return tf.ensure_shape(images, shape), tf.ensure_shape(masks, mask_shape)
 
     return augment
+
+
+def rotate(images: tf.Tensor, degrees: tf.Tensor, interpolation: str) -> tf.Tensor:
+    """Rotates each image of ``(batch, H, W, C)`` by ``degrees`` ``(batch,)`` about its centre.
+
+    The same transform as ``keras.layers.RandomRotation`` for a given angle, corners filled
+    with 0; ``interpolation`` is ``"BILINEAR"`` or
+    ``"NEAREST"`` (masks).
+    """
+    angle = degrees * (math.pi / 180.0)
+    size = tf.shape(images)[1:3]
+    cy = (tf.cast(size[0], tf.float32) - 1.0) / 2.0
+    cx = (tf.cast(size[1], tf.float32) - 1.0) / 2.0
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    zeros = tf.zeros_like(angle)
+    # Output pixel (x, y) samples the input at (a0 x + a1 y + a2, b0 x + b1 y + b2).
+    transforms = tf.stack(
+        [
+            cos,
+            -sin,
+            cx - cx * cos + cy * sin,
+            sin,
+            cos,
+            cy - cx * sin - cy * cos,
+            zeros,
+            zeros,
+        ],
+        axis=1,
+    )
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=size,
+        fill_value=0.0,
+        interpolation=interpolation,
+        fill_mode="CONSTANT",
+    )
 
 
 def make_dataset(
@@ -163,8 +192,9 @@ def make_dataset(
     training: bool = False,
     augment: AugmentConfig | None = None,
     seed: int = 0,
-    shuffle_buffer: int = 1024,
     copies: Sequence[bool] | None = None,
+    epochs: int = 1,
+    first_epoch: int = 0,
 ) -> tf.data.Dataset:
     """Builds the input pipeline for the records at ``indices`` of ``manifest``.
 
@@ -178,11 +208,16 @@ def make_dataset(
         training: shuffle every epoch and augment.
         augment: augmentation settings used when ``training``; ``None`` disables it.
         seed: seeds shuffling and augmentation.
-        shuffle_buffer: shuffle buffer size in images.
         copies: when not ``training``, flags per index the augmented copies of the paper's
             balanced evaluation (``cervixnet.data.balance``): they get ``augment``'s
             transforms once, with ``seed``, and the result is cached so that every pass
             sees the same images; the other images stay as they are.
+        epochs: when ``training``, how many epochs the dataset holds, one after the other
+            (``ceil(len(indices) / batch_size)`` batches each): pass the run's epochs and
+            ``steps_per_epoch`` to ``fit``.
+        first_epoch: when ``training``, the number of the first of them (0-based). The order
+            and augmentation of epoch ``e`` depend on ``seed`` and ``e`` only, so a run
+            resumed at epoch ``e`` sees exactly the batches the uninterrupted run saw.
     """
     records = [manifest.records[i] for i in indices]
     if not records:
@@ -202,7 +237,6 @@ def make_dataset(
             f"{len(records)} indices"
         )
     augment_copies = not training and augment is not None and any(columns["is_copy"])
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
 
     def load(row):
         image = preprocess_image(tf.io.read_file(row["image"]), image_size, channels)
@@ -213,23 +247,17 @@ def make_dataset(
         )
         return image, mask, row
 
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
-    if training:
-        dataset = dataset.shuffle(
-            min(shuffle_buffer, len(records)), seed=seed, reshuffle_each_iteration=True
-        )
-    dataset = dataset.batch(batch_size)
     augmenter = None
     if training and augment is not None:
-        augmenter = build_augmenter(augment, seed)
+        augmenter = build_augmenter(augment)
     elif augment_copies:  # a copy is augmented even when training augmentation is off
-        augmenter = build_augmenter(dataclasses.replace(augment, enabled=True), seed)
+        augmenter = build_augmenter(dataclasses.replace(augment, enabled=True))
 
-    def to_targets(images, masks, row):
+    def to_targets(images, masks, row, key):
         if augmenter is not None and training:
-            images, masks = augmenter(images, masks)
+            images, masks = augmenter(images, masks, key)
         elif augmenter is not None:
-            new_images, new_masks = augmenter(images, masks)
+            new_images, new_masks = augmenter(images, masks, key)
             chosen = row["is_copy"][:, None, None, None] > 0
             images = tf.where(chosen, new_images, images)
             masks = tf.where(chosen, new_masks, masks)
@@ -241,8 +269,53 @@ def make_dataset(
         weights = (row["has_mask"], row["has_label"])
         return images, targets, weights
 
-    # Sequential on purpose: random augmentation stays in a repeatable order.
-    dataset = dataset.map(to_targets)
-    if augment_copies:
-        dataset = dataset.cache()  # the copies are drawn once and then fixed
+    def batches(elements: tf.data.Dataset, key: tf.Tensor) -> tf.data.Dataset:
+        """Batches ``elements``; batch ``i`` is augmented with a seed from ``key`` and ``i``."""
+
+        def one_batch(index, element):
+            images, masks, row = element
+            return to_targets(images, masks, row, _fold_in(key, index))
+
+        # Every draw is stateless, so batches can be made in parallel in a fixed order.
+        return (
+            elements.batch(batch_size)
+            .enumerate()
+            .map(one_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        )
+
+    if training:
+        if epochs < 1 or first_epoch < 0:
+            raise ValueError(
+                "make_dataset needs epochs >= 1 and first_epoch >= 0. "
+                f"Received: epochs={epochs}, first_epoch={first_epoch}"
+            )
+        table = {name: tf.constant(values) for name, values in columns.items()}
+        run_key = tf.constant([seed, _TRAINING_STREAM], tf.int64)
+
+        def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+            order_key, batch_key = tf.unstack(
+                tf.random.experimental.stateless_split(_fold_in(run_key, epoch))
+            )
+            # A full shuffle: a permutation of every record, drawn from the epoch's key.
+            order = tf.argsort(tf.random.stateless_uniform((len(records),), order_key))
+            rows = tf.data.Dataset.from_tensor_slices(
+                {name: tf.gather(values, order) for name, values in table.items()}
+            )
+            loaded = rows.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return batches(loaded, batch_key)
+
+        # Decoded anew each epoch (prepared images are small, at the network's size), so that
+        # no epoch depends on another's iterator state and memory stays flat.
+        dataset = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices(columns)
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        dataset = batches(dataset, tf.constant([seed, _COPIES_STREAM], tf.int64))
+        if augment_copies:
+            dataset = dataset.cache()  # the copies are drawn once and then fixed
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _fold_in(key: tf.Tensor, data: tf.Tensor | int) -> tf.Tensor:
+    """A new stateless seed (int64, shape ``(2,)``) from ``key`` and the integer ``data``."""
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(data, tf.int64))

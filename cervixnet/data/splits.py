@@ -20,6 +20,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from cervixnet.data.manifest import Manifest
 from cervixnet.errors import DataError
+from cervixnet.fileio import atomic_write_text
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -69,7 +70,7 @@ class Splits:
                 "n_preterm": sum(r.label == 1 for r in records),
                 "images": [str(r.image.relative_to(manifest.root)) for r in records],
             }
-        Path(path).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        atomic_write_text(path, json.dumps(payload, indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> Splits:

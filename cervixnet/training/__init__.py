@@ -12,7 +12,14 @@ from cervixnet.training.cross_validation import (
     format_summary,
     summarize_folds,
 )
-from cervixnet.training.train import RUN_FILES, TrainResult, build_model, compile_model, train
+from cervixnet.training.train import (
+    RUN_FILES,
+    TrainResult,
+    build_model,
+    compile_model,
+    resume_training,
+    train,
+)
 
 __all__ = [
     "RUN_FILES",
@@ -26,6 +33,7 @@ __all__ = [
     "cross_validate",
     "format_comparison",
     "format_summary",
+    "resume_training",
     "summarize_folds",
     "train",
 ]

@@ -6,17 +6,22 @@ The run folder holds:
 - ``splits.json``: patients and images per split;
 - ``model.keras``: the best epoch by ``training.monitor`` (reloads with ``import cervixnet``);
 - ``history.csv``: one row per epoch (losses and metrics, train and val);
+- ``checkpoint/``, while the run is going: the state after the last completed epoch, from
+  which ``resume=True`` continues a killed run exactly (``cervixnet.training.checkpoint``);
 - ``logs/``: TensorBoard event files;
 - ``metrics.json`` and ``predictions.csv``: per-split figures and per-image results of the
   best model.
+
+Every file but TensorBoard's append-only event files is written atomically (a temporary file
+renamed over the old one), so a kill at any moment leaves whole files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -33,8 +38,17 @@ from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.pipeline import make_dataset
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
-from cervixnet.errors import ConfigError, DataError
+from cervixnet.errors import ConfigError, DataError, TrainingError
 from cervixnet.evaluation import predict_records, split_metrics, write_predictions
+from cervixnet.fileio import atomic_write_json, check_writable, remove_temporaries
+from cervixnet.training.checkpoint import (
+    CHECKPOINT_DIR,
+    RunCheckpoint,
+    TrainingState,
+    load_state,
+    restore,
+    write_history,
+)
 from cervixnet.training.precision import dtype_policy, resolve_precision
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
@@ -133,6 +147,7 @@ def train(
     verbose: int | str = "auto",
     echo: Callable[[str], None] = print,
     splits: Splits | None = None,
+    resume: bool = False,
 ) -> TrainResult:
     """Trains ``config.arch`` and writes a run folder (see the module docstring).
 
@@ -146,12 +161,16 @@ def train(
         echo: receives one-line progress messages.
         splits: the patients of each set; default: ``data.splits_file`` if given, else a
             new split by ``data.split`` and ``seed``.
+        resume: continue the interrupted run in ``run_dir`` from its last completed epoch
+            (``config`` and ``splits`` must be the run's own: see ``resume_training``).
 
     Raises:
-        ConfigError, DataError: invalid configuration or data, before any training.
+        ConfigError, DataError: invalid configuration or data, or an output folder that
+            cannot be written, before any training.
+        TrainingError: the loss became NaN or infinite; the last good checkpoint is kept.
     """
     started = time.perf_counter()
-    run_dir = _check_run_dir(run_dir)
+    run_dir = _check_run_dir(run_dir, resume)
     keras.utils.set_random_seed(config.seed)
 
     source_path = resolve_data(config, cache_root)
@@ -165,10 +184,16 @@ def train(
     _check_trainable(manifest, indices, joint)
 
     model = build_model(config)
-    # Only now, with configuration and data checked, does the run folder appear.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    splits.save(run_dir / "splits.json", manifest)
+    fingerprint = _fingerprint(source_path)
+    state = _resumed_state(run_dir, fingerprint, echo) if resume else None
+    if state is None:
+        # Only now, with configuration and data checked, does the run folder appear.
+        check_writable(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        splits.save(run_dir / "splits.json", manifest)
+        state = TrainingState(data_fingerprint=fingerprint)
+        state.save(run_dir)
     train_positions, _ = _balanced(
         config, manifest, indices["train"], config.data.balance.train_preterm_fraction
     )
@@ -186,11 +211,14 @@ def train(
         )
     steps_per_epoch = math.ceil(len(train_positions) / config.training.batch_size)
     compile_model(model, config, positive_weight or 1.0, steps_per_epoch)
+    restore(model, run_dir, state)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
     added = len(train_positions) - len(indices["train"])
+    done = state.epochs_done
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
         f"for {config.training.epochs} epochs"
+        + (f" (resumed after epoch {done})" if done else "")
         + (f"; {added} augmented copies balance the training split" if added else "")
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
     )
@@ -202,12 +230,14 @@ def train(
         "joint": joint,
         "seed": config.seed,
     }
+    epochs_left = config.training.epochs - done
     train_data = make_dataset(
         manifest,
         train_positions,
         training=True,
         augment=config.data.augment,
-        shuffle_buffer=config.training.shuffle_buffer,
+        epochs=max(1, epochs_left),
+        first_epoch=done,
         **common,
     )
     val_positions, val_copies = evaluated["val"]
@@ -217,27 +247,43 @@ def train(
             manifest, val_positions, copies=val_copies, augment=config.data.augment, **common
         )
     monitor = config.training.monitor if val_data is not None else "loss"
+    checkpoint = RunCheckpoint(run_dir, monitor, state)
     callbacks = [
-        keras.callbacks.ModelCheckpoint(
-            run_dir / "model.keras",
-            monitor=monitor,
-            mode="min" if "loss" in monitor else "max",
-            save_best_only=True,
-        ),
-        keras.callbacks.CSVLogger(run_dir / "history.csv"),
+        checkpoint,
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
-        keras.callbacks.TerminateOnNaN(),
     ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    history = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.training.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles, with the run's seed
-        verbose=verbose,
-    )
+    write_history(run_dir / "history.csv", state.history)
+    if epochs_left > 0:
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            initial_epoch=done,
+            epochs=config.training.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the tf.data pipeline shuffles, with the run's seed
+            verbose=verbose,
+        )
+    if checkpoint.diverged is not None:
+        epoch, batch, value = checkpoint.diverged
+        kept = (
+            f"the checkpoint of epoch {state.epochs_done} is kept"
+            if state.epochs_done
+            else "no epoch completed, so no checkpoint was kept"
+        )
+        raise TrainingError(
+            f"training stopped: the loss became {value} at epoch {epoch + 1}, batch {batch + 1}; "
+            f"{kept} in {run_dir}. Lower training.learning_rate or check the data, then "
+            "train again"
+        )
+    if not (run_dir / "model.keras").exists():
+        raise TrainingError(
+            f"training ended without a finite '{monitor}' to choose the best epoch by; "
+            f"no model.keras was written in {run_dir}"
+        )
+    history = state.history
 
     best = keras.models.load_model(run_dir / "model.keras")
     risk = _float_column(manifest, "risk")
@@ -268,28 +314,92 @@ def train(
         "arch": config.arch,
         "parameters": int(best.count_params()),
         "epochs": config.training.epochs,
-        "best_epoch": _best_epoch(history.history, monitor),
+        "best_epoch": state.best_epoch,
         "evaluation": config.data.balance.eval,
         "prepared_data": str(manifest.root),
-        "reproducibility": _environment(config, source_path),
+        "reproducibility": _environment(config, fingerprint),
         "seconds": round(seconds, 1),
         "splits": figures,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return TrainResult(run_dir, summary, dict(history.history), seconds)
+    atomic_write_json(run_dir / "metrics.json", summary)
+    # The run is complete: the state it could have resumed from is no longer needed.
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return TrainResult(run_dir, summary, dict(history), seconds)
 
 
-def _check_run_dir(run_dir: str | Path) -> Path:
+def resume_training(
+    run_dir: str | Path,
+    *,
+    cache_root: str | Path | None = None,
+    verbose: int | str = "auto",
+    echo: Callable[[str], None] = print,
+) -> TrainResult:
+    """Continues the interrupted run in ``run_dir`` from its last completed epoch.
+
+    The run's own ``config.yaml`` and ``splits.json`` are used, the model and optimiser
+    state (learning-rate schedule included) come from ``checkpoint/``, and the data order and
+    augmentation of each remaining epoch are those of the uninterrupted run, so the run ends
+    as if it had never stopped. A run whose training finished is only evaluated again.
+
+    Raises:
+        ConfigError: ``run_dir`` holds no run, or a finished one (``metrics.json``).
+        DataError: the data changed since the run started.
+    """
+    from cervixnet.config import load_config
+
     run_dir = Path(run_dir)
+    for name in ("config.yaml", "splits.json"):
+        if not (run_dir / name).is_file():
+            raise ConfigError(f"--resume {run_dir}: no {name}, so no run to resume there")
+    config = load_config(run_dir / "config.yaml")
+    splits = Splits.load(run_dir / "splits.json")
+    return train(
+        config,
+        run_dir,
+        cache_root=cache_root,
+        verbose=verbose,
+        echo=echo,
+        splits=splits,
+        resume=True,
+    )
+
+
+def _check_run_dir(run_dir: str | Path, resume: bool = False) -> Path:
+    run_dir = Path(run_dir)
+    flag = "--resume" if resume else "--out"
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir}: exists and is not a folder")
+        raise ConfigError(f"{flag} {run_dir}: exists and is not a folder")
+    if resume:
+        if (run_dir / "metrics.json").exists():
+            raise ConfigError(
+                f"--resume {run_dir}: the run is complete (metrics.json); nothing to resume"
+            )
+        check_writable(run_dir, flag)
+        return run_dir
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     if existing:
         raise ConfigError(
             f"--out {run_dir}: already holds a run ({', '.join(existing)}); "
-            "choose a new folder so that no earlier result is overwritten"
+            "choose a new folder so that no earlier result is overwritten, "
+            "or continue an interrupted run with --resume"
         )
+    check_writable(run_dir)
     return run_dir
+
+
+def _resumed_state(run_dir: Path, fingerprint: str, echo: Callable[[str], None]) -> TrainingState:
+    """The saved state of the run in ``run_dir``, after removing half-written files."""
+    left = remove_temporaries(run_dir) + remove_temporaries(run_dir / CHECKPOINT_DIR)
+    if left:
+        echo(f"Removed {len(left)} half-written file(s) of the interrupted run")
+    state = load_state(run_dir) or TrainingState(data_fingerprint=fingerprint)
+    if state.data_fingerprint not in (None, fingerprint):
+        raise DataError(
+            f"--resume {run_dir}: the data changed since the run started (fingerprint "
+            f"{state.data_fingerprint}, now {fingerprint}); start a new run instead"
+        )
+    state.data_fingerprint = fingerprint
+    return state
 
 
 def _make_splits(config: Config, manifest: Manifest) -> Splits:
@@ -313,19 +423,24 @@ def _check_trainable(manifest: Manifest, indices: dict[str, list[int]], joint: b
             )
 
 
-def _environment(config: Config, source_manifest: Path) -> dict[str, Any]:
+def _fingerprint(source_manifest: Path) -> str:
+    from cervixnet.data.prepare import source_fingerprint
+
+    return source_fingerprint(source_manifest)
+
+
+def _environment(config: Config, fingerprint: str) -> dict[str, Any]:
     """What a repeat of the run needs besides ``config.yaml``: seed, versions, data fingerprint."""
     import platform
 
     import tensorflow as tf
 
     import cervixnet
-    from cervixnet.data.prepare import source_fingerprint
 
     return {
         "seed": config.seed,
         "precision": resolve_precision(config.training.precision),
-        "data_fingerprint": source_fingerprint(source_manifest),
+        "data_fingerprint": fingerprint,
         "versions": {
             "cervixnet": cervixnet.__version__,
             "tensorflow": tf.__version__,
@@ -378,11 +493,3 @@ def _float_column(manifest: Manifest, name: str) -> list[float] | None:
         return [float("nan") if v is None else float(v) for v in values]
     except ValueError:
         return None
-
-
-def _best_epoch(history: dict[str, list[float]], monitor: str) -> int | None:
-    values = history.get(monitor)
-    if not values:
-        return None
-    pick = np.nanargmin if "loss" in monitor else np.nanargmax
-    return int(pick(values)) + 1
