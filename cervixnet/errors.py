@@ -33,3 +33,30 @@ def check_output_folder(path: str | Path) -> Path:
             "nothing is overwritten"
         )
     return path
+
+
+class UnsafeModelError(ConfigError):
+    """A model file holds Python code that would run on load; refused unless ``unsafe``."""
+
+
+def inside_folder(folder: str | Path, name: str | Path) -> Path:
+    """``folder / name``, refusing a ``name`` that would put a file outside ``folder``.
+
+    Output files named after user data (an image's file name, from a manifest or the command
+    line) are written through this, so that an absolute path, a ``..`` part or a symbolic link
+    in ``folder`` cannot send a write anywhere else.
+
+    Raises:
+        DataError: ``name`` is absolute, has a ``..`` part, or resolves outside ``folder``.
+    """
+    folder, relative = Path(folder), Path(name)
+    path = folder / relative
+    if (
+        relative.is_absolute()
+        or ".." in relative.parts
+        or not path.resolve().is_relative_to(folder.resolve())
+    ):
+        raise DataError(
+            f"{name}: refused to write this output file, it would land outside {folder}"
+        )
+    return path

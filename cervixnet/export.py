@@ -105,6 +105,7 @@ def export_savedmodel(
     mask_size: int | Sequence[int] | None = None,
     verify: bool = True,
     tolerance: float = VERIFY_TOLERANCE,
+    unsafe: bool = False,
 ) -> ExportResult:
     """Exports a run folder (or a ``.keras`` file) as SavedModel version ``base_dir/<version>``.
 
@@ -126,8 +127,11 @@ def export_savedmodel(
             checked against ``preprocess_image`` + Keras).
         tolerance: largest absolute difference allowed on mask and label probabilities;
             default ``VERIFY_TOLERANCE`` (1e-5).
+        unsafe: load a ``.keras`` file that holds Python code (a ``Lambda`` layer) and run
+            it; refused by default (``cervixnet.model_file``).
 
     Raises:
+        UnsafeModelError: the model file holds Python code and ``unsafe`` is false.
         ConfigError: no model at ``model_path``, a model without a ``mask`` output, a
             ``config.yaml`` whose image size or channels differ from the model's input, a bad
             ``version`` or ``mask_size``, or a version folder that already exists.
@@ -139,12 +143,12 @@ def export_savedmodel(
         raise ConfigError(f"{base_dir}: the export base folder is a file, not a folder")
     version = _choose_version(base_dir, version)
     final = base_dir / str(version)
-    if final.exists():
+    if os.path.lexists(final):  # a dangling symbolic link counts: nothing is written through it
         raise ConfigError(
             f"{final}: version {version} already exists; choose another version (or none, "
             "for the next free one) so that no exported model is overwritten"
         )
-    loaded = load_model(model_path)
+    loaded = load_model(model_path, unsafe=unsafe)
     spec = _spec(loaded, model_path, mask_size)
     archive, functions = _build_archive(loaded.model, spec)
     signatures = {name: _describe(fn) for name, fn in functions.items()}
@@ -162,7 +166,7 @@ def export_savedmodel(
         (staging / METADATA_FOLDER / METADATA_NAME).write_text(
             json.dumps(metadata, indent=2), encoding="utf-8"
         )
-        if final.exists():
+        if os.path.lexists(final):
             raise ConfigError(f"{final}: version {version} appeared while exporting")
         os.rename(staging, final)
     except ExportVerificationError as error:
@@ -595,6 +599,7 @@ def export_onnx(
     *,
     verify: bool = True,
     tolerance: float = VERIFY_TOLERANCE,
+    unsafe: bool = False,
 ) -> ExportResult:
     """Exports a run folder (or a ``.keras`` file) as ONNX, with its metadata beside it.
 
@@ -608,6 +613,7 @@ def export_onnx(
     Args:
         verify: run the file with onnxruntime and compare with the Keras model on synthetic
             images (``tolerance`` absolute, default 1e-5, on mask and label probabilities).
+        unsafe: load a ``.keras`` file that holds Python code (see :func:`export_savedmodel`).
 
     Raises:
         ConfigError: no model, an existing ``out_path``, or tf2onnx / onnxruntime missing
@@ -617,7 +623,7 @@ def export_onnx(
     out_path = Path(out_path)
     if out_path.suffix != ".onnx":
         raise ConfigError(f"--out for ONNX must be a file ending in .onnx. Received: {out_path}")
-    if out_path.exists() or out_path.with_suffix(".json").exists():
+    if any(os.path.lexists(p) for p in (out_path, out_path.with_suffix(".json"))):
         raise ConfigError(f"--out {out_path}: exists; choose a new file so nothing is overwritten")
     try:
         import onnxruntime
@@ -626,7 +632,7 @@ def export_onnx(
         raise ConfigError(
             "ONNX export needs tf2onnx and onnxruntime: pip install 'cervixnet[onnx]'"
         ) from None
-    loaded = load_model(model_path)
+    loaded = load_model(model_path, unsafe=unsafe)
     spec = _spec(loaded, model_path, None)
     images = _test_images(spec)
     expected = _keras_outputs(loaded.model, images, spec)  # also builds the model's graph

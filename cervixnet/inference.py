@@ -20,7 +20,8 @@ import numpy as np
 
 from cervixnet.config import Config, default_config, load_config
 from cervixnet.data.prepare import clean_image, read_image, resize_image
-from cervixnet.errors import ConfigError, DataError, check_output_folder
+from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
+from cervixnet.model_file import load_keras_model
 
 # Grad-CAM overlays of small network inputs are enlarged to at least this many pixels.
 OVERLAY_MIN_SIDE = 256
@@ -55,15 +56,18 @@ class PreparedImages:
     grays: tuple[np.ndarray, ...]
 
 
-def load_model(path: str | Path) -> LoadedModel:
+def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
     """Loads a run folder (or its ``model.keras``) for inference.
 
-    The run's ``config.yaml`` gives the preprocessing; without one, the defaults are used at
-    the model's input size. The threshold is the run's ``operating_point.json`` (chosen on
+    The model is loaded in Keras' safe mode: a file holding Python code (a ``Lambda`` layer)
+    is refused unless ``unsafe`` is true (``cervixnet.model_file.load_keras_model``). The run's
+    ``config.yaml`` gives the preprocessing; without one, the defaults are used at the model's
+    input size. The threshold is the run's ``operating_point.json`` (chosen on
     validation) or 0.5 when there is none.
 
     Raises:
-        ConfigError: no model at ``path``.
+        UnsafeModelError: the model file holds Python code and ``unsafe`` is false.
+        ConfigError: no model at ``path``, or a file that is not a cervixnet model.
     """
     from cervixnet.reporting import OPERATING_POINT_NAME, load_operating_point
 
@@ -71,7 +75,7 @@ def load_model(path: str | Path) -> LoadedModel:
     model_path = path / "model.keras" if path.is_dir() else path
     if not model_path.is_file() or model_path.suffix != ".keras":
         raise ConfigError(f"{path}: expected a run folder or a .keras model file")
-    model = keras.models.load_model(model_path)
+    model = load_keras_model(model_path, unsafe=unsafe)
     folder = model_path.parent
     if (folder / "config.yaml").is_file():
         config = load_config(folder / "config.yaml")
@@ -117,9 +121,11 @@ class Predictor:
         return np.concatenate(masks), (np.concatenate(probabilities) if self.joint else None)
 
 
-def load_predictor(path: str | Path) -> Predictor:
+def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
     """A run folder, a ``.keras`` file, a SavedModel export (``BASE`` or ``BASE/<version>``)
     or an ``.onnx`` file, ready to predict with its own preprocessing settings and threshold.
+
+    ``unsafe`` lets a ``.keras`` file with Python code load (see :func:`load_model`).
 
     Raises:
         ConfigError: nothing loadable at ``path``.
@@ -130,7 +136,7 @@ def load_predictor(path: str | Path) -> Predictor:
     savedmodel = _savedmodel_folder(path)
     if savedmodel is not None:
         return _savedmodel_predictor(savedmodel)
-    loaded = load_model(path)
+    loaded = load_model(path, unsafe=unsafe)
 
     def run(images):
         outputs = loaded.model(images, training=False)
@@ -233,7 +239,11 @@ def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImage
 
 
 def predict_files(
-    model_path: str | Path, images: Sequence[str | Path], out_dir: str | Path
+    model_path: str | Path,
+    images: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    unsafe: bool = False,
 ) -> Path:
     """Writes masks, overlays and ``predictions.csv`` for image files.
 
@@ -245,10 +255,14 @@ def predict_files(
     ``predictions.csv`` (image, width, height, probability, predicted class at the run's
     operating threshold, threshold, mask area in pixels).
 
+    Output files are named after each image's file name only (``a/b/scan.png`` ->
+    ``scan.png``), so no input path can put a file outside ``out_dir``. ``unsafe`` lets a
+    ``.keras`` file with Python code load (see :func:`load_model`).
+
     Returns:
         The path of ``predictions.csv``.
     """
-    loaded = load_predictor(model_path)
+    loaded = load_predictor(model_path, unsafe=unsafe)
     out_dir = _new_folder(out_dir)
     prepared = prepare_images(images, loaded.config)
     mask_prob, probability = loaded.predict(prepared.inputs)
@@ -260,9 +274,10 @@ def predict_files(
         height, width = prepared.sizes[k]
         full = cv2.resize(mask_prob[k, ..., 0], (width, height), interpolation=cv2.INTER_LINEAR)
         mask = (full > 0.5).astype(np.uint8)
-        _write_png(out_dir / "masks" / name, mask * 255)
+        _write_png(inside_folder(out_dir, f"masks/{name}"), mask * 255)
         p = None if probability is None else float(probability[k])
-        _write_png(out_dir / "overlays" / name, _outline_overlay(prepared.grays[k], mask, p))
+        overlay = _outline_overlay(prepared.grays[k], mask, p)
+        _write_png(inside_folder(out_dir, f"overlays/{name}"), overlay)
         rows.append(
             {
                 "image": str(path),
@@ -290,8 +305,13 @@ def explain_files(
     out_dir: str | Path,
     method: str = "gradcam",
     layer: str | None = None,
+    *,
+    unsafe: bool = False,
 ) -> list[Path]:
     """Writes one class-activation overlay per image file (``cervixnet.explain``).
+
+    Overlays are named after each image's file name only, as in :func:`predict_files`;
+    ``unsafe`` lets a ``.keras`` file with Python code load (see :func:`load_model`).
 
     Raises:
         ConfigError: the model has no ``label`` output, or a bad method or layer.
@@ -302,7 +322,7 @@ def explain_files(
         raise ConfigError(
             f"{model_path}: Grad-CAM needs the Keras model; pass the run folder or its model.keras"
         )
-    loaded = load_model(model_path)
+    loaded = load_model(model_path, unsafe=unsafe)
     if not loaded.joint:
         raise ConfigError(
             f"{model_path}: Grad-CAM explains the label output of the joint model "
@@ -318,7 +338,7 @@ def explain_files(
     out_dir = _new_folder(out_dir)
     written = []
     for name, explanation in zip(_unique_names(images), explained, strict=True):
-        path = out_dir / name
+        path = inside_folder(out_dir, name)
         _write_png(path, explanation.overlay)
         written.append(path)
     return written

@@ -40,9 +40,10 @@ from cervixnet.config import Config, load_config
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits
-from cervixnet.errors import ConfigError, DataError
+from cervixnet.errors import ConfigError, DataError, inside_folder
 from cervixnet.evaluation import predict_records
 from cervixnet.fileio import atomic_write_text
+from cervixnet.model_file import load_keras_model
 
 EVALUATED_SPLITS = (*SPLIT_NAMES, "all")
 OPERATING_POINT_NAME = "operating_point.json"
@@ -70,11 +71,15 @@ class EvaluationResult:
     files: tuple[Path, ...]
 
 
-def load_run(run_dir: str | Path) -> tuple[Config, keras.Model, Path]:
+def load_run(run_dir: str | Path, *, unsafe: bool = False) -> tuple[Config, keras.Model, Path]:
     """The configuration and best model of a run folder written by ``cervixnet train``.
 
+    The model is loaded in Keras' safe mode; ``unsafe`` lets a ``model.keras`` that holds
+    Python code (a ``Lambda`` layer) load and run it (``cervixnet.model_file``).
+
     Raises:
-        ConfigError: the folder is not a run folder.
+        UnsafeModelError: ``model.keras`` holds Python code and ``unsafe`` is false.
+        ConfigError: the folder is not a run folder, or its model is not a cervixnet model.
     """
     run_dir = Path(run_dir)
     missing = [n for n in ("config.yaml", "model.keras") if not (run_dir / n).is_file()]
@@ -84,7 +89,7 @@ def load_run(run_dir: str | Path) -> tuple[Config, keras.Model, Path]:
             "folder `cervixnet train` wrote"
         )
     config = load_config(run_dir / "config.yaml")
-    model = keras.models.load_model(run_dir / "model.keras")
+    model = load_keras_model(run_dir / "model.keras", unsafe=unsafe)
     return config, model, run_dir
 
 
@@ -155,6 +160,7 @@ def evaluate_run(
     gradcam_images: int = 4,
     cache_root: str | Path | None = None,
     echo: Callable[[str], None] = print,
+    unsafe: bool = False,
 ) -> EvaluationResult:
     """Scores a run and writes its report (see the module docstring).
 
@@ -173,6 +179,7 @@ def evaluate_run(
         gradcam_images: Grad-CAM overlays for this many evaluated images (joint model only).
         cache_root: where prepared data is cached.
         echo: receives one-line progress messages.
+        unsafe: load a ``model.keras`` that holds Python code (see :func:`load_run`).
 
     Raises:
         ConfigError, DataError: a bad option, run folder or data set.
@@ -186,7 +193,7 @@ def evaluate_run(
             f"--threshold-rule must be one of {', '.join(analysis.THRESHOLD_RULES)}. "
             f"Received: {threshold_rule!r}"
         )
-    config, model, run_dir = load_run(run_dir)
+    config, model, run_dir = load_run(run_dir, unsafe=unsafe)
     joint = len(model.outputs) == 2
     splits = Splits.load(run_dir / "splits.json")
     own = _manifest(config, None, cache_root, echo)
@@ -539,7 +546,7 @@ def _write_outputs(
     files: list[Path] = []
 
     def save(name: str, image: np.ndarray) -> None:
-        path = out_dir / name
+        path = inside_folder(out_dir, name)  # Grad-CAM names come from image file names
         ok, encoded = cv2.imencode(".png", image)
         if not ok:
             raise DataError(f"{path}: could not encode the plot as PNG")

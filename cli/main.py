@@ -47,6 +47,15 @@ def _data_option(help_text: str = "Data folder with manifest.csv (or the manifes
     )
 
 
+_unsafe_option = click.option(
+    "--unsafe",
+    is_flag=True,
+    default=False,
+    help="Load a .keras model even if it contains Python code (a Lambda layer). That code "
+    "runs with your permissions as the model loads, so a hostile file can do anything you "
+    "can; refused by default. Only for files you trust.",
+)
+
 _epochs_option = click.option(
     "--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs."
 )
@@ -282,9 +291,19 @@ def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
     help="Grad-CAM overlays for this many evaluated images (joint model).",
 )
 @_cache_dir_option("prepared data is")
+@_unsafe_option
 @_user_errors
 def evaluate(
-    run_dir, data, split, out, threshold_rule, target, n_bootstrap, gradcam_images, cache_dir
+    run_dir,
+    data,
+    split,
+    out,
+    threshold_rule,
+    target,
+    n_bootstrap,
+    gradcam_images,
+    cache_dir,
+    unsafe,
 ) -> None:
     """Score a trained run: tables with 95 % intervals, an operating point, plots.
 
@@ -307,6 +326,7 @@ def evaluate(
         gradcam_images=gradcam_images,
         cache_root=cache_dir,
         echo=click.echo,
+        unsafe=unsafe,
     )
     click.echo("")
     click.echo(format_tables(result.report))
@@ -330,8 +350,9 @@ def evaluate(
     default=None,
     help="Layer to explain [default: the last feature map the label branch reads].",
 )
+@_unsafe_option
 @_user_errors
-def gradcam(model_path, images, out, method, layer) -> None:
+def gradcam(model_path, images, out, method, layer, unsafe) -> None:
     """Class-activation maps of the preterm probability, as overlays.
 
     MODEL is a run folder or its model.keras (a joint model). Each image is prepared exactly
@@ -340,7 +361,7 @@ def gradcam(model_path, images, out, method, layer) -> None:
     """
     from cervixnet.inference import explain_files
 
-    written = explain_files(model_path, images, out, method=method, layer=layer)
+    written = explain_files(model_path, images, out, method=method, layer=layer, unsafe=unsafe)
     for path in written:
         click.echo(str(path))
 
@@ -351,8 +372,9 @@ def gradcam(model_path, images, out, method, layer) -> None:
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
 )
+@_unsafe_option
 @_user_errors
-def predict(model_path, images, out) -> None:
+def predict(model_path, images, out, unsafe) -> None:
     """Segment new images and predict p(preterm).
 
     MODEL is a run folder or its model.keras. Each image is prepared as in training
@@ -362,7 +384,7 @@ def predict(model_path, images, out) -> None:
     """
     from cervixnet.inference import predict_files
 
-    table = predict_files(model_path, images, out)
+    table = predict_files(model_path, images, out, unsafe=unsafe)
     click.echo(table.read_text(encoding="utf-8").rstrip())
     click.echo(f"\nWrote {len(images)} masks and overlays to {table.parent}")
 
@@ -398,8 +420,9 @@ def predict(model_path, images, out) -> None:
     metavar="H W",
     help="Size of the mask returned by predict_image_bytes [default: the model's input size].",
 )
+@_unsafe_option
 @_user_errors
-def export(model_path, out, export_format, version, mask_size) -> None:
+def export(model_path, out, export_format, version, mask_size, unsafe) -> None:
     """Export a trained model for serving: a TF Serving SavedModel or an ONNX file.
 
     The SavedModel has two signatures: serving_default (float32 images at the model's input
@@ -412,10 +435,14 @@ def export(model_path, out, export_format, version, mask_size) -> None:
     from cervixnet.export import export_onnx, export_savedmodel
 
     if export_format == "onnx":
-        result = export_onnx(model_path, out)
+        result = export_onnx(model_path, out, unsafe=unsafe)
     else:
         result = export_savedmodel(
-            model_path, out, version=version, mask_size=tuple(mask_size) if mask_size else None
+            model_path,
+            out,
+            version=version,
+            mask_size=tuple(mask_size) if mask_size else None,
+            unsafe=unsafe,
         )
     for name, signature in result.signatures.items():
         outputs = ", ".join(signature["outputs"])

@@ -44,7 +44,7 @@ from cervixnet.config import AnnotationConfig, CaliperConfig, Config
 from cervixnet.data import bezier
 from cervixnet.data.calipers import CaliperSpec, remove_calipers
 from cervixnet.data.manifest import MANIFEST_NAME, REQUIRED_COLUMNS, Manifest, Record, read_manifest
-from cervixnet.errors import DataError, check_output_folder
+from cervixnet.errors import DataError, check_output_folder, inside_folder
 
 if TYPE_CHECKING:
     from cervixnet.data.splits import Splits
@@ -331,11 +331,11 @@ def prepare(
             record = manifest.records[position]
             row = prepare_record(record, image_size, config.data.annotations, config.data.calipers)
             image_name = f"images/{names[position]}"
-            _write_png(staging / image_name, row.image)
+            _write_png(inside_folder(staging, image_name), row.image)
             mask_name = ""
             if row.mask is not None:
                 mask_name = f"masks/{names[position]}"
-                _write_png(staging / mask_name, row.mask * 255)
+                _write_png(inside_folder(staging, mask_name), row.mask * 255)
             return _output_row(manifest, record, row, image_name, mask_name)
 
         rows: list[dict[str, str]] = []
@@ -494,7 +494,11 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
 
 def _output_names(records: Sequence[Record]) -> list[str]:
-    """``00001-<stem>.png`` per record: unique, ordered, readable (non-ASCII kept)."""
+    """``00001-<stem>.png`` per record: unique, ordered, readable (non-ASCII kept).
+
+    Only the file name's stem is used, so a manifest path like ``../../x.png`` or ``/abs/x.png``
+    is read where it points but its prepared copy is still written inside the output folder.
+    """
     width = max(5, len(str(len(records))))
     names = []
     for position, record in enumerate(records, start=1):
