@@ -276,8 +276,14 @@ def test_killed_at_any_moment_the_run_resumes_and_completes(
     resume = ["train", "--resume", str(run_dir)]
     rng = np.random.default_rng(int(os.environ.get("CERVIXNET_KILL_SEED", "0")))
 
-    # 1. Mid-epoch: a random moment after the first checkpoint, before the second.
-    process = _run_cli(tmp_path, start)
+    def killed(process: subprocess.Popen, moment: str) -> None:
+        code, output = _wait(process)
+        assert code == -signal.SIGKILL, f"{moment}: exit {code}\n{output[-3000:]}"
+
+    # 1. Mid-checkpoint of the first epoch: the best model written, not yet renamed.
+    killed(_run_cli(tmp_path, start, "model.keras", 1), "best model")
+    # 2. Mid-epoch: a random moment after the first checkpoint, before the next.
+    process = _run_cli(tmp_path, resume)
     state_file = run_dir / "checkpoint" / "state.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -286,26 +292,18 @@ def test_killed_at_any_moment_the_run_resumes_and_completes(
         time.sleep(0.01)
     time.sleep(rng.uniform(0.0, 0.3))
     process.send_signal(signal.SIGKILL)
-    code, output = _wait(process)
-    assert code == -signal.SIGKILL, output[-3000:]
+    killed(process, "mid-epoch")
+    # 3. Mid-checkpoint: the next epoch's weights written, not yet renamed.
+    killed(_run_cli(tmp_path, resume, ".weights.h5", 1), "weights")
+    # 4. Mid-checkpoint: the weights renamed, the state that names them not yet.
+    killed(_run_cli(tmp_path, resume, "state.json", 1), "state")
+    # 5. Mid-evaluation: the predictions of the best model written, not yet renamed.
+    killed(_run_cli(tmp_path, resume, "predictions.csv", 1), "evaluation")
 
-    # 2. Mid-checkpoint: the weights of the second epoch written, not yet renamed.
-    # 3. Mid-checkpoint of the best model.
-    # 4. Mid-evaluation: the predictions of the best model written, not yet renamed.
-    kills = [
-        (".weights.h5", 1),
-        ("model.keras", int(rng.integers(1, 3))),
-        ("predictions.csv", 1),
-    ]
-    for pattern, count in kills:
-        code, output = _wait(_run_cli(tmp_path, resume, pattern, count))
-        if code == 0:  # no such moment was left in this run: it completed
-            break
-        assert code == -signal.SIGKILL, f"{pattern}: {output[-3000:]}"
-    else:
-        code, output = _wait(_run_cli(tmp_path, resume))
+    code, output = _wait(_run_cli(tmp_path, resume))
     assert code == 0, output[-3000:]
     assert "Traceback" not in output
+    assert "Removed 1 half-written file(s)" in output  # the predictions of kill 5
 
     epochs = [int(row["epoch"]) for row in _history(run_dir)]
     assert epochs == list(range(EPOCHS))
