@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -173,33 +174,57 @@ def test_unwritable_output_folder_fails_before_training(tmp_path: Path):
         train(config, blocker / "run", verbose=0, echo=lambda _: None)
 
 
-@pytest.fixture
-def read_only_folder(tmp_path: Path):
-    """A folder on a read-only file system (a tmpfs mounted read-only), or a skip."""
-    folder = tmp_path / "read-only"
+def _mount_tmpfs(folder: Path, options: str) -> None:
     folder.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
         capture_output=True,
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip("cannot mount a read-only file system here")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
 
 
-def test_read_only_output_fails_before_training_with_the_reason(
-    read_only_folder: Path, tmp_path: Path
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A folder on a read-only file system (a tmpfs mounted read-only), or a skip."""
+    folder = tmp_path / "read-only"
+    _mount_tmpfs(folder, "ro,size=1m")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.fixture
+def full_folder(tmp_path: Path):
+    """A folder on a file system with no space left (a small tmpfs, filled), or a skip."""
+    folder = tmp_path / "full"
+    _mount_tmpfs(folder, "size=256k")
+    try:
+        with contextlib.suppress(OSError), (folder / "filler").open("wb", buffering=0) as out:
+            while True:
+                out.write(b"\0" * 4096)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.parametrize(
+    ("folder", "reason"),
+    [("read_only_folder", "Read-only file system"), ("full_folder", "No space left on device")],
+)
+def test_unwritable_output_fails_before_training_with_the_reason(
+    folder: str, reason: str, tmp_path: Path, request
 ):
+    out = request.getfixturevalue(folder) / "run"
     write_tiny_dataset(tmp_path / "data", n_patients=12)
-    result = CliRunner().invoke(
-        main,
-        ["train", "--data", str(tmp_path / "data"), "--out", str(read_only_folder / "run")],
-    )
+    arguments = ["train", "--data", str(tmp_path / "data"), "--out", str(out)]
+    result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 1
-    assert "cannot write there (Read-only file system)" in result.output
+    assert f"cannot write there ({reason})" in result.output
     assert "Traceback" not in result.output and "Training" not in result.output
+    assert not out.exists()
 
 
 # Runs `cervixnet train` in a process that SIGKILLs itself at a chosen moment: at the N-th
