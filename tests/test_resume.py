@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -163,6 +164,24 @@ def test_train_reports_the_epoch_and_batch_where_the_loss_diverged(tmp_path: Pat
         train(config, tmp_path / "run", verbose=0, echo=lambda _: None)
     assert checkpoint.load_state(tmp_path / "run").epochs_done == 1
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_full_disk_during_training_stops_with_the_reason_and_keeps_the_checkpoint(
+    tmp_path: Path, monkeypatch
+):
+    write_tiny_dataset(tmp_path / "data", n_patients=12)
+    config = load_config(overrides={**TINY_RUN_CONFIG, "data.path": str(tmp_path / "data")})
+    original = checkpoint.atomic_path
+
+    def fills_up_at_the_second_epoch(path):
+        if Path(path).name == "epoch-2.weights.h5":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(path)
+
+    monkeypatch.setattr(checkpoint, "atomic_path", fills_up_at_the_second_epoch)
+    with pytest.raises(TrainingError, match=r"epoch 2 .*No space left on device.*epoch 1 is kept"):
+        train(config, tmp_path / "run", verbose=0, echo=lambda _: None)
+    assert checkpoint.load_state(tmp_path / "run").epochs_done == 1
 
 
 def test_unwritable_output_folder_fails_before_training(tmp_path: Path):

@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cervixnet.errors import DataError
+from cervixnet.errors import DataError, TrainingError
 from cervixnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 CHECKPOINT_DIR = "checkpoint"
@@ -133,6 +133,18 @@ class RunCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.diverged is not None:
             return  # the last good checkpoint stays as it is
+        done = self.state.epochs_done
+        try:
+            self._save(epoch, logs)
+        except OSError as error:
+            kept = f"the checkpoint of epoch {done} is kept" if done else "no checkpoint is kept"
+            raise TrainingError(
+                f"cannot write the checkpoint of epoch {epoch + 1} in {self.run_dir} "
+                f"({error.strerror or error}); {kept}: make room, then continue with "
+                f"--resume {self.run_dir}"
+            ) from None
+
+    def _save(self, epoch: int, logs: dict | None) -> None:
         logs = {k: float(v) for k, v in (logs or {}).items()}
         state = self.state
         for name, value in logs.items():
