@@ -35,6 +35,7 @@ from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.errors import ConfigError, DataError
 from cervixnet.evaluation import predict_records, split_metrics, write_predictions
+from cervixnet.training.distribution import build_distribution, distribute_input
 from cervixnet.training.precision import dtype_policy, resolve_precision
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
@@ -74,24 +75,38 @@ def build_model(config: Config) -> keras.Model:
         raise ConfigError(f"model '{config.arch}': {error}") from None
 
 
-def learning_rate(config: Config, steps_per_epoch: int):
-    """The configured learning rate: constant, or cosine decay to 1 % over the whole run."""
+def learning_rate(config: Config, steps_per_epoch: int, replicas: int = 1):
+    """The configured learning rate: constant, or cosine decay to 1 % over the whole run.
+
+    With ``training.scale_learning_rate: linear`` the rate is multiplied by ``replicas``.
+    """
+    initial = config.training.learning_rate
+    if config.training.scale_learning_rate == "linear":
+        initial *= replicas
     if config.training.lr_schedule == "constant":
-        return config.training.learning_rate
+        return initial
     return keras.optimizers.schedules.CosineDecay(
-        config.training.learning_rate,
+        initial,
         decay_steps=max(1, steps_per_epoch * config.training.epochs),
         alpha=0.01,
     )
 
 
 def compile_model(
-    model: keras.Model, config: Config, positive_weight: float, steps_per_epoch: int = 1
+    model: keras.Model,
+    config: Config,
+    positive_weight: float,
+    steps_per_epoch: int = 1,
+    replicas: int = 1,
 ) -> None:
-    """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label."""
+    """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label.
+
+    Under a ``tf.distribute`` strategy, call it inside the strategy's scope, where the model
+    was built, with ``replicas`` its number of replicas (for ``training.scale_learning_rate``).
+    """
     mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
     optimizer = keras.optimizers.AdamW(
-        learning_rate=learning_rate(config, steps_per_epoch),
+        learning_rate=learning_rate(config, steps_per_epoch, replicas),
         weight_decay=config.training.weight_decay,
         beta_1=config.training.beta_1,
         beta_2=config.training.beta_2,
@@ -147,11 +162,17 @@ def train(
         splits: the patients of each set; default: ``data.splits_file`` if given, else a
             new split by ``data.split`` and ``seed``.
 
+    With ``training.distribution`` set, every worker calls ``train`` with the same
+    arguments; only the chief writes ``run_dir`` (docs/distributed.md). Any other worker
+    writes to a temporary folder, removed before it returns, and its result names that folder.
+
     Raises:
         ConfigError, DataError: invalid configuration or data, before any training.
     """
     started = time.perf_counter()
-    run_dir = _check_run_dir(run_dir)
+    # First: a multi-worker strategy, or a split of the CPU, must come before any TF op.
+    distribution = build_distribution(config.training)
+    run_dir = _check_run_dir(distribution.write_dir(run_dir))
     keras.utils.set_random_seed(config.seed)
 
     source_path = resolve_data(config, cache_root)
@@ -164,7 +185,8 @@ def train(
     indices = splits.indices(manifest)
     _check_trainable(manifest, indices, joint)
 
-    model = build_model(config)
+    with distribution.scope():
+        model = build_model(config)
     # Only now, with configuration and data checked, does the run folder appear.
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
@@ -184,8 +206,10 @@ def train(
         positive_weight = losses.positive_weight_from_labels(
             np.array([np.nan if v is None else v for v in train_labels], dtype=float)
         )
+    # batch_size is the global batch: one step of all replicas together.
     steps_per_epoch = math.ceil(len(train_positions) / config.training.batch_size)
-    compile_model(model, config, positive_weight or 1.0, steps_per_epoch)
+    with distribution.scope():
+        compile_model(model, config, positive_weight or 1.0, steps_per_epoch, distribution.replicas)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
     added = len(train_positions) - len(indices["train"])
     echo(
@@ -210,12 +234,14 @@ def train(
         shuffle_buffer=config.training.shuffle_buffer,
         **common,
     )
+    train_data = distribute_input(train_data)  # auto-shard policy: see distribute_input
     val_positions, val_copies = evaluated["val"]
     val_data = None
     if val_positions:
         val_data = make_dataset(
             manifest, val_positions, copies=val_copies, augment=config.data.augment, **common
         )
+        val_data = distribute_input(val_data)
     monitor = config.training.monitor if val_data is not None else "loss"
     callbacks = [
         keras.callbacks.ModelCheckpoint(
@@ -271,11 +297,12 @@ def train(
         "best_epoch": _best_epoch(history.history, monitor),
         "evaluation": config.data.balance.eval,
         "prepared_data": str(manifest.root),
-        "reproducibility": _environment(config, source_path),
+        "reproducibility": _environment(config, source_path) | distribution.describe(),
         "seconds": round(seconds, 1),
         "splits": figures,
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    distribution.remove_scratch()  # a worker's temporary folder; the chief keeps run_dir
     return TrainResult(run_dir, summary, dict(history.history), seconds)
 
 
