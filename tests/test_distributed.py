@@ -160,6 +160,14 @@ def test_input_is_sharded_by_data():
 # Training in other processes (this one has started TensorFlow already)
 
 
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory) -> Path:
+    """One tiny data set for both training tests, so that it is prepared once."""
+    data = tmp_path_factory.mktemp("distributed") / "data"
+    write_tiny_dataset(data)
+    return data
+
+
 def _spec(folder: Path, data: Path, name: str, arch: str = "unet-joint", **training) -> Path:
     overrides = {
         **TINY_RUN_CONFIG,
@@ -209,9 +217,8 @@ def _run_all(commands: list[tuple[list[str], dict[str, str]]], logs: Path) -> No
 
 
 @pytest.mark.slow
-def test_mirrored_on_two_logical_cpu_devices(tmp_path: Path):
-    data = tmp_path / "data"
-    write_tiny_dataset(data)
+def test_mirrored_on_two_logical_cpu_devices(tmp_path: Path, shared_data: Path):
+    data = shared_data
     # The segmentation U-Net: it traces faster than the joint model, which the two-worker
     # test trains.
     spec = _spec(tmp_path, data, "mirrored", arch="unet", distribution="mirrored", cpu_devices=2)
@@ -228,9 +235,10 @@ def test_mirrored_on_two_logical_cpu_devices(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_two_workers_end_with_the_same_weights_and_one_run_folder(tmp_path: Path):
-    data = tmp_path / "data"
-    write_tiny_dataset(data)
+def test_two_workers_end_with_the_same_weights_and_one_run_folder(
+    tmp_path: Path, shared_data: Path
+):
+    data = shared_data
     addresses = [f"localhost:{port}" for port in _free_ports(2)]
     commands = []
     for index in range(2):

@@ -51,7 +51,8 @@ class Distribution:
 
     Attributes:
         kind: ``training.distribution`` (``none``, ``mirrored`` or ``multi_worker``).
-        strategy: the strategy; build and compile the model inside ``strategy.scope()``.
+        strategy: the ``tf.distribute`` strategy; build and compile the model inside
+            :meth:`scope`, which enters the strategy's scope.
         is_chief: whether this process writes the run folder (always true but for
             ``multi_worker``, where the chief is the ``chief`` task or else worker 0).
         task_type: the ``TF_CONFIG`` task type (``chief`` or ``worker``); None off a cluster.
