@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import keras
@@ -25,7 +26,7 @@ from cervixnet.training import train
 
 def weight_digests(model: keras.Model) -> list[str]:
     """One SHA-256 per local replica of all the model's variables, in order."""
-    per_replica: list[hashlib._Hash] = []
+    per_replica: list[Any] = []  # hashlib.sha256 objects
     for variable in model.weights:
         value = variable.value
         if isinstance(value, tf.distribute.DistributedValues):
