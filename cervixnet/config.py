@@ -130,6 +130,12 @@ class LossConfig:
 # training.precision: Keras dtype policies, or "auto" (cervixnet.training.precision).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
+# training.distribution: tf.distribute strategies (cervixnet.training.distribution).
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+
+# training.scale_learning_rate: how the learning rate follows the number of replicas.
+LEARNING_RATE_SCALINGS = ("none", "linear")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
@@ -145,6 +151,9 @@ class TrainingConfig:
     jit_compile: bool | str = False
     precision: str = "auto"
     monitor: str = "val_loss"
+    distribution: str = "none"
+    cpu_devices: int | None = None
+    scale_learning_rate: str = "none"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +234,12 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.precision": (
         lambda v: v in PRECISIONS,
         "auto, float32, mixed_bfloat16 or mixed_float16",
+    ),
+    "training.distribution": (lambda v: v in DISTRIBUTIONS, "none, mirrored or multi_worker"),
+    "training.cpu_devices": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "training.scale_learning_rate": (
+        lambda v: v in LEARNING_RATE_SCALINGS,
+        "none or linear",
     ),
 }
 

@@ -71,6 +71,19 @@ def test_scientific_notation_strings_are_numbers(tmp_path: Path):
         ("- a\n- b\n", "expected a mapping of keys at the top level"),
         ("training: [\n", "not valid YAML"),
         ("training:\n  jit_compile: maybe\n", "'training.jit_compile'"),
+        (
+            "training:\n  distribution: horovod\n",
+            "'training.distribution' must be none, mirrored or multi_worker. Received: 'horovod'",
+        ),
+        (
+            "training:\n  cpu_devices: 0\n",
+            "'training.cpu_devices' must be an integer >= 1 or null. Received: 0",
+        ),
+        ("training:\n  cpu_devices: two\n", "'training.cpu_devices' must be"),
+        (
+            "training:\n  scale_learning_rate: sqrt\n",
+            "'training.scale_learning_rate' must be none or linear. Received: 'sqrt'",
+        ),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str):
@@ -81,6 +94,25 @@ def test_bad_config_names_file_and_key(tmp_path: Path, text: str, expected: str)
     message = str(info.value)
     assert str(path) in message
     assert expected in message
+
+
+def test_distribution_keys_default_to_one_device():
+    training = default_config().training
+    assert (training.distribution, training.cpu_devices, training.scale_learning_rate) == (
+        "none",
+        None,
+        "none",
+    )
+    config = load_config(
+        overrides={
+            "training.distribution": "mirrored",
+            "training.cpu_devices": 2,
+            "training.scale_learning_rate": "linear",
+        }
+    )
+    assert config.training.distribution == "mirrored"
+    assert config.training.cpu_devices == 2
+    assert config.training.scale_learning_rate == "linear"
 
 
 def test_missing_config_file():

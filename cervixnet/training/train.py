@@ -49,6 +49,7 @@ from cervixnet.training.checkpoint import (
     restore,
     write_history,
 )
+from cervixnet.training.distribution import build_distribution, distribute_input
 from cervixnet.training.precision import dtype_policy, resolve_precision
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
@@ -88,24 +89,38 @@ def build_model(config: Config) -> keras.Model:
         raise ConfigError(f"model '{config.arch}': {error}") from None
 
 
-def learning_rate(config: Config, steps_per_epoch: int):
-    """The configured learning rate: constant, or cosine decay to 1 % over the whole run."""
+def learning_rate(config: Config, steps_per_epoch: int, replicas: int = 1):
+    """The configured learning rate: constant, or cosine decay to 1 % over the whole run.
+
+    With ``training.scale_learning_rate: linear`` the rate is multiplied by ``replicas``.
+    """
+    initial = config.training.learning_rate
+    if config.training.scale_learning_rate == "linear":
+        initial *= replicas
     if config.training.lr_schedule == "constant":
-        return config.training.learning_rate
+        return initial
     return keras.optimizers.schedules.CosineDecay(
-        config.training.learning_rate,
+        initial,
         decay_steps=max(1, steps_per_epoch * config.training.epochs),
         alpha=0.01,
     )
 
 
 def compile_model(
-    model: keras.Model, config: Config, positive_weight: float, steps_per_epoch: int = 1
+    model: keras.Model,
+    config: Config,
+    positive_weight: float,
+    steps_per_epoch: int = 1,
+    replicas: int = 1,
 ) -> None:
-    """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label."""
+    """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label.
+
+    Under a ``tf.distribute`` strategy, call it inside the strategy's scope, where the model
+    was built, with ``replicas`` its number of replicas (for ``training.scale_learning_rate``).
+    """
     mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
     optimizer = keras.optimizers.AdamW(
-        learning_rate=learning_rate(config, steps_per_epoch),
+        learning_rate=learning_rate(config, steps_per_epoch, replicas),
         weight_decay=config.training.weight_decay,
         beta_1=config.training.beta_1,
         beta_2=config.training.beta_2,
@@ -164,13 +179,22 @@ def train(
         resume: continue the interrupted run in ``run_dir`` from its last completed epoch
             (``config`` and ``splits`` must be the run's own: see ``resume_training``).
 
+    With ``training.distribution`` set, every worker calls ``train`` with the same
+    arguments; only the chief writes ``run_dir`` (docs/distributed.md). Any other worker
+    writes to a temporary folder, removed before it returns, and its result names that folder.
+
     Raises:
         ConfigError, DataError: invalid configuration or data, or an output folder that
             cannot be written, before any training.
         TrainingError: the loss became NaN or infinite; the last good checkpoint is kept.
     """
     started = time.perf_counter()
-    run_dir = _check_run_dir(run_dir, resume)
+    # First: a multi-worker strategy, or a split of the CPU, must come before any TF op.
+    distribution = build_distribution(config.training)
+    # A worker other than the chief resumes from the chief's run folder (a shared file
+    # system) but writes only to its own temporary folder.
+    shared_dir = _check_run_dir(run_dir, resume, writes=distribution.is_chief)
+    run_dir = distribution.write_dir(shared_dir)
     keras.utils.set_random_seed(config.seed)
 
     source_path = resolve_data(config, cache_root)
@@ -183,12 +207,14 @@ def train(
     indices = splits.indices(manifest)
     _check_trainable(manifest, indices, joint)
 
-    model = build_model(config)
+    with distribution.scope():
+        model = build_model(config)
     fingerprint = _fingerprint(source_path)
-    state = _resumed_state(run_dir, fingerprint, echo) if resume else None
+    state = None
+    if resume:
+        state = _resumed_state(shared_dir, fingerprint, echo, distribution.is_chief)
     if state is None:
         # Only now, with configuration and data checked, does the run folder appear.
-        check_writable(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         splits.save(run_dir / "splits.json", manifest)
@@ -209,9 +235,11 @@ def train(
         positive_weight = losses.positive_weight_from_labels(
             np.array([np.nan if v is None else v for v in train_labels], dtype=float)
         )
+    # batch_size is the global batch: one step of all replicas together.
     steps_per_epoch = math.ceil(len(train_positions) / config.training.batch_size)
-    compile_model(model, config, positive_weight or 1.0, steps_per_epoch)
-    restore(model, run_dir, state)
+    with distribution.scope():
+        compile_model(model, config, positive_weight or 1.0, steps_per_epoch, distribution.replicas)
+        restore(model, shared_dir, state)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
     added = len(train_positions) - len(indices["train"])
     done = state.epochs_done
@@ -240,12 +268,14 @@ def train(
         first_epoch=done,
         **common,
     )
+    train_data = distribute_input(train_data)  # auto-shard policy: see distribute_input
     val_positions, val_copies = evaluated["val"]
     val_data = None
     if val_positions:
         val_data = make_dataset(
             manifest, val_positions, copies=val_copies, augment=config.data.augment, **common
         )
+        val_data = distribute_input(val_data)
     monitor = config.training.monitor if val_data is not None else "loss"
     checkpoint = RunCheckpoint(run_dir, monitor, state)
     callbacks = [
@@ -317,13 +347,14 @@ def train(
         "best_epoch": state.best_epoch,
         "evaluation": config.data.balance.eval,
         "prepared_data": str(manifest.root),
-        "reproducibility": _environment(config, fingerprint),
+        "reproducibility": _environment(config, fingerprint) | distribution.describe(),
         "seconds": round(seconds, 1),
         "splits": figures,
     }
     atomic_write_json(run_dir / "metrics.json", summary)
     # The run is complete: the state it could have resumed from is no longer needed.
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    distribution.remove_scratch()  # a worker's temporary folder; the chief keeps run_dir
     return TrainResult(run_dir, summary, dict(history), seconds)
 
 
@@ -364,7 +395,11 @@ def resume_training(
     )
 
 
-def _check_run_dir(run_dir: str | Path, resume: bool = False) -> Path:
+def _check_run_dir(run_dir: str | Path, resume: bool = False, writes: bool = True) -> Path:
+    """``run_dir`` if a new run (or, with ``resume``, an unfinished one) may go there.
+
+    ``writes``: whether this process writes there (a multi-worker run's chief only).
+    """
     run_dir = Path(run_dir)
     flag = "--resume" if resume else "--out"
     if run_dir.exists() and not run_dir.is_dir():
@@ -374,24 +409,27 @@ def _check_run_dir(run_dir: str | Path, resume: bool = False) -> Path:
             raise ConfigError(
                 f"--resume {run_dir}: the run is complete (metrics.json); nothing to resume"
             )
+    elif writes:
+        existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+        if existing:
+            raise ConfigError(
+                f"--out {run_dir}: already holds a run ({', '.join(existing)}); "
+                "choose a new folder so that no earlier result is overwritten, "
+                "or continue an interrupted run with --resume"
+            )
+    if writes:
         check_writable(run_dir, flag)
-        return run_dir
-    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if existing:
-        raise ConfigError(
-            f"--out {run_dir}: already holds a run ({', '.join(existing)}); "
-            "choose a new folder so that no earlier result is overwritten, "
-            "or continue an interrupted run with --resume"
-        )
-    check_writable(run_dir)
     return run_dir
 
 
-def _resumed_state(run_dir: Path, fingerprint: str, echo: Callable[[str], None]) -> TrainingState:
+def _resumed_state(
+    run_dir: Path, fingerprint: str, echo: Callable[[str], None], writes: bool = True
+) -> TrainingState:
     """The saved state of the run in ``run_dir``, after removing half-written files."""
-    left = remove_temporaries(run_dir) + remove_temporaries(run_dir / CHECKPOINT_DIR)
-    if left:
-        echo(f"Removed {len(left)} half-written file(s) of the interrupted run")
+    if writes:
+        left = remove_temporaries(run_dir) + remove_temporaries(run_dir / CHECKPOINT_DIR)
+        if left:
+            echo(f"Removed {len(left)} half-written file(s) of the interrupted run")
     state = load_state(run_dir) or TrainingState(data_fingerprint=fingerprint)
     if state.data_fingerprint not in (None, fingerprint):
         raise DataError(
