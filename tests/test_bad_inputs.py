@@ -259,3 +259,107 @@ def test_odd_but_valid_image_file_is_predicted(name: str, tiny_run: Path, tmp_pa
     )
     assert mask.shape == (48, 64)  # the image's own size
     assert digest(image) == before
+
+
+# Configurations
+
+CONFIGS = {
+    "epochs-not-a-number": ("training:\n  epochs: ten\n", "'training.epochs' must be an integer"),
+    "epochs-zero": ("training:\n  epochs: 0\n", "'training.epochs' must be an integer >= 1"),
+    "epochs-true": ("training:\n  epochs: true\n", "Received: True"),
+    "learning-rate-negative": ("training:\n  learning_rate: -1\n", "a positive number"),
+    "learning-rate-infinite": ("training:\n  learning_rate: .inf\n", "a finite number"),
+    "loss-alpha-2": ("loss:\n  alpha: 2\n", "'loss.alpha' must be a number in [0, 1]"),
+    "image-size-one-value": ("data:\n  image_size: [32]\n", "a list of 2 values"),
+    "image-size-not-divisible": (
+        "data:\n  image_size: [30, 30]\n", "must be divisible by 16",
+    ),
+    "split-not-summing-to-1": ("data:\n  split: [0.5, 0.5, 0.5]\n", "summing to 1"),
+    "channels-2": ("data:\n  channels: 2\n", "'data.channels' must be 1 (grayscale) or 3"),
+    "seed-negative": ("seed: -1\n", "'seed' must be an integer in [0, 2**32)"),
+    "path-a-number": ("data:\n  path: 3\n", "'data.path' must be a string or null"),
+    "section-not-a-mapping": ("training: 3\n", "'training' must be a mapping"),
+    "unknown-key": ("training:\n  epoch: 3\n", "did you mean 'training.epochs'?"),
+    "unknown-architecture": ("arch: resnet\n", "'arch' must be one of unet, fcn, deeplabv3"),
+    "architecture-wrong-case": ("arch: UNet\n", "Received: 'UNet'"),
+    "builder-option-wrong-type": (
+        "model:\n  unet-joint:\n    depth: four\n", "`depth` must be a positive int",
+    ),
+    "not-yaml": ("training: [\n", "not valid YAML (expected the node content"),
+    "tab-indented": ("training:\n\tepochs: 3\n", "at line 2, column 1"),
+    "top-level-list": ("- a\n- b\n", "expected a mapping of keys at the top level"),
+}  # fmt: skip
+"""Config files refused before anything is read or written: text and expected message."""
+
+CONFIG_COMMANDS = ("train", "data prepare", "compare")
+
+
+@pytest.mark.parametrize("command", CONFIG_COMMANDS)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_bad_config_is_refused_in_one_line(name: str, command: str, data: Path, tmp_path: Path):
+    text, expected = CONFIGS[name]
+    config = tmp_path / "bad config é.yaml"
+    config.write_text(text, encoding="utf-8")
+    before = digest(tmp_path)
+    out = tmp_path / "out"
+    if command == "data prepare":
+        result = invoke("data", "prepare", data, "--config", config, "--out", out)
+    elif command == "compare":
+        args = ("--archs", "unet,unet-joint", "--config", config, "--out", out)
+        result = invoke("compare", "--data", data, *args)
+    else:
+        result = invoke("train", "--data", data, "--config", config, "--out", out)
+    if command == "data prepare" and name in (
+        "builder-option-wrong-type",
+        "image-size-not-divisible",
+    ):
+        assert result.exit_code == 0, result.output  # prepare builds no model
+        return
+    line = error_line(result)
+    assert result.exit_code == 1
+    if "divisible" not in expected and "`depth`" not in expected:
+        assert line.startswith(f"Error: {config}: "), line  # the model builder names the model
+    assert expected in line, line
+    assert not out.exists()
+    assert digest(tmp_path) == before
+
+
+def test_unknown_architecture_on_the_command_line(data: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    usage = invoke("train", "--arch", "resnet", "--data", data, "--out", out)
+    assert usage.exit_code == 2  # click's usage error
+    assert "Invalid value for '--arch': 'resnet' is not one of" in error_line(usage)
+    compared = invoke("compare", "--archs", "unet,resnet", "--data", data, "--out", out)
+    assert compared.exit_code == 1
+    assert "--archs must name distinct architectures" in error_line(compared)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("arch: resnet\n", "'arch' must be one of"),
+        ("training: [\n", "not valid YAML"),
+    ],
+    ids=["unknown-architecture", "not-yaml"],
+)
+@pytest.mark.parametrize("command", ("predict", "evaluate"))
+def test_run_folder_with_a_broken_config_is_refused(
+    text: str, expected: str, command: str, tiny_run: Path, tmp_path: Path
+):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("model.keras", "splits.json", "operating_point.json"):
+        shutil.copy(tiny_run / name, run / name)
+    (run / "config.yaml").write_text(text)
+    image = tiny_run.parent / "data" / "images" / "p00_0.png"
+    before = digest(run)
+    out = tmp_path / "out"
+    if command == "predict":
+        result = invoke("predict", run, image, "--out", out)
+    else:
+        result = invoke("evaluate", run, "--out", out)
+    line = error_line(result)
+    assert line.startswith(f"Error: {run / 'config.yaml'}: ") and expected in line, line
+    assert not out.exists()
+    assert digest(run) == before
