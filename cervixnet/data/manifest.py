@@ -159,7 +159,8 @@ def check_manifest(
                         None,
                         None,
                         f"missing required column(s) {', '.join(missing)}. Expected columns "
-                        f"{', '.join(REQUIRED_COLUMNS)}; received: {', '.join(header)}",
+                        f"{', '.join(REQUIRED_COLUMNS)}; received: "
+                        f"{', '.join(map(_shown, header))}",
                     )
                 )
                 return manifest_path, [], problems
@@ -263,9 +264,9 @@ class _RowChecker:
 
     def _check_file(self, column: str, path: Path, text: str) -> None:
         if path.is_dir():
-            self.fail(column, f"a folder, not an image file: {text}")
+            self.fail(column, f"a folder, not an image file: {_shown(text)}")
         elif not path.is_file():
-            self.fail(column, f"file not found: {text}")
+            self.fail(column, f"file not found: {_shown(text)}")
 
     def _decode(
         self, image: Path, image_text: str, mask: Path | None, mask_text: str, bezier_text: str
@@ -275,24 +276,24 @@ class _RowChecker:
         try:
             pixels = imagefile.read_image(image)
         except imagefile.ImageFileError as error:
-            self.fail("image", f"{error.reason}: {image_text}")
+            self.fail("image", f"{error.reason}: {_shown(image_text)}")
             return
         height, width = pixels.shape[:2]
         if mask is not None:
             try:
                 values = imagefile.mask_values(imagefile.read_image(mask))
             except imagefile.ImageFileError as error:
-                self.fail("mask", f"{error.reason}: {mask_text}")
+                self.fail("mask", f"{error.reason}: {_shown(mask_text)}")
             else:
                 problem = imagefile.mask_problem(values)
                 if values.shape[:2] != (height, width):
                     self.fail(
                         "mask",
                         f"the mask is {values.shape[1]}x{values.shape[0]} pixels but its "
-                        f"image is {width}x{height}: {mask_text}",
+                        f"image is {width}x{height}: {_shown(mask_text)}",
                     )
                 elif problem:
-                    self.fail("mask", f"{problem}: {mask_text}")
+                    self.fail("mask", f"{problem}: {_shown(mask_text)}")
         for annotation in filter(None, (a.strip() for a in bezier_text.split(";"))):
             try:
                 points = bezier.parse_points(annotation)
@@ -307,6 +308,14 @@ class _RowChecker:
                     "bezier",
                     f"control point(s) {' '.join(outside)} outside the {width}x{height} image",
                 )
+
+
+def _shown(text: str, quote: bool = False) -> str:
+    """A cell as a message shows it: as written, or quoted and escaped when it holds line
+    breaks or other invisible characters (so that a problem stays one line)."""
+    if not text.isprintable():
+        return repr(text)
+    return f"'{text}'" if quote else text
 
 
 def _is_nan(text: str) -> bool:
@@ -345,8 +354,8 @@ def _conflicting_labels(manifest_path: Path, records: list[Record]) -> list[Prob
                     manifest_path,
                     record.row,
                     "label",
-                    f"patient '{record.patient_id}' has label {record.label} here but "
-                    f"{earlier.label} in row {earlier.row}; one pregnancy has one outcome",
+                    f"patient {_shown(record.patient_id, quote=True)} has label {record.label} "
+                    f"here but {earlier.label} in row {earlier.row}; one pregnancy has one outcome",
                 )
             )
     return problems
