@@ -77,9 +77,12 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageFileError(path, f"cannot be read ({error.strerror})") from None
     if data.size == 0:
         raise ImageFileError(path, "empty file (0 bytes), not an image")
-    truncated = _truncation(data.tobytes()[:8], data[-_TAIL:].tobytes())
+    truncated = _truncation(data[:8].tobytes(), data[-_TAIL:].tobytes())
     if truncated:
-        raise ImageFileError(path, f"{truncated} ({data.size} bytes): the file was cut short")
+        kind, marker = truncated
+        raise ImageFileError(
+            path, f"truncated {kind}: {data.size} bytes without the {marker} that ends every {kind}"
+        )
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
@@ -146,9 +149,10 @@ def mask_problem(values: np.ndarray) -> str | None:
     )
 
 
-def _truncation(head: bytes, tail: bytes) -> str | None:
+def _truncation(head: bytes, tail: bytes) -> tuple[str, str] | None:
+    """``(format, missing end marker)`` of a PNG or JPEG file cut short, else ``None``."""
     if head.startswith(_PNG_SIGNATURE) and _PNG_END not in tail:
-        return "truncated PNG, no IEND chunk at its end"
+        return "PNG", "IEND chunk"
     if head.startswith(_JPEG_START) and _JPEG_END not in tail:
-        return "truncated JPEG, no end-of-image marker"
+        return "JPEG", "end-of-image marker"
     return None
