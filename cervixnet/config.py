@@ -8,10 +8,12 @@ key that is not in the defaults, or a value of the wrong type or out of range, r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
 import importlib.resources
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -186,6 +188,8 @@ class Config:
 # Range checks: dotted key -> (predicate, expectation shown to the user).
 _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "arch": (lambda v: v in ARCHITECTURES, "one of " + ", ".join(ARCHITECTURES)),
+    "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
+    "data.synthetic.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
     "data.image_size": (
         lambda v: len(v) == 2 and min(v) > 0,
         "two positive integers [height, width]",
@@ -309,7 +313,7 @@ def _read_user_config(path: str | Path) -> tuple[dict[str, Any], str]:
         where = f", line {error.problem_mark.line + 1}" if error.problem_mark else ""
         raise ConfigError(f"{candidate}{where}: not valid YAML ({error.problem})") from None
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{candidate}: not valid YAML ({error})") from None
+        raise ConfigError(f"{candidate}: not valid YAML ({_one_line(error)})") from None
     if loaded is None:
         return {}, str(candidate)
     if not isinstance(loaded, dict):
@@ -364,13 +368,13 @@ def _coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
         return _build(hint, value, source, prefix=f"{dotted}.")
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(hint):
+        options = typing.get_args(hint)
+        for option in options:
             try:
                 return _coerce(option, value, source, dotted)
-            except ConfigError as error:
-                errors.append(error)
-        raise errors[-1]
+            except ConfigError:
+                pass
+        raise _type_error(source, dotted, " or ".join(_describe(o) for o in options), value)
     if hint is type(None):
         if value is None:
             return None
@@ -393,14 +397,15 @@ def _coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
             return value
         raise _type_error(source, dotted, "an integer", value)
     if hint is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _type_error(source, dotted, "a number", value)
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None or math.isinf(number):  # NaN fails the range check, naming it
+            raise _type_error(source, dotted, "a finite number", value)
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
@@ -413,6 +418,25 @@ def _plain_value(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_plain_value(v) for v in value)
     return value
+
+
+def _describe(hint: Any) -> str:
+    """How a type is named in messages: ``float | None`` -> "a number or null"."""
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {len(typing.get_args(hint))} values"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _one_line(error: Exception) -> str:
+    """A YAML or decoding error as one line: what is wrong, and where."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
 
 
 def _type_error(source: str, dotted: str, expected: str, value: Any) -> ConfigError:

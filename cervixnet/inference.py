@@ -263,8 +263,9 @@ def predict_files(
         The path of ``predictions.csv``.
     """
     loaded = load_predictor(model_path, unsafe=unsafe)
+    check_output_folder(out_dir)
+    prepared = prepare_images(images, loaded.config)  # a broken image stops before any output
     out_dir = _new_folder(out_dir)
-    prepared = prepare_images(images, loaded.config)
     mask_prob, probability = loaded.predict(prepared.inputs)
     (out_dir / "masks").mkdir()
     (out_dir / "overlays").mkdir()

@@ -109,7 +109,7 @@ def choose_operating_point(
     labelled = [i for i in val_indices if manifest.records[i].label is not None]
     if not labelled:
         raise DataError(
-            f"{manifest.path}: the validation split has no labelled image to choose the "
+            f"{manifest.source}: the validation split has no labelled image to choose the "
             "operating threshold on"
         )
     predictions = _predict(model, config, manifest, labelled)
@@ -214,7 +214,7 @@ def evaluate_run(
     )
     split_name = "external" if "external" in indices else split
     if not evaluated:
-        raise DataError(f"{manifest.path}: the {split_name} split holds no image")
+        raise DataError(f"{manifest.source}: the {split_name} split holds no image")
 
     choice = None
     if joint:

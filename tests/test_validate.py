@@ -19,8 +19,11 @@ def _break_rows(folder: Path) -> dict[int, tuple[str, str]]:
     cv2.imwrite(str(folder / "masks" / "small.png"), np.zeros((10, 10), np.uint8))
     expected = {
         2: ("image", "file not found: images/missing.png"),
-        3: ("image", "cannot be decoded as an image: empty.png"),
-        4: ("image", "cannot be decoded as an image: text.png"),
+        3: ("image", "empty file (0 bytes), not an image: images/empty.png"),
+        4: (
+            "image",
+            "cannot be decoded as an image (expected PNG, JPEG, BMP or TIFF): images/text.png",
+        ),
         5: ("mask", "file not found: masks/missing.png"),
         6: ("mask", "the mask is 10x10 pixels but its image is 64x48"),
         7: ("label", "Received: 'yes'"),

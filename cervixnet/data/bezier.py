@@ -34,6 +34,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cervixnet.errors import DataError
+
 MODES = ("smooth", "chord")
 _SHIFT = 4  # cv2.fillPoly fractional bits: coordinates at 1/16 pixel precision
 
@@ -155,16 +157,16 @@ def parse_points(text: str) -> np.ndarray:
     """Parses the manifest form ``"x0,y0 x1,y1 x2,y2 x3,y3"`` into a (4, 2) float array.
 
     Raises:
-        ValueError: quoting the text, when it does not hold exactly four ``x,y`` pairs of
-            finite numbers.
+        DataError: (a ``ValueError``) quoting the text, when it does not hold exactly four
+            ``x,y`` pairs of finite numbers.
     """
     if not isinstance(text, str):
-        raise ValueError(
+        raise DataError(
             f'Control points must be text of the form "x0,y0 x1,y1 x2,y2 x3,y3". Received: {text!r}'
         )
     pairs = text.split()
     if len(pairs) != 4:
-        raise ValueError(
+        raise DataError(
             f'Control points must be four "x,y" pairs separated by spaces, '
             f'e.g. "10,20 30,5 50,20 30,40"; found {len(pairs)}. Received: {text!r}'
         )
@@ -172,18 +174,18 @@ def parse_points(text: str) -> np.ndarray:
     for i, pair in enumerate(pairs):
         parts = pair.split(",")
         if len(parts) != 2:
-            raise ValueError(
+            raise DataError(
                 f'Control point {i} must be "x,y" (two numbers and one comma), '
                 f"got {pair!r}. Received: {text!r}"
             )
         try:
             points[i] = [float(parts[0]), float(parts[1])]
-        except ValueError:
-            raise ValueError(
+        except (ValueError, OverflowError):
+            raise DataError(
                 f"Control point {i} must hold two numbers, got {pair!r}. Received: {text!r}"
             ) from None
         if not np.all(np.isfinite(points[i])):
-            raise ValueError(
+            raise DataError(
                 f"Control point {i} must hold finite numbers, got {pair!r}. Received: {text!r}"
             )
     return points

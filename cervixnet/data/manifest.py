@@ -8,8 +8,10 @@ non-zero = cervix; may be empty for an image without an outline). Extra columns 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 from cervixnet.errors import DataError
@@ -49,6 +51,19 @@ class Manifest:
     @property
     def root(self) -> Path:
         return self.path.parent
+
+    @property
+    def source(self) -> Path:
+        """The manifest a person wrote: ``path``, or the source of a prepared copy.
+
+        Messages about the data name this file, so that a problem found in a prepared copy in
+        the cache points at the user's own manifest.
+        """
+        try:
+            info = json.loads((self.root / "prepared.json").read_text(encoding="utf-8"))
+            return Path(info["source"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.path
 
     def column(self, name: str) -> list[str | None]:
         """Values of an extra column per record (``None`` where missing or empty)."""
@@ -107,10 +122,35 @@ def check_manifest(
     root = manifest_path.parent
     problems: list[Problem] = []
     records: list[Record] = []
+    if manifest_path.stat().st_size == 0:
+        problems.append(
+            Problem(
+                manifest_path,
+                None,
+                None,
+                f"empty file (0 bytes); expected a header line with the columns "
+                f"{', '.join(REQUIRED_COLUMNS)} and one row per image",
+            )
+        )
+        return manifest_path, [], problems
     try:
         with manifest_path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            header = reader.fieldnames or []
+            # Spreadsheets pad names with spaces; a padded name is still the column.
+            header = [(name or "").strip() for name in reader.fieldnames or []]
+            reader.fieldnames = header
+            repeated = sorted({c for c in header if header.count(c) > 1})
+            if repeated:
+                problems.append(
+                    Problem(
+                        manifest_path,
+                        1,
+                        repeated[0],
+                        f"the header names column(s) {', '.join(map(repr, repeated))} more "
+                        "than once; each column must appear once",
+                    )
+                )
+                return manifest_path, [], problems
             missing = [c for c in REQUIRED_COLUMNS if c not in header]
             if missing:
                 problems.append(
@@ -119,12 +159,14 @@ def check_manifest(
                         None,
                         None,
                         f"missing required column(s) {', '.join(missing)}. Expected columns "
-                        f"{', '.join(REQUIRED_COLUMNS)}; received: {', '.join(header)}",
+                        f"{', '.join(REQUIRED_COLUMNS)}; received: "
+                        f"{', '.join(map(_shown, header))}",
                     )
                 )
                 return manifest_path, [], problems
-            for row_number, row in enumerate(reader, start=2):
-                checker = _RowChecker(manifest_path, root, row_number, problems)
+            for row in reader:
+                # The line the row ends on: blank lines count, as in an editor or spreadsheet.
+                checker = _RowChecker(manifest_path, root, reader.line_num, problems)
                 record = checker.parse(row, check_files, decode)
                 if record is not None:
                     records.append(record)
@@ -190,8 +232,8 @@ class _RowChecker:
         image = _resolve(self.root, image_text) if image_text else None
         if image is None:
             self.fail("image", "empty; every row needs an image path")
-        elif check_files and not image.is_file():
-            self.fail("image", f"file not found: {image_text}")
+        elif check_files:
+            self._check_file("image", image, image_text)
 
         patient_id = values["patient_id"]
         if not patient_id:
@@ -200,43 +242,58 @@ class _RowChecker:
         label_text, label = values["label"], None
         if label_text in ("0", "1", "0.0", "1.0"):
             label = int(float(label_text))
-        elif label_text not in ("", "nan", "NaN", "NA"):
+        elif label_text:
+            hint = " (leave the cell empty for an unknown label)" if _is_nan(label_text) else ""
             self.fail(
-                "label", f"expected 1 (preterm), 0 (control) or empty. Received: {label_text!r}"
+                "label",
+                f"expected 1 (preterm), 0 (control) or empty (unknown). Received: "
+                f"{label_text!r}{hint}",
             )
 
         mask_text = values["mask"]
         mask = _resolve(self.root, mask_text) if mask_text else None
-        if check_files and mask is not None and not mask.is_file():
-            self.fail("mask", f"file not found: {mask_text}")
+        if check_files and mask is not None:
+            self._check_file("mask", mask, mask_text)
 
         if decode and not self.failed:
-            self._decode(image, mask, values.get("bezier", ""))
+            self._decode(image, image_text, mask, mask_text, values.get("bezier", ""))
         if self.failed:
             return None
         extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
         return Record(self.row, image, patient_id, label, mask, extra)
 
-    def _decode(self, image: Path, mask: Path | None, bezier_text: str) -> None:
-        import cv2
+    def _check_file(self, column: str, path: Path, text: str) -> None:
+        if path.is_dir():
+            self.fail(column, f"a folder, not an image file: {_shown(text)}")
+        elif not path.is_file():
+            self.fail(column, f"file not found: {_shown(text)}")
 
-        from cervixnet.data import bezier
+    def _decode(
+        self, image: Path, image_text: str, mask: Path | None, mask_text: str, bezier_text: str
+    ) -> None:
+        from cervixnet.data import bezier, imagefile
 
-        pixels = cv2.imread(str(image), cv2.IMREAD_UNCHANGED)
-        if pixels is None or pixels.size == 0:
-            self.fail("image", f"cannot be decoded as an image: {image.name}")
+        try:
+            pixels = imagefile.read_image(image)
+        except imagefile.ImageFileError as error:
+            self.fail("image", f"{error.reason}: {_shown(image_text)}")
             return
         height, width = pixels.shape[:2]
         if mask is not None:
-            mask_pixels = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
-            if mask_pixels is None or mask_pixels.size == 0:
-                self.fail("mask", f"cannot be decoded as an image: {mask.name}")
-            elif mask_pixels.shape[:2] != (height, width):
-                self.fail(
-                    "mask",
-                    f"the mask is {mask_pixels.shape[1]}x{mask_pixels.shape[0]} pixels but its "
-                    f"image is {width}x{height}",
-                )
+            try:
+                values = imagefile.mask_values(imagefile.read_image(mask))
+            except imagefile.ImageFileError as error:
+                self.fail("mask", f"{error.reason}: {_shown(mask_text)}")
+            else:
+                problem = imagefile.mask_problem(values)
+                if values.shape[:2] != (height, width):
+                    self.fail(
+                        "mask",
+                        f"the mask is {values.shape[1]}x{values.shape[0]} pixels but its "
+                        f"image is {width}x{height}: {_shown(mask_text)}",
+                    )
+                elif problem:
+                    self.fail("mask", f"{problem}: {_shown(mask_text)}")
         for annotation in filter(None, (a.strip() for a in bezier_text.split(";"))):
             try:
                 points = bezier.parse_points(annotation)
@@ -253,8 +310,22 @@ class _RowChecker:
                 )
 
 
+def _shown(text: str, quote: bool = False) -> str:
+    """A cell as a message shows it: as written, or quoted and escaped when it holds line
+    breaks or other invisible characters (so that a problem stays one line)."""
+    if not text.isprintable():
+        return repr(text)
+    return f"'{text}'" if quote else text
+
+
+def _is_nan(text: str) -> bool:
+    return text.lower() in ("nan", "na", "n/a", "none", "null", "-")
+
+
 def _resolve(root: Path, text: str) -> Path:
-    path = Path(text).expanduser()
+    path = Path(text)
+    with contextlib.suppress(RuntimeError):  # "~name" of no known user: a plain relative name
+        path = path.expanduser()
     return path if path.is_absolute() else root / path
 
 
@@ -283,8 +354,8 @@ def _conflicting_labels(manifest_path: Path, records: list[Record]) -> list[Prob
                     manifest_path,
                     record.row,
                     "label",
-                    f"patient '{record.patient_id}' has label {record.label} here but "
-                    f"{earlier.label} in row {earlier.row}; one pregnancy has one outcome",
+                    f"patient {_shown(record.patient_id, quote=True)} has label {record.label} "
+                    f"here but {earlier.label} in row {earlier.row}; one pregnancy has one outcome",
                 )
             )
     return problems

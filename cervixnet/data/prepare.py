@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from cervixnet.config import AnnotationConfig, CaliperConfig, Config
-from cervixnet.data import bezier
+from cervixnet.data import bezier, imagefile
 from cervixnet.data.calipers import CaliperSpec, remove_calipers
 from cervixnet.data.manifest import MANIFEST_NAME, REQUIRED_COLUMNS, Manifest, Record, read_manifest
 from cervixnet.errors import DataError, check_output_folder, inside_folder
@@ -92,22 +92,16 @@ class PreparedRow:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decodes an image file as stored (any OpenCV format, bit depth and channel count).
+    """Decodes an image file as stored (any OpenCV format, 8 or 16 bit, 1 to 4 channels).
 
     Reads the bytes with NumPy and decodes them in memory, so that paths with non-ASCII
-    characters work on every platform.
+    characters work on every platform (:func:`cervixnet.data.imagefile.read_image`).
 
     Raises:
-        DataError: the file cannot be read or decoded.
+        DataError: naming the file and why it cannot be used (missing, empty, truncated, not
+            an image, unsupported pixels, too small).
     """
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as error:
-        raise DataError(f"{path}: cannot be read ({error.strerror})") from None
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None or image.size == 0:
-        raise DataError(f"{path}: cannot be decoded as an image")
-    return image
+    return imagefile.read_image(path)
 
 
 def fuse_masks(masks: Sequence[np.ndarray], fusion: str = "majority") -> np.ndarray:
@@ -181,8 +175,7 @@ def prepare_record(
     if annotation_masks:
         agreement = mean_pairwise_iou(annotation_masks)
     if record.mask is not None:
-        stored = read_image(record.mask)
-        mask = (stored.max(axis=2) if stored.ndim == 3 else stored) > 0
+        mask = imagefile.mask_values(read_image(record.mask)) > 0
         mask, mask_source = mask.astype(np.uint8), "file"
     elif annotation_masks:
         mask, mask_source = fuse_masks(annotation_masks, annotations.fusion), "bezier"
@@ -211,17 +204,19 @@ def clean_image(
     (default ``CaliperConfig()``), else only converts to grayscale. The dtype is kept.
 
     Raises:
-        DataError: naming ``name``, for an image that is not 8- or 16-bit.
+        DataError: naming ``name``, for an image that is not 8- or 16-bit, has more than four
+            channels or is too small (:func:`cervixnet.data.imagefile.pixel_problem`).
     """
     calipers = calipers or CaliperConfig()
-    if source.dtype not in (np.uint8, np.uint16):
-        raise DataError(
-            f"{name}: {source.dtype} pixels are not supported; expected 8- or 16-bit integer images"
-        )
+    problem = imagefile.pixel_problem(source)
+    if problem:
+        raise DataError(f"{name}: {problem}")
+    if source.ndim == 3 and source.shape[2] == 2:  # gray + alpha: no colour marks
+        source = source[..., 0]
     if calipers.enabled:
         cleaned = remove_calipers(source, caliper_spec(calipers))
         return cleaned.image, cleaned.filled_pixels
-    return _gray(source), 0
+    return imagefile.to_gray(source), 0
 
 
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
@@ -274,10 +269,19 @@ def source_fingerprint(manifest_path: str | Path) -> str:
     """
     manifest_path = Path(manifest_path)
     digest = hashlib.sha256(manifest_path.read_bytes())
+    try:
+        _hash_listed_files(manifest_path, digest)
+    except (UnicodeDecodeError, csv.Error):
+        digest.update(b"unreadable manifest\n")  # validation reports it, with row and column
+    return digest.hexdigest()
+
+
+def _hash_listed_files(manifest_path: Path, digest) -> None:
     with manifest_path.open(newline="", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle):
             for column in ("image", "mask"):
-                name = (row.get(column) or "").strip()
+                name = row.get(column)
+                name = name.strip() if isinstance(name, str) else ""
                 if not name:
                     continue
                 path = Path(name).expanduser()
@@ -287,7 +291,6 @@ def source_fingerprint(manifest_path: str | Path) -> str:
                     digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
                 except OSError:
                     digest.update(f"{name}\0missing\n".encode())
-    return digest.hexdigest()
 
 
 def prepare(
@@ -478,14 +481,6 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 1:
-        return image[..., 0]
-    return cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_BGR2GRAY)
-
-
 def _write_png(path: Path, array: np.ndarray) -> None:
     ok, data = cv2.imencode(".png", array)
     if not ok:
@@ -509,7 +504,7 @@ def _output_names(records: Sequence[Record]) -> list[str]:
 
 def _source_columns(manifest: Manifest) -> list[str]:
     with manifest.path.open(newline="", encoding="utf-8-sig") as handle:
-        return list(csv.DictReader(handle).fieldnames or [])
+        return [(name or "").strip() for name in csv.DictReader(handle).fieldnames or []]
 
 
 def _output_row(

@@ -47,7 +47,7 @@ class Splits:
         for position, record in enumerate(manifest.records):
             if record.patient_id not in where:
                 raise DataError(
-                    f"{manifest.path}, row {record.row}, column 'patient_id': patient "
+                    f"{manifest.source}, row {record.row}, column 'patient_id': patient "
                     f"'{record.patient_id}' is in no set of the saved split"
                 )
             result[where[record.patient_id]].append(position)
@@ -157,7 +157,7 @@ def cross_validation_splits(
     strata = np.array([-1 if r.label is None else r.label for r in manifest.records])
     if len(set(patients.tolist())) < folds:
         raise DataError(
-            f"{manifest.path}: {len(set(patients.tolist()))} patients are too few for "
+            f"{manifest.source}: {len(set(patients.tolist()))} patients are too few for "
             f"{folds}-fold cross-validation"
         )
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -168,7 +168,7 @@ def cross_validation_splits(
             test_folds = [test for _, test in splitter.split(patients, strata, groups=patients)]
         except ValueError as error:  # e.g. every class smaller than the number of folds
             raise DataError(
-                f"{manifest.path}: cannot form {folds} folds stratified by label ({error})"
+                f"{manifest.source}: cannot form {folds} folds stratified by label ({error})"
             ) from None
     for test_idx in test_folds:
         rest = np.setdiff1d(np.arange(len(patients)), test_idx)
@@ -197,7 +197,7 @@ def _one_fold(manifest, positions, patients, strata, fraction, seed) -> np.ndarr
     n_patients = len(set(patients.tolist()))
     if n_patients < n_folds:
         raise DataError(
-            f"{manifest.path}: {n_patients} patients are too few for a {fraction:.0%} split "
+            f"{manifest.source}: {n_patients} patients are too few for a {fraction:.0%} split "
             f"({n_folds} patient groups needed)"
         )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
@@ -208,7 +208,7 @@ def _one_fold(manifest, positions, patients, strata, fraction, seed) -> np.ndarr
             _, fold = next(splitter.split(positions, strata, groups=patients))
         except ValueError as error:  # e.g. every class smaller than the number of folds
             raise DataError(
-                f"{manifest.path}: cannot form a {fraction:.0%} split stratified by label "
+                f"{manifest.source}: cannot form a {fraction:.0%} split stratified by label "
                 f"from {n_patients} patients ({error})"
             ) from None
     return fold

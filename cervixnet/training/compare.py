@@ -22,7 +22,7 @@ from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.errors import ConfigError, check_output_folder
-from cervixnet.training.train import TrainResult, train
+from cervixnet.training.train import TrainResult, build_model, train
 
 DEFAULT_ARCHITECTURES = ("unet", "fcn", "deeplabv3")
 
@@ -66,6 +66,9 @@ def compare_architectures(
         splits = Splits.load(config.data.splits_file)
     else:
         splits = split_patients(manifest, config.data.split, seed=config.seed)
+    for arch in archs:  # every network's options are checked before anything is written
+        build_model(config.replace({"arch": arch}))
+        keras.backend.clear_session()
     out_dir.mkdir(parents=True, exist_ok=True)
     splits.save(out_dir / "splits.json", manifest)
     runs: dict[str, TrainResult] = {}

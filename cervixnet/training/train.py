@@ -449,14 +449,14 @@ def _make_splits(config: Config, manifest: Manifest) -> Splits:
 def _check_trainable(manifest: Manifest, indices: dict[str, list[int]], joint: bool) -> None:
     train = [manifest.records[i] for i in indices["train"]]
     if not train:
-        raise DataError(f"{manifest.path}: the training split is empty")
+        raise DataError(f"{manifest.source}: the training split is empty")
     if not any(r.mask is not None for r in train):
-        raise DataError(f"{manifest.path}: no training image has a mask (column 'mask')")
+        raise DataError(f"{manifest.source}: no training image has a mask (column 'mask')")
     if joint:
         labels = {r.label for r in train if r.label is not None}
         if labels != {0, 1}:
             raise DataError(
-                f"{manifest.path}: the joint model needs preterm (1) and control (0) images in "
+                f"{manifest.source}: the joint model needs preterm (1) and control (0) images in "
                 f"the training split; it has labels {sorted(labels)} (column 'label')"
             )
 
