@@ -4,13 +4,16 @@ SPEC is a JSON file: ``{"data": ..., "run_dir": ..., "out": ..., "overrides": {.
 The process trains with ``cervixnet.training.train`` (the strategy comes from
 ``training.distribution`` and, for multi-worker, from ``TF_CONFIG``) and writes to ``out``
 what the test compares: the replicas recorded in ``metrics.json``, the folder it wrote to,
-and a SHA-256 of the weights right after ``fit`` on every local replica.
+and a SHA-256 of the weights right after ``fit`` on every local replica. With
+``"stop_after_epochs": N`` it exits (status 3) once N epochs are checkpointed, as if killed;
+with ``"resume": true`` it continues the run in ``run_dir`` (``resume_training``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from cervixnet.config import load_config
-from cervixnet.training import train
+from cervixnet.training import checkpoint, resume_training, train
+
+KILLED_EXIT_STATUS = 3
 
 
 def weight_digests(model: keras.Model) -> list[str]:
@@ -51,8 +56,21 @@ def main(spec_path: str) -> None:
         digests.append(weight_digests(model))
         return history
 
+    stop_after = spec.get("stop_after_epochs")
+    if stop_after is not None:  # the process dies once that many epochs are checkpointed
+        save_epoch = checkpoint.RunCheckpoint.on_epoch_end
+
+        def dies_after(self, epoch, logs=None):
+            save_epoch(self, epoch, logs)
+            if epoch + 1 == stop_after:
+                os._exit(KILLED_EXIT_STATUS)
+
+        checkpoint.RunCheckpoint.on_epoch_end = dies_after
     with mock.patch.object(keras.Model, "fit", fit_and_digest):
-        result = train(config, spec["run_dir"], verbose=0, echo=lambda _: None)
+        if spec.get("resume"):
+            result = resume_training(spec["run_dir"], verbose=0, echo=lambda _: None)
+        else:
+            result = train(config, spec["run_dir"], verbose=0, echo=lambda _: None)
     reproducibility = result.metrics["reproducibility"]
     Path(spec["out"]).write_text(
         json.dumps(

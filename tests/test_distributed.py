@@ -26,6 +26,7 @@ from cervixnet.training.distribution import (
 )
 from cervixnet.training.train import learning_rate
 from tests.conftest import TINY_RUN_CONFIG, write_tiny_dataset
+from tests.distributed_worker import KILLED_EXIT_STATUS
 
 WORKER_SCRIPT = Path(__file__).with_name("distributed_worker.py")
 TRAINING_TIMEOUT_S = 300
@@ -168,7 +169,14 @@ def shared_data(tmp_path_factory) -> Path:
     return data
 
 
-def _spec(folder: Path, data: Path, name: str, arch: str = "unet-joint", **training) -> Path:
+def _spec(
+    folder: Path,
+    data: Path,
+    name: str,
+    arch: str = "unet-joint",
+    extra: dict | None = None,
+    **training,
+) -> Path:
     overrides = {
         **TINY_RUN_CONFIG,
         "arch": arch,
@@ -177,6 +185,7 @@ def _spec(folder: Path, data: Path, name: str, arch: str = "unet-joint", **train
         **{f"training.{k}": v for k, v in training.items()},
     }
     spec = {"data": str(data), "run_dir": str(folder / "run"), "out": str(folder / f"{name}.json")}
+    spec.update(extra or {})
     path = folder / f"{name}-spec.json"
     path.write_text(json.dumps({**spec, "overrides": overrides}))
     return path
@@ -189,8 +198,13 @@ def _environment(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _run_all(commands: list[tuple[list[str], dict[str, str]]], logs: Path) -> None:
-    """Starts every process, waits for all within the time limit; on a failure kills the rest."""
+def _run_all(
+    commands: list[tuple[list[str], dict[str, str]]], logs: Path, expected: int = 0
+) -> None:
+    """Starts every process, waits for all within the time limit; on a failure kills the rest.
+
+    Every process must end with the exit status ``expected``.
+    """
     processes = []
     try:
         for index, (command, env) in enumerate(commands):
@@ -200,7 +214,7 @@ def _run_all(commands: list[tuple[list[str], dict[str, str]]], logs: Path) -> No
             )
         deadline = time.monotonic() + TRAINING_TIMEOUT_S
         while any(p.poll() is None for p, _ in processes):
-            failed = [p for p, _ in processes if p.poll() not in (None, 0)]
+            failed = [p for p, _ in processes if p.poll() not in (None, expected)]
             if failed or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -211,7 +225,7 @@ def _run_all(commands: list[tuple[list[str], dict[str, str]]], logs: Path) -> No
             process.wait()
             log.close()
     for index, (process, _) in enumerate(processes):
-        if process.returncode != 0:
+        if process.returncode != expected:
             tail = (logs / f"process{index}.log").read_text()[-4000:]
             pytest.fail(f"process {index} ended with {process.returncode}:\n{tail}")
 
@@ -266,3 +280,36 @@ def test_two_workers_end_with_the_same_weights_and_one_run_folder(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["reproducibility"]["distribution"] == "multi_worker"
     assert metrics["reproducibility"]["replicas"] == 2
+
+
+@pytest.mark.slow
+def test_killed_workers_resume_from_the_chiefs_checkpoint(tmp_path: Path, shared_data: Path):
+    def start(stage: str, extra: dict, expected: int) -> list[dict]:
+        addresses = [f"localhost:{port}" for port in _free_ports(2)]
+        commands = []
+        for index in range(2):
+            spec = _spec(
+                tmp_path, shared_data, f"{stage}{index}", extra=extra, distribution="multi_worker",
+                epochs=2,
+            )  # fmt: skip
+            env = _environment(TF_CONFIG=_tf_config(addresses, "worker", index))
+            commands.append(([sys.executable, str(WORKER_SCRIPT), str(spec)], env))
+        (tmp_path / stage).mkdir()
+        _run_all(commands, tmp_path / stage, expected=expected)
+        if expected:
+            return []
+        return [json.loads((tmp_path / f"{stage}{i}.json").read_text()) for i in range(2)]
+
+    start("killed", {"stop_after_epochs": 1}, expected=KILLED_EXIT_STATUS)
+    run_dir = tmp_path / "run"
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    assert state["epochs_done"] == 1 and not (run_dir / "metrics.json").exists()
+
+    chief, other = start("resumed", {"resume": True}, expected=0)
+    assert chief["digests"] == other["digests"]  # both continued from the same epoch
+    assert chief["loss"] == other["loss"] and len(chief["loss"]) == 2
+    assert chief["loss"][0] == state["history"]["loss"][0]  # epoch 1 kept from the first go
+    assert chief["wrote_to"] == str(run_dir) and not other["wrote_to_exists"]
+    epochs = (run_dir / "history.csv").read_text().strip().splitlines()[1:]
+    assert [line.split(",")[0] for line in epochs] == ["0", "1"]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2

@@ -308,14 +308,18 @@ def train(
             f"{kept} in {run_dir}. Lower training.learning_rate or check the data, then "
             "train again"
         )
-    if not (run_dir / "model.keras").exists():
+    # A resumed worker that is not the chief finds the best epoch so far in the chief's folder.
+    best_path = next(
+        (p for p in (run_dir / "model.keras", shared_dir / "model.keras") if p.exists()), None
+    )
+    if best_path is None:
         raise TrainingError(
             f"training ended without a finite '{monitor}' to choose the best epoch by; "
             f"no model.keras was written in {run_dir}"
         )
     history = state.history
 
-    best = keras.models.load_model(run_dir / "model.keras")
+    best = keras.models.load_model(best_path)
     risk = _float_column(manifest, "risk")
     figures, per_split = {}, {}
     for name in SPLIT_NAMES:
