@@ -309,10 +309,7 @@ def _read_user_config(path: str | Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"Config file not found: {path} (shipped configs: {shipped})")
     try:
         loaded = yaml.safe_load(candidate.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as error:  # one line: the file, the line and the problem
-        where = f", line {error.problem_mark.line + 1}" if error.problem_mark else ""
-        raise ConfigError(f"{candidate}{where}: not valid YAML ({error.problem})") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except (yaml.YAMLError, UnicodeDecodeError) as error:  # one line: the problem and where
         raise ConfigError(f"{candidate}: not valid YAML ({_one_line(error)})") from None
     if loaded is None:
         return {}, str(candidate)
