@@ -159,38 +159,24 @@ def _real_training_input(spec: dict):
     import dataclasses
 
     from cervixnet.config import load_config
-    from cervixnet.data.balance import oversample
     from cervixnet.data.manifest import read_manifest
-    from cervixnet.data.pipeline import make_dataset
     from cervixnet.data.sources import prepared_data, resolve_data
     from cervixnet.data.splits import split_patients
-    from cervixnet.training import build_model, compile_model
+    from cervixnet.training import build_model, compile_model, training_inputs
 
     config = load_config(spec["config"])
     training = dataclasses.replace(
-        config.training, batch_size=spec["batch"], jit_compile=spec.get("xla", False)
+        config.training, batch_size=spec["batch"], jit_compile=spec.get("xla", False), epochs=1
     )
     model_config = dataclasses.replace(config.model, base_filters=spec["base_filters"])
     data = dataclasses.replace(config.data, image_size=(spec["size"], spec["size"]))
     config = dataclasses.replace(config, training=training, model=model_config, data=data)
     manifest = read_manifest(prepared_data(config, resolve_data(config), echo=lambda _: None))
-    train_idx = split_patients(manifest, config.data.split, config.seed).indices(manifest)["train"]
-    labels = [manifest.records[i].label for i in train_idx]
-    positions, _ = oversample(train_idx, labels, config.data.balance.train_preterm_fraction, 0)
-    dataset = make_dataset(
-        manifest,
-        positions,
-        image_size=config.data.image_size,
-        channels=config.data.channels,
-        batch_size=config.training.batch_size,
-        joint=True,
-        training=True,
-        seed=config.seed,
-        augment=config.data.augment,
-    )
+    indices = split_patients(manifest, config.data.split, config.seed).indices(manifest)
+    inputs = training_inputs(config, manifest, indices)
     model = build_model(config)
-    steps_per_epoch = -(-len(positions) // config.training.batch_size)
-    compile_model(model, config, positive_weight=1.0, steps_per_epoch=steps_per_epoch)
+    compile_model(model, config, inputs.positive_weight or 1.0, inputs.steps_per_epoch)
+    dataset = inputs.train_data
     return model, dataset
 
 
