@@ -4,8 +4,8 @@ Builds the training input exactly as ``cervixnet train`` does for a configuratio
 data, balanced training split, shuffle, augmentation, batching, prefetch) and measures, in one
 process and one after the other on the same machine:
 
-- input images per second without augmentation and with it (the pipeline alone, iterated
-  after one warm-up pass that fills its cache);
+- input images per second without augmentation and with it (the pipeline alone, after one
+  warm-up pass; every epoch reads and decodes the prepared images anew, as in training);
 - training images per second: ``model.fit`` of the configured network on batches already in
   memory, so that the input costs nothing;
 - training images per second fed by the real pipeline, which should equal the previous figure
@@ -23,9 +23,7 @@ the default configuration).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import os
 import platform
 import time
@@ -54,47 +52,29 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
-    from cervixnet import models
     from cervixnet.config import load_config
-    from cervixnet.data.balance import oversample
     from cervixnet.data.manifest import read_manifest
-    from cervixnet.data.pipeline import make_dataset
     from cervixnet.data.sources import prepared_data, resolve_data
     from cervixnet.data.splits import split_patients
-    from cervixnet.training import build_model, compile_model
+    from cervixnet.training import build_model, compile_model, training_inputs
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides={"training.epochs": 1})
     keras.utils.set_random_seed(config.seed)
     manifest = read_manifest(prepared_data(config, resolve_data(config), echo=print))
-    train_idx = split_patients(manifest, config.data.split, config.seed).indices(manifest)["train"]
-    positions = train_idx
-    if config.data.balance.train_preterm_fraction is not None:
-        labels = [manifest.records[i].label for i in train_idx]
-        positions, _ = oversample(
-            train_idx, labels, config.data.balance.train_preterm_fraction, config.seed
-        )
-    joint = models.is_joint(config.arch)
-    common = {
-        "image_size": config.data.image_size,
-        "channels": config.data.channels,
-        "batch_size": config.training.batch_size,
-        "joint": joint,
-        "training": True,
-        "seed": config.seed,
-    }
-    plain = make_dataset(
-        manifest, positions, augment=dataclasses.replace(config.data.augment, enabled=False),
-        **common,
-    )  # fmt: skip
-    augmented = make_dataset(manifest, positions, augment=config.data.augment, **common)
-    images_per_second(plain, 1)  # warm-up: decode and fill the cache
+    indices = split_patients(manifest, config.data.split, config.seed).indices(manifest)
+    # cervixnet train's own input, with and without augmentation: one epoch each.
+    inputs = training_inputs(config, manifest, indices)
+    unaugmented = config.replace({"data.augment.enabled": False})
+    plain = training_inputs(unaugmented, manifest, indices).train_data
+    augmented = inputs.train_data
+    positions = inputs.train_positions
+    images_per_second(plain, 1)  # warm-up: tracing, the file cache
     images_per_second(augmented, 1)
     input_plain = images_per_second(plain, args.passes)
     input_augmented = images_per_second(augmented, args.passes)
 
     model = build_model(config)
-    steps = math.ceil(len(positions) / config.training.batch_size)
-    compile_model(model, config, positive_weight=1.0, steps_per_epoch=steps)
+    compile_model(model, config, inputs.positive_weight or 1.0, inputs.steps_per_epoch)
     memory = augmented.cache()  # one augmented epoch, kept as batches in memory
     for _ in memory:  # fill the cache: training then reads tensors already in memory
         pass

@@ -23,10 +23,11 @@ memory), one after another. One table is printed and the figures are written as 
     KERAS_BACKEND=jax python benchmarks/training_throughput.py --model paper --device cuda \\
         --batch 256 --cases keras:mixed_bfloat16 torch:bfloat16:cl
 
-Case names: ``cervixnet-train``; ``keras:PRECISION[:xla]`` with PRECISION ``float32``,
+Case names: ``cervixnet-train``; ``keras:PRECISION[:xla][:amp]`` with PRECISION ``float32``,
 ``mixed_bfloat16`` or ``mixed_float16`` (``:xla`` sets ``jit_compile=True``; on JAX every
-step is compiled by XLA anyway); ``torch:PRECISION[:cl][:compile]`` with PRECISION
-``float32``, ``bfloat16`` or ``float16`` (``:cl`` channels-last).
+step is compiled by XLA anyway; ``:amp`` turns on TensorFlow's oneDNN bfloat16 graph rewrite,
+``auto_mixed_precision_onednn_bfloat16``, for CPUs); ``torch:PRECISION[:cl][:compile]``
+with PRECISION ``float32``, ``bfloat16`` or ``float16`` (``:cl`` channels-last).
 """
 
 from __future__ import annotations
@@ -116,6 +117,12 @@ def run_keras(spec: dict) -> dict:
 
     precision = spec.get("precision", "float32")
     keras.config.set_dtype_policy(precision)
+    if spec.get("onednn_amp"):
+        import tensorflow as tf
+
+        # TensorFlow's own graph rewrite for bf16 on CPUs: the float32 graph's convolutions,
+        # matmuls and batch norms (and what lies between them) run in bfloat16 with oneDNN.
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
     keras.utils.set_random_seed(0)
     real = spec["case"] == "cervixnet-train"
     batch, steps, warmup = spec["batch"], spec["steps"], spec["warmup"]
@@ -150,7 +157,7 @@ def run_keras(spec: dict) -> dict:
         "training_flops_per_image": flops.training_flops_per_image(model),
         "final_loss": float(history.history["loss"][-1]),
         "framework": f"keras {keras.__version__} ({keras.backend.backend()})",
-        "matmul_dtype": _matmul_precision(precision),
+        "matmul_dtype": "bfloat16" if spec.get("onednn_amp") else _matmul_precision(precision),
     }
 
 
@@ -159,38 +166,24 @@ def _real_training_input(spec: dict):
     import dataclasses
 
     from cervixnet.config import load_config
-    from cervixnet.data.balance import oversample
     from cervixnet.data.manifest import read_manifest
-    from cervixnet.data.pipeline import make_dataset
     from cervixnet.data.sources import prepared_data, resolve_data
     from cervixnet.data.splits import split_patients
-    from cervixnet.training import build_model, compile_model
+    from cervixnet.training import build_model, compile_model, training_inputs
 
     config = load_config(spec["config"])
     training = dataclasses.replace(
-        config.training, batch_size=spec["batch"], jit_compile=spec.get("xla", False)
+        config.training, batch_size=spec["batch"], jit_compile=spec.get("xla", False), epochs=1
     )
     model_config = dataclasses.replace(config.model, base_filters=spec["base_filters"])
     data = dataclasses.replace(config.data, image_size=(spec["size"], spec["size"]))
     config = dataclasses.replace(config, training=training, model=model_config, data=data)
     manifest = read_manifest(prepared_data(config, resolve_data(config), echo=lambda _: None))
-    train_idx = split_patients(manifest, config.data.split, config.seed).indices(manifest)["train"]
-    labels = [manifest.records[i].label for i in train_idx]
-    positions, _ = oversample(train_idx, labels, config.data.balance.train_preterm_fraction, 0)
-    dataset = make_dataset(
-        manifest,
-        positions,
-        image_size=config.data.image_size,
-        channels=config.data.channels,
-        batch_size=config.training.batch_size,
-        joint=True,
-        training=True,
-        seed=config.seed,
-        augment=config.data.augment,
-    )
+    indices = split_patients(manifest, config.data.split, config.seed).indices(manifest)
+    inputs = training_inputs(config, manifest, indices)
     model = build_model(config)
-    steps_per_epoch = -(-len(positions) // config.training.batch_size)
-    compile_model(model, config, positive_weight=1.0, steps_per_epoch=steps_per_epoch)
+    compile_model(model, config, inputs.positive_weight or 1.0, inputs.steps_per_epoch)
+    dataset = inputs.train_data
     return model, dataset
 
 
@@ -223,9 +216,15 @@ def parse_case(case: str) -> dict:
     if parts == ["cervixnet-train"]:
         return {"kind": "keras", "precision": "float32", "xla": False}
     keras_precisions = ("float32", "mixed_bfloat16", "mixed_float16")
-    known_keras = parts[1:2] and parts[1] in keras_precisions and parts[2:] in ([], ["xla"])
-    if parts[0] == "keras" and known_keras:
-        return {"kind": "keras", "precision": parts[1], "xla": parts[2:] == ["xla"]}
+    flags = set(parts[2:])
+    known_keras = parts[1:2] and parts[1] in keras_precisions and flags <= {"xla", "amp"}
+    if parts[0] == "keras" and known_keras and len(flags) == len(parts[2:]):
+        return {
+            "kind": "keras",
+            "precision": parts[1],
+            "xla": "xla" in flags,
+            "onednn_amp": "amp" in flags,
+        }
     if parts[0] == "torch" and len(parts) >= 2 and parts[1] in ("float32", "bfloat16", "float16"):
         flags = set(parts[2:])
         if flags <= {"cl", "compile"}:

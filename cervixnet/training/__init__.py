@@ -14,11 +14,13 @@ from cervixnet.training.cross_validation import (
 )
 from cervixnet.training.train import (
     RUN_FILES,
+    TrainingInputs,
     TrainResult,
     build_model,
     compile_model,
     resume_training,
     train,
+    training_inputs,
 )
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "ComparisonResult",
     "CrossValidationResult",
     "TrainResult",
+    "TrainingInputs",
     "build_model",
     "compare_architectures",
     "comparison_table",
@@ -36,4 +39,5 @@ __all__ = [
     "resume_training",
     "summarize_folds",
     "train",
+    "training_inputs",
 ]

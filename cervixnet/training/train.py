@@ -220,29 +220,16 @@ def train(
         splits.save(run_dir / "splits.json", manifest)
         state = TrainingState(data_fingerprint=fingerprint)
         state.save(run_dir)
-    train_positions, _ = _balanced(
-        config, manifest, indices["train"], config.data.balance.train_preterm_fraction
-    )
-    # The paper's protocol balances val and test too, with augmented copies (fixed seed).
-    paper_eval = config.data.balance.eval == "paper"
-    evaluated = {
-        name: _balanced(config, manifest, indices[name], 0.5 if paper_eval else None)
-        for name in SPLIT_NAMES
-    }
-    train_labels = [manifest.records[i].label for i in train_positions]
-    positive_weight = config.loss.positive_weight
-    if joint and positive_weight is None:
-        positive_weight = losses.positive_weight_from_labels(
-            np.array([np.nan if v is None else v for v in train_labels], dtype=float)
-        )
-    # batch_size is the global batch: one step of all replicas together.
-    steps_per_epoch = math.ceil(len(train_positions) / config.training.batch_size)
+    done = state.epochs_done
+    inputs = training_inputs(config, manifest, indices, first_epoch=done)
+    positive_weight, evaluated = inputs.positive_weight, inputs.evaluated
     with distribution.scope():
-        compile_model(model, config, positive_weight or 1.0, steps_per_epoch, distribution.replicas)
+        compile_model(
+            model, config, positive_weight or 1.0, inputs.steps_per_epoch, distribution.replicas
+        )
         restore(model, shared_dir, state)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
-    added = len(train_positions) - len(indices["train"])
-    done = state.epochs_done
+    added = len(inputs.train_positions) - len(indices["train"])
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
         f"for {config.training.epochs} epochs"
@@ -251,31 +238,9 @@ def train(
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
     )
 
-    common = {
-        "image_size": config.data.image_size,
-        "channels": config.data.channels,
-        "batch_size": config.training.batch_size,
-        "joint": joint,
-        "seed": config.seed,
-    }
+    train_data = distribute_input(inputs.train_data)  # auto-shard policy: see distribute_input
+    val_data = None if inputs.val_data is None else distribute_input(inputs.val_data)
     epochs_left = config.training.epochs - done
-    train_data = make_dataset(
-        manifest,
-        train_positions,
-        training=True,
-        augment=config.data.augment,
-        epochs=max(1, epochs_left),
-        first_epoch=done,
-        **common,
-    )
-    train_data = distribute_input(train_data)  # auto-shard policy: see distribute_input
-    val_positions, val_copies = evaluated["val"]
-    val_data = None
-    if val_positions:
-        val_data = make_dataset(
-            manifest, val_positions, copies=val_copies, augment=config.data.augment, **common
-        )
-        val_data = distribute_input(val_data)
     monitor = config.training.monitor if val_data is not None else "loss"
     checkpoint = RunCheckpoint(run_dir, monitor, state)
     callbacks = [
@@ -291,7 +256,7 @@ def train(
             validation_data=val_data,
             initial_epoch=done,
             epochs=config.training.epochs,
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=inputs.steps_per_epoch,
             callbacks=callbacks,
             shuffle=False,  # the tf.data pipeline shuffles, with the run's seed
             verbose=verbose,
@@ -360,6 +325,84 @@ def train(
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     distribution.remove_scratch()  # a worker's temporary folder; the chief keeps run_dir
     return TrainResult(run_dir, summary, dict(history), seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingInputs:
+    """The data of a run as ``train`` feeds it to ``fit`` (see ``training_inputs``).
+
+    Attributes:
+        train_positions: the training records, with the augmented copies that balance the
+            classes (``data.balance.train_preterm_fraction``).
+        evaluated: per split, the records to score and which of them are augmented copies
+            (copies only with ``data.balance.eval: paper``).
+        positive_weight: the preterm weight of the label loss (joint models; ``None`` else).
+        steps_per_epoch: batches per epoch, ``ceil(len(train_positions) / batch_size)``.
+        train_data: the training epochs from ``first_epoch`` to ``training.epochs``.
+        val_data: the validation set, or ``None`` if it is empty.
+    """
+
+    train_positions: list[int]
+    evaluated: dict[str, tuple[list[int], list[bool]]]
+    positive_weight: float | None
+    steps_per_epoch: int
+    train_data: Any
+    val_data: Any
+
+
+def training_inputs(
+    config: Config, manifest: Manifest, indices: dict[str, list[int]], *, first_epoch: int = 0
+) -> TrainingInputs:
+    """Balances the splits and builds the tf.data input of ``cervixnet train``.
+
+    ``indices`` maps each split name to record positions (``Splits.indices``). The one
+    function that ``train`` and the benchmarks call, so that they time the real path.
+    """
+    joint = models.is_joint(config.arch)
+    train_positions, _ = _balanced(
+        config, manifest, indices["train"], config.data.balance.train_preterm_fraction
+    )
+    # The paper's protocol balances val and test too, with augmented copies (fixed seed).
+    paper_eval = config.data.balance.eval == "paper"
+    evaluated = {
+        name: _balanced(config, manifest, indices[name], 0.5 if paper_eval else None)
+        for name in SPLIT_NAMES
+    }
+    train_labels = [manifest.records[i].label for i in train_positions]
+    positive_weight = config.loss.positive_weight
+    if joint and positive_weight is None:
+        positive_weight = losses.positive_weight_from_labels(
+            np.array([np.nan if v is None else v for v in train_labels], dtype=float)
+        )
+    common = {
+        "image_size": config.data.image_size,
+        "channels": config.data.channels,
+        # The global batch: one step of all replicas together.
+        "batch_size": config.training.batch_size,
+        "joint": joint,
+        "seed": config.seed,
+        "augment": config.data.augment,
+    }
+    train_data = make_dataset(
+        manifest,
+        train_positions,
+        training=True,
+        epochs=max(1, config.training.epochs - first_epoch),
+        first_epoch=first_epoch,
+        **common,
+    )
+    val_positions, val_copies = evaluated["val"]
+    val_data = None
+    if val_positions:
+        val_data = make_dataset(manifest, val_positions, copies=val_copies, **common)
+    return TrainingInputs(
+        train_positions=train_positions,
+        evaluated=evaluated,
+        positive_weight=positive_weight,
+        steps_per_epoch=math.ceil(len(train_positions) / config.training.batch_size),
+        train_data=train_data,
+        val_data=val_data,
+    )
 
 
 def resume_training(
