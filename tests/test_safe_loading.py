@@ -226,7 +226,8 @@ def test_yaml_python_tags_are_refused_and_run_nothing(tmp_path):
     marker = tmp_path / "yaml-code-ran"
     config = tmp_path / "hostile.yaml"
     config.write_text(f'seed: !!python/object/apply:os.system ["touch {marker}"]\n')
-    with pytest.raises(ConfigError, match=r"hostile\.yaml: not valid YAML \(.* at line 1, column \d+\)"):
+    refused = r"hostile\.yaml: not valid YAML \(.* at line 1, column \d+\)"
+    with pytest.raises(ConfigError, match=refused):
         load_config(config)
     message = _one_line_failure(
         CliRunner().invoke(main, ["train", "--config", str(config), "--out", str(tmp_path / "r")])
