@@ -26,6 +26,7 @@ import csv
 import dataclasses
 import json
 import math
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,11 +251,21 @@ def evaluate_run(
     )
 
     out_dir = _free_folder(Path(out_dir) if out_dir else run_dir / f"evaluation-{split_name}")
-    out_dir.mkdir(parents=True)
-    files = _write_outputs(
-        out_dir, report, predictions, per_image, manifest, evaluated, choice, run_dir, model,
-        gradcam_images,
-    )  # fmt: skip
+    # Written into a hidden folder beside it, renamed when complete: a killed evaluation
+    # leaves no half report (only the hidden folder, replaced by the next evaluation).
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        files = _write_outputs(
+            staging, report, predictions, per_image, manifest, evaluated, choice, run_dir,
+            model, gradcam_images,
+        )  # fmt: skip
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.rename(out_dir)
+    files = [out_dir / f.relative_to(staging) for f in files]
     return EvaluationResult(out_dir, report, tuple(files))
 
 

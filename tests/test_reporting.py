@@ -122,3 +122,20 @@ def test_threshold_rules_and_bad_options(tiny_run: Path, tmp_path: Path):
     assert result.exit_code == 1 and "target" in result.output
     result = CliRunner().invoke(main, ["evaluate", str(tmp_path)])
     assert result.exit_code == 1 and "not a cervixnet run folder" in result.output
+
+
+def test_an_evaluation_that_fails_midway_leaves_no_half_report(
+    tiny_run: Path, tmp_path: Path, monkeypatch
+):
+    from cervixnet import plots
+
+    def broken(*args, **kwargs):
+        raise OSError("killed while drawing")
+
+    monkeypatch.setattr(plots, "overlay_grid", broken)  # drawn after the first files
+    with pytest.raises(OSError, match="killed while drawing"):
+        evaluate_run(
+            tiny_run, out_dir=tmp_path / "report", n_bootstrap=50, gradcam_images=0,
+            echo=lambda _: None,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []  # neither the report nor its hidden staging folder
