@@ -31,21 +31,7 @@ from tests.bad_inputs import (
     manifest_rows,
 )
 from tests.conftest import write_tiny_dataset
-
-TINY_CONFIG = """\
-data:
-  image_size: [32, 32]
-  augment:
-    crop: 0.0
-model:
-  base_filters: 4
-  unet-joint:
-    depth: 2
-    classifier_units: [8]
-training:
-  batch_size: 8
-  epochs: 1
-"""
+from tests.test_cli import TINY_CONFIG
 
 DATA_COMMANDS = ("data validate", "data prepare", "train", "evaluate")
 

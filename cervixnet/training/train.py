@@ -471,19 +471,19 @@ def _check_run_dir(run_dir: str | Path, resume: bool = False, writes: bool = Tru
 
 def _resumed_state(
     run_dir: Path, fingerprint: str, echo: Callable[[str], None], writes: bool = True
-) -> TrainingState:
-    """The saved state of the run in ``run_dir``, after removing half-written files."""
+) -> TrainingState | None:
+    """The saved state of the run in ``run_dir`` (``None``: it saved none), after removing
+    half-written files."""
     if writes:
         left = remove_temporaries(run_dir) + remove_temporaries(run_dir / CHECKPOINT_DIR)
         if left:
             echo(f"Removed {len(left)} half-written file(s) of the interrupted run")
-    state = load_state(run_dir) or TrainingState(data_fingerprint=fingerprint)
-    if state.data_fingerprint not in (None, fingerprint):
+    state = load_state(run_dir)
+    if state is not None and state.data_fingerprint != fingerprint:
         raise DataError(
             f"--resume {run_dir}: the data changed since the run started (fingerprint "
             f"{state.data_fingerprint}, now {fingerprint}); start a new run instead"
         )
-    state.data_fingerprint = fingerprint
     return state
 
 
