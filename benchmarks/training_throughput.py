@@ -23,11 +23,16 @@ memory), one after another. One table is printed and the figures are written as 
     KERAS_BACKEND=jax python benchmarks/training_throughput.py --model paper --device cuda \\
         --batch 256 --cases keras:mixed_bfloat16 torch:bfloat16:cl
 
-Case names: ``cervixnet-train``; ``keras:PRECISION[:xla][:amp]`` with PRECISION ``float32``,
-``mixed_bfloat16`` or ``mixed_float16`` (``:xla`` sets ``jit_compile=True``; on JAX every
-step is compiled by XLA anyway; ``:amp`` turns on TensorFlow's oneDNN bfloat16 graph rewrite,
-``auto_mixed_precision_onednn_bfloat16``, for CPUs); ``torch:PRECISION[:cl][:compile]``
-with PRECISION ``float32``, ``bfloat16`` or ``float16`` (``:cl`` channels-last).
+Case names: ``cervixnet-train[:PRECISION][:FLAG...]`` (the config's ``training.precision``,
+``auto``, unless one is named) and ``keras:PRECISION[:FLAG...]``, with PRECISION
+``float32``, ``mixed_bfloat16`` or ``mixed_float16`` and FLAGs ``xla`` (``jit_compile=True``;
+on JAX every step is compiled by XLA anyway), ``amp`` (TensorFlow's oneDNN bfloat16 graph
+rewrite, ``auto_mixed_precision_onednn_bfloat16``, for CPUs), ``fpmath`` (oneDNN's
+``ONEDNN_DEFAULT_FPMATH_MODE=BF16``: float32 convolutions and matmuls computed in bfloat16
+inside oneDNN), ``kerasbn`` (Keras' own ``BatchNormalization`` instead of cervixnet's
+fused one), ``intra=N`` and ``inter=N`` (TensorFlow's intra- and inter-op thread
+pools); ``torch:PRECISION[:cl][:compile]`` with PRECISION ``float32``, ``bfloat16`` or
+``float16`` (``:cl`` channels-last).
 """
 
 from __future__ import annotations
@@ -115,16 +120,29 @@ def run_keras(spec: dict) -> dict:
     import keras
     import numpy as np
 
-    precision = spec.get("precision", "float32")
-    keras.config.set_dtype_policy(precision)
-    if spec.get("onednn_amp"):
+    if keras.backend.backend() == "tensorflow":  # the GPU machine's JAX has no TensorFlow
         import tensorflow as tf
 
+        if spec.get("intra_op_threads") is not None:
+            tf.config.threading.set_intra_op_parallelism_threads(spec["intra_op_threads"])
+        if spec.get("inter_op_threads") is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(spec["inter_op_threads"])
+    real = spec["case"].startswith("cervixnet-train")
+    precision = spec.get("precision") or "float32"
+    if real:
+        from cervixnet.training.precision import resolve_precision
+
+        precision = resolve_precision(spec.get("precision") or "auto")
+    keras.config.set_dtype_policy(precision)
+    if spec.get("onednn_amp"):
         # TensorFlow's own graph rewrite for bf16 on CPUs: the float32 graph's convolutions,
         # matmuls and batch norms (and what lies between them) run in bfloat16 with oneDNN.
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    if spec.get("keras_bn"):  # the models with Keras' own BatchNormalization, for comparison
+        import cervixnet.models.blocks
+
+        cervixnet.models.blocks.FusedBatchNormalization = keras.layers.BatchNormalization
     keras.utils.set_random_seed(0)
-    real = spec["case"] == "cervixnet-train"
     batch, steps, warmup = spec["batch"], spec["steps"], spec["warmup"]
     if real:
         model, dataset = _real_training_input(spec)
@@ -157,7 +175,10 @@ def run_keras(spec: dict) -> dict:
         "training_flops_per_image": flops.training_flops_per_image(model),
         "final_loss": float(history.history["loss"][-1]),
         "framework": f"keras {keras.__version__} ({keras.backend.backend()})",
-        "matmul_dtype": "bfloat16" if spec.get("onednn_amp") else _matmul_precision(precision),
+        "precision": precision,
+        "matmul_dtype": "bfloat16"
+        if spec.get("onednn_amp") or spec.get("fpmath")
+        else _matmul_precision(precision),
     }
 
 
@@ -173,7 +194,11 @@ def _real_training_input(spec: dict):
 
     config = load_config(spec["config"])
     training = dataclasses.replace(
-        config.training, batch_size=spec["batch"], jit_compile=spec.get("xla", False), epochs=1
+        config.training,
+        batch_size=spec["batch"],
+        jit_compile=spec.get("xla", False),
+        epochs=1,
+        precision=spec.get("precision") or config.training.precision,
     )
     model_config = dataclasses.replace(config.model, base_filters=spec["base_filters"])
     data = dataclasses.replace(config.data, image_size=(spec["size"], spec["size"]))
@@ -210,21 +235,37 @@ def run_torch(spec: dict) -> dict:
     return result
 
 
+KERAS_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _keras_flags(flags: list[str]) -> dict | None:
+    """``["xla", "intra=2"]`` -> settings; ``None`` for an unknown flag."""
+    settings: dict = {"xla": False, "onednn_amp": False, "fpmath": False, "keras_bn": False}
+    names = {"xla": "xla", "amp": "onednn_amp", "fpmath": "fpmath", "kerasbn": "keras_bn"}
+    for flag in flags:
+        key, _, value = flag.partition("=")
+        if flag in names:
+            settings[names[flag]] = True
+        elif key in ("intra", "inter") and value.isdigit():
+            settings[f"{key}_op_threads"] = int(value)
+        else:
+            return None
+    return settings
+
+
 def parse_case(case: str) -> dict:
     """``keras:mixed_bfloat16:xla`` -> its settings; raises SystemExit on an unknown name."""
     parts = case.split(":")
-    if parts == ["cervixnet-train"]:
-        return {"kind": "keras", "precision": "float32", "xla": False}
-    keras_precisions = ("float32", "mixed_bfloat16", "mixed_float16")
-    flags = set(parts[2:])
-    known_keras = parts[1:2] and parts[1] in keras_precisions and flags <= {"xla", "amp"}
-    if parts[0] == "keras" and known_keras and len(flags) == len(parts[2:]):
-        return {
-            "kind": "keras",
-            "precision": parts[1],
-            "xla": "xla" in flags,
-            "onednn_amp": "amp" in flags,
-        }
+    if parts[0] == "cervixnet-train":
+        # An optional precision (default: the config's, "auto"), then flags.
+        precision = parts[1] if parts[1:2] and parts[1] in KERAS_PRECISIONS else None
+        flags = _keras_flags(parts[2:] if precision else parts[1:])
+        if flags is not None:
+            return {"kind": "keras", "precision": precision, **flags}
+    if parts[0] == "keras" and parts[1:2] and parts[1] in KERAS_PRECISIONS:
+        flags = _keras_flags(parts[2:])
+        if flags is not None:
+            return {"kind": "keras", "precision": parts[1], **flags}
     if parts[0] == "torch" and len(parts) >= 2 and parts[1] in ("float32", "bfloat16", "float16"):
         flags = set(parts[2:])
         if flags <= {"cl", "compile"}:
@@ -238,7 +279,11 @@ def parse_case(case: str) -> dict:
 
 
 def run_case(spec: dict) -> dict:
-    """Runs one case in this process (called in the subprocess)."""
+    """Runs one case in this process (called in the subprocess, before TensorFlow is loaded)."""
+    if spec.get("fpmath"):
+        # oneDNN's floating-point math mode: float32 convolutions and matmuls may compute
+        # in bfloat16 internally, their inputs, outputs and weights staying float32.
+        os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
     if spec["kind"] == "torch":
         return run_torch(spec)
     return run_keras(spec)

@@ -23,6 +23,8 @@ model:
     classifier_units: [8]
   unet:
     depth: 2
+  deeplabv3:
+    blocks_per_stage: [1, 1, 1, 1]
 training:
   batch_size: 4
   epochs: 1

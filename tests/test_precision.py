@@ -9,7 +9,7 @@ import pytest
 from cervixnet.config import load_config
 from cervixnet.errors import ConfigError
 from cervixnet.training import build_model, compile_model
-from cervixnet.training.precision import dtype_policy, resolve_precision
+from cervixnet.training.precision import cpu_has_bfloat16, dtype_policy, resolve_precision
 
 
 def test_auto_is_float32_on_a_cpu_and_explicit_values_pass_through() -> None:
@@ -69,3 +69,18 @@ def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_outputs_and_trai
     mask, label = model.predict(x, verbose=0)
     assert mask.dtype == np.float32 and label.dtype == np.float32
     assert not np.array_equal(before, model.get_layer("encoder1_conv1").get_weights()[0])
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "expected"),
+    [
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n", True),
+        ("flags\t\t: fpu sse2 avx2 fma amx_bf16 amx_tile\n", True),
+        ("Features\t: fp asimd evtstrm aes sve bf16 i8mm\n", True),  # Arm
+        ("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw\n", False),
+        ("model name\t: bf16 in a name is not a flag\nflags\t\t: fpu avx2\n", False),
+        ("", False),
+    ],
+)
+def test_bfloat16_instructions_are_read_from_the_cpu_flags(cpuinfo: str, expected: bool) -> None:
+    assert cpu_has_bfloat16(cpuinfo) is expected

@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from cervixnet.models.batch_norm import FusedBatchNormalization
+
 
 def conv_bn_relu(
     x: keras.KerasTensor,
@@ -38,7 +40,8 @@ def conv_bn_relu(
         kernel_size: square kernel size.
         strides: convolution stride.
         dilation_rate: atrous rate (1 = ordinary convolution).
-        batch_norm: add a ``BatchNormalization`` after the convolution.
+        batch_norm: add a batch norm after the convolution (``FusedBatchNormalization``:
+            Keras' ``BatchNormalization``, computed by TensorFlow's fused kernel there).
         activation: add a ``ReLU`` at the end.
 
     Returns:
@@ -55,7 +58,7 @@ def conv_bn_relu(
         name=f"{prefix}_conv{index}",
     )(x)
     if batch_norm:
-        x = layers.BatchNormalization(name=f"{prefix}_bn{index}")(x)
+        x = FusedBatchNormalization(name=f"{prefix}_bn{index}")(x)
     if activation:
         x = layers.ReLU(name=f"{prefix}_relu{index}")(x)
     return x

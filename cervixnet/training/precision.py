@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 
@@ -40,6 +41,29 @@ def resolve_precision(precision: str) -> str:
         return "float32"
     capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability")
     return "mixed_bfloat16" if capability and capability[0] >= 8 else "mixed_float16"
+
+
+# /proc/cpuinfo flags of bfloat16 arithmetic: x86 AVX-512 BF16 and AMX, Arm's BF16 extension.
+_BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has bfloat16 arithmetic instructions, read from ``/proc/cpuinfo``.
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo``; default: read it (``False`` where there is
+            none, as on macOS and Windows).
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and _BFLOAT16_FLAGS & set(value.split()):
+            return True
+    return False
 
 
 @contextlib.contextmanager

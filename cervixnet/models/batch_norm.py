@@ -1,0 +1,74 @@
+"""Batch normalisation computed by TensorFlow's fused kernel where it can be.
+
+Keras 3's ``BatchNormalization`` computes the batch moments and the normalisation with
+separate element-wise operations, in float32 even under a 16-bit policy (it casts its input
+up and its output back). On the TensorFlow CPU path that is a large share of a Conv-BN-ReLU
+network's training step: a stack of 3x3 convolutions with batch norm trained 1.4 x as fast in
+float32 with TensorFlow's fused kernel (``FusedBatchNormV3``, one oneDNN primitive forward
+and one backward) as with Keras' layer, and 1.1 x in ``mixed_bfloat16``, whose fused kernel
+takes bfloat16 input and keeps the statistics in float32 (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import keras
+
+_FUSED_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` with TensorFlow's fused kernel on the TF backend.
+
+    Same arguments, weights, weight names and results (to float round-off) as Keras' layer:
+    in training the batch is normalised by its own mean and biased variance and the moving
+    statistics move by ``momentum``; in inference the moving statistics are used. The fused
+    kernel runs when the backend is TensorFlow and the input is a 4-D ``(batch, H, W, C)``
+    tensor normalised over its last axis in float32, bfloat16 or float16, with no mask,
+    renormalisation or cross-replica synchronisation; anything else (and every other
+    backend) runs Keras' own computation, so a model built with it works everywhere.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones((channels,), "float32")
+        beta = self.beta if self.center else tf.zeros((channels,), "float32")
+        gamma, beta = tf.cast(gamma, "float32"), tf.cast(beta, "float32")
+        if training and self.trainable:
+            outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, gamma, beta, epsilon=self.epsilon, is_training=True
+            )
+            # The kernel returns the variance with Bessel's correction n / (n - 1); Keras'
+            # moving variance follows the biased variance of the batch.
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), "float32")
+            variance = unbiased_variance * (tf.maximum(count - 1.0, 1.0) / count)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
+            return outputs
+        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            gamma,
+            beta,
+            mean=tf.cast(self.moving_mean, "float32"),
+            variance=tf.cast(self.moving_variance, "float32"),
+            epsilon=self.epsilon,
+            is_training=False,
+        )
+        return outputs
