@@ -18,8 +18,10 @@ issue) on both IoU figures counts as "within tolerance".
     python benchmarks/precision_accuracy.py --precisions float32 mixed_bfloat16 \\
         --epochs 2 --seeds 0   # a quick look
 
-The run folders, and what each ``cervixnet train`` printed (``NAME.txt``), are kept under
-``--work`` (default: a temporary folder, removed at the end unless ``--keep``).
+The run folders, what each ``cervixnet train`` printed (``NAME.txt``) and its figures
+(``NAME.json``) are kept under ``--work`` (default: a temporary folder, removed at the end
+unless ``--keep``); a run whose figures are already there is not trained again, so an
+interrupted comparison continues with the same ``--work``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def run_one(
     from cervixnet.config import load_config, save_config
 
     run_dir = work / f"{precision}-seed{seed}"
+    record = work / f"{run_dir.name}.json"
+    if record.exists():  # finished by an earlier invocation with the same --work
+        return json.loads(record.read_text(encoding="utf-8"))
     config_file = work / f"{precision}.yaml"
     save_config(load_config(config, {"training.precision": precision}), config_file)
     command = [sys.executable, "-m", "cervixnet.cli.main", "train", "--out", str(run_dir)]
@@ -59,7 +64,9 @@ def run_one(
     if result.returncode != 0:
         tail = (result.stderr.strip().splitlines() or ["no message"])[-1]
         raise SystemExit(f"{precision} seed {seed}: cervixnet train failed: {tail}")
-    return {"precision": precision, "seed": seed, "seconds": round(seconds, 1)} | figures(run_dir)
+    run = {"precision": precision, "seed": seed, "seconds": round(seconds, 1)} | figures(run_dir)
+    record.write_text(json.dumps(run), encoding="utf-8")
+    return run
 
 
 def figures(run_dir: Path) -> dict:

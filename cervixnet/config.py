@@ -156,6 +156,8 @@ class TrainingConfig:
     distribution: str = "none"
     cpu_devices: int | None = None
     scale_learning_rate: str = "none"
+    intra_op_threads: int | None = None
+    inter_op_threads: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,6 +243,8 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     ),
     "training.distribution": (lambda v: v in DISTRIBUTIONS, "none, mirrored or multi_worker"),
     "training.cpu_devices": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "training.intra_op_threads": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "training.inter_op_threads": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "training.scale_learning_rate": (
         lambda v: v in LEARNING_RATE_SCALINGS,
         "none or linear",

@@ -57,7 +57,7 @@ def test_the_fused_kernel_runs_and_keras_layer_does_not(training):
     x = tf.zeros((2, 6, 5, 3))
     assert "FusedBatchNormV3" in _op_types(fused_bn, x, training)
     assert "FusedBatchNormV3" not in _op_types(keras_bn, x, training)
-    assert "FusedBatchNormV3" not in _op_types(FusedBatchNormalization(axis=1), x, training)
+    assert "FusedBatchNormV3" not in _op_types(FusedBatchNormalization(axis=2), x, training)
 
 
 def test_inference_uses_the_moving_statistics_as_keras_does():
@@ -79,11 +79,17 @@ def test_bfloat16_input_keeps_float32_statistics_and_bfloat16_output():
     np.testing.assert_allclose(tf.reduce_mean(tf.cast(y, tf.float32), [0, 1, 2]), 0.0, atol=0.05)
 
 
-def test_inputs_the_kernel_cannot_take_fall_back_to_keras():
-    layer = FusedBatchNormalization(axis=1)
+@pytest.mark.parametrize("axis", [1, 2])  # channels first (fused), another axis (Keras')
+def test_other_axes_match_keras(axis):
+    layer = FusedBatchNormalization(axis=axis)
     x = tf.constant(np.random.default_rng(4).normal(size=(2, 3, 4, 5)), tf.float32)
-    reference = keras.layers.BatchNormalization(axis=1)
+    reference = keras.layers.BatchNormalization(axis=axis)
     np.testing.assert_allclose(layer(x, training=True), reference(x, training=True), atol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance, reference.moving_variance, rtol=1e-5)
+    np.testing.assert_allclose(layer(x, training=False), reference(x, training=False), atol=1e-5)
+
+
+def test_inputs_the_kernel_cannot_take_fall_back_to_keras():
     dense = FusedBatchNormalization()
     x2 = tf.constant(np.random.default_rng(5).normal(size=(8, 3)), tf.float32)
     assert dense(x2, training=True).shape == (8, 3)

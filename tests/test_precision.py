@@ -9,7 +9,12 @@ import pytest
 from cervixnet.config import load_config
 from cervixnet.errors import ConfigError
 from cervixnet.training import build_model, compile_model
-from cervixnet.training.precision import cpu_has_bfloat16, dtype_policy, resolve_precision
+from cervixnet.training.precision import (
+    cpu_has_bfloat16,
+    dtype_policy,
+    emulation_warning,
+    resolve_precision,
+)
 
 
 def test_auto_is_float32_on_a_cpu_and_explicit_values_pass_through() -> None:
@@ -84,3 +89,16 @@ def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_outputs_and_trai
 )
 def test_bfloat16_instructions_are_read_from_the_cpu_flags(cpuinfo: str, expected: bool) -> None:
     assert cpu_has_bfloat16(cpuinfo) is expected
+
+
+def test_bfloat16_on_a_cpu_without_the_instructions_is_warned_about() -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+    without = "flags\t\t: fpu sse2 avx2 fma\n"
+    warning = emulation_warning("mixed_bfloat16", without)
+    assert warning is not None and "emulated" in warning and "no bfloat16" in warning
+    assert emulation_warning("mixed_bfloat16", "flags\t\t: avx2 avx512_bf16\n") is None
+    assert emulation_warning("float32", without) is None
+    assert emulation_warning("auto", without) is None  # auto is float32 on a CPU

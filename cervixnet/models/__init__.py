@@ -17,12 +17,14 @@ from collections.abc import Callable
 
 import keras
 
+from cervixnet.models.batch_norm import FusedBatchNormalization
 from cervixnet.models.deeplabv3 import build_deeplabv3
 from cervixnet.models.fcn import build_fcn
 from cervixnet.models.unet import build_unet
 from cervixnet.models.unet_joint import build_unet_joint
 
 __all__ = [
+    "FusedBatchNormalization",
     "build_deeplabv3",
     "build_fcn",
     "build_unet",

@@ -23,8 +23,9 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Same arguments, weights, weight names and results (to float round-off) as Keras' layer:
     in training the batch is normalised by its own mean and biased variance and the moving
     statistics move by ``momentum``; in inference the moving statistics are used. The fused
-    kernel runs when the backend is TensorFlow and the input is a 4-D ``(batch, H, W, C)``
-    tensor normalised over its last axis in float32, bfloat16 or float16, with no mask,
+    kernel runs when the backend is TensorFlow and the input is a 4-D tensor normalised over
+    its channels (``axis=-1`` for ``(batch, H, W, C)``, ``axis=1`` for ``(batch, C, H, W)``)
+    in float32, bfloat16 or float16, with no mask,
     renormalisation or cross-replica synchronisation; anything else (and every other
     backend) runs Keras' own computation, so a model built with it works everywhere.
     """
@@ -36,7 +37,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and not self.renorm
             and not self.synchronized
             and len(inputs.shape) == 4
-            and self.axis in (-1, 3)
+            and self.axis in (-1, 1, 3)
             and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
         )
 
@@ -45,17 +46,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        channels = inputs.shape[-1]
+        layout = "NCHW" if self.axis == 1 else "NHWC"
+        channels = inputs.shape[1 if layout == "NCHW" else -1]
         gamma = self.gamma if self.scale else tf.ones((channels,), "float32")
         beta = self.beta if self.center else tf.zeros((channels,), "float32")
         gamma, beta = tf.cast(gamma, "float32"), tf.cast(beta, "float32")
         if training and self.trainable:
             outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, gamma, beta, epsilon=self.epsilon, is_training=True
+                inputs, gamma, beta, epsilon=self.epsilon, is_training=True, data_format=layout
             )
             # The kernel returns the variance with Bessel's correction n / (n - 1); Keras'
             # moving variance follows the biased variance of the batch.
-            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), "float32")
+            count = tf.cast(tf.size(inputs) // channels, "float32")
             variance = unbiased_variance * (tf.maximum(count - 1.0, 1.0) / count)
             self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(
@@ -70,5 +72,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             variance=tf.cast(self.moving_variance, "float32"),
             epsilon=self.epsilon,
             is_training=False,
+            data_format=layout,
         )
         return outputs

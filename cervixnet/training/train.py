@@ -50,7 +50,8 @@ from cervixnet.training.checkpoint import (
     write_history,
 )
 from cervixnet.training.distribution import build_distribution, distribute_input
-from cervixnet.training.precision import dtype_policy, resolve_precision
+from cervixnet.training.precision import dtype_policy, emulation_warning, resolve_precision
+from cervixnet.training.threads import set_thread_pools, thread_pools
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
 
@@ -189,7 +190,9 @@ def train(
         TrainingError: the loss became NaN or infinite; the last good checkpoint is kept.
     """
     started = time.perf_counter()
-    # First: a multi-worker strategy, or a split of the CPU, must come before any TF op.
+    # First: thread pools, a multi-worker strategy or a split of the CPU must come before
+    # any TF op.
+    set_thread_pools(config.training.intra_op_threads, config.training.inter_op_threads)
     distribution = build_distribution(config.training)
     # A worker other than the chief resumes from the chief's run folder (a shared file
     # system) but writes only to its own temporary folder.
@@ -238,6 +241,9 @@ def train(
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
     )
 
+    warning = emulation_warning(config.training.precision)
+    if warning:
+        echo(warning)
     train_data = distribute_input(inputs.train_data)  # auto-shard policy: see distribute_input
     val_data = None if inputs.val_data is None else distribute_input(inputs.val_data)
     epochs_left = config.training.epochs - done
@@ -534,6 +540,7 @@ def _environment(config: Config, fingerprint: str) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "devices": [d.device_type for d in tf.config.list_logical_devices()],
+        **thread_pools(),
     }
 
 

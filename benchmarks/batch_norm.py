@@ -1,0 +1,127 @@
+"""One training step of a Conv-BN-ReLU stack: Keras' batch norm, the fused one, none; per layout.
+
+Four 3 x 3 convolutions (64 channels, 128 x 128, batch 8, no bias) each followed by a batch
+norm and a ReLU, trained with ``model.fit`` on one batch in memory; per batch norm
+(``keras``: ``keras.layers.BatchNormalization``; ``fused``: cervixnet's
+``FusedBatchNormalization``; ``none``: the convolutions alone) and per precision, each in its
+own process, the median milliseconds per step and the convolutions' GFLOP/s.
+``--layouts channels_last channels_first`` repeats the cases in each memory layout
+(cervixnet's models are channels-last):
+
+    python benchmarks/batch_norm.py
+    python benchmarks/batch_norm.py --precisions float32 --steps 5 --out batch_norm.json
+    python benchmarks/batch_norm.py --layouts channels_last channels_first --norms fused none
+
+``:fpmath`` after a precision also sets oneDNN's ``ONEDNN_DEFAULT_FPMATH_MODE=BF16`` (float32
+primitives computed in bfloat16 inside oneDNN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+SIZE, CHANNELS, BATCH, LAYERS = 128, 64, 8, 4
+# Forward multiply-adds x 2, times 3 for a training step (forward, two backward products).
+GFLOP_PER_STEP = LAYERS * 2 * SIZE * SIZE * 9 * CHANNELS * CHANNELS * 3 * BATCH / 1e9
+
+
+def run_case(norm: str, precision: str, layout: str, steps: int) -> dict:
+    """Times one case in this process."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from cervixnet.models import FusedBatchNormalization
+
+    keras.config.set_dtype_policy(precision)
+    keras.config.set_image_data_format(layout)
+    first = layout == "channels_first"
+    axis = 1 if first else -1
+    inputs = keras.Input((CHANNELS, SIZE, SIZE) if first else (SIZE, SIZE, CHANNELS))
+    x = inputs
+    for _ in range(LAYERS):
+        x = keras.layers.Conv2D(CHANNELS, 3, padding="same", use_bias=False)(x)
+        if norm == "keras":
+            x = keras.layers.BatchNormalization(axis=axis)(x)
+        elif norm == "fused":
+            x = FusedBatchNormalization(axis=axis)(x)
+        x = keras.layers.ReLU()(x)
+    outputs = keras.layers.Conv2D(1, 1, dtype="float32")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="mse", jit_compile=False)
+    rng = np.random.default_rng(0)
+    image_shape = (CHANNELS, SIZE, SIZE) if first else (SIZE, SIZE, CHANNELS)
+    target_shape = (1, SIZE, SIZE) if first else (SIZE, SIZE, 1)
+    batch = (
+        rng.random((BATCH, *image_shape), dtype=np.float32),
+        rng.random((BATCH, *target_shape), dtype=np.float32),
+    )
+    dataset = tf.data.Dataset.from_tensors(batch).repeat()
+    model.fit(dataset, steps_per_epoch=3, verbose=0)  # tracing
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=1, verbose=0)
+        times.append(time.perf_counter() - started)
+    seconds = statistics.median(times)
+    return {"ms_per_step": 1000 * seconds, "gflops": GFLOP_PER_STEP / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )  # fmt: skip
+    parser.add_argument("--norms", nargs="+", default=["keras", "fused", "none"])
+    parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
+    parser.add_argument("--layouts", nargs="+", default=["channels_last"],
+                        choices=["channels_last", "channels_first"])  # fmt: skip
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--run-case", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run_case:
+        norm, precision, layout, steps = args.run_case
+        print("RESULT " + json.dumps(run_case(norm, precision, layout, int(steps))), flush=True)
+        return
+    rows = []
+    columns = [(layout, precision) for layout in args.layouts for precision in args.precisions]
+    for layout, precision in columns:
+        name, _, flag = precision.partition(":")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        if flag == "fpmath":
+            env["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
+        for norm in args.norms:
+            command = [sys.executable, __file__, "--run-case", norm, name, layout, str(args.steps)]
+            result = subprocess.run(command, capture_output=True, text=True, env=env)
+            lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
+            if result.returncode != 0 or not lines:
+                tail = (result.stderr.strip().splitlines() or ["no message"])[-1]
+                raise SystemExit(f"{norm} {precision} {layout}: exit {result.returncode}: {tail}")
+            row = {"norm": norm, "precision": precision, "layout": layout}
+            row.update(json.loads(lines[-1][len("RESULT ") :]))
+            rows.append(row)
+            print(f"{norm:>6} {precision:>22} {layout}: {row['ms_per_step']:7.0f} ms/step, "
+                  f"{row['gflops']:4.0f} GFLOP/s", flush=True)  # fmt: skip
+    header = " | ".join(f"{precision}, {layout}" for layout, precision in columns)
+    print(f"\n| batch norm | {header} |")
+    print("|---|" + "---:|" * len(columns))
+    for norm in args.norms:
+        cells = [f"{r['ms_per_step']:.0f} ms" for r in rows if r["norm"] == norm]
+        print(f"| {norm} | {' | '.join(cells)} |")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"rows": rows}, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The benchmark scripts' case parsing and comparison (the timings themselves are not tested)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import precision_accuracy
+import training_throughput
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("cervixnet-train", {"precision": None, "xla": False, "keras_bn": False}),
+        ("cervixnet-train:mixed_bfloat16", {"precision": "mixed_bfloat16"}),
+        ("cervixnet-train:float32:kerasbn", {"precision": "float32", "keras_bn": True}),
+        ("cervixnet-train:intra=1:inter=2", {"intra_op_threads": 1, "inter_op_threads": 2}),
+        ("keras:float32:amp:fpmath", {"precision": "float32", "onednn_amp": True, "fpmath": True}),
+        ("keras:mixed_float16:xla", {"precision": "mixed_float16", "xla": True}),
+        ("torch:bfloat16:cl", {"kind": "torch", "precision": "bfloat16", "channels_last": True}),
+    ],
+)
+def test_case_names_give_their_settings(case: str, expected: dict) -> None:
+    settings = training_throughput.parse_case(case)
+    assert {key: settings.get(key) for key in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "case", ["keras", "keras:float64", "keras:float32:fast", "cervixnet-train:intra=x", "jax:f32"]
+)
+def test_unknown_case_names_are_refused(case: str) -> None:
+    with pytest.raises(SystemExit, match="unknown case"):
+        training_throughput.parse_case(case)
+
+
+def _run(precision: str, seed: int, test_iou: float, val_iou_last: float, seconds: float):
+    return {
+        "precision": precision,
+        "seed": seed,
+        "test_iou": test_iou,
+        "val_iou_last": val_iou_last,
+        "test_auc": 0.7,
+        "seconds": seconds,
+    }
+
+
+def test_precisions_are_compared_with_float32_seed_by_seed() -> None:
+    runs = [
+        _run("float32", 0, 0.88, 0.89, 100),
+        _run("mixed_bfloat16", 0, 0.86, 0.90, 50),
+        _run("float32", 1, 0.90, 0.88, 100),
+        _run("mixed_bfloat16", 1, 0.91, 0.88, 50),
+        _run("mixed_bfloat16", 2, 0.10, 0.10, 50),  # no float32 partner: left out
+    ]
+    (row,) = precision_accuracy.compare(runs, tolerance=0.01)
+    assert row["precision"] == "mixed_bfloat16" and row["seeds"] == [0, 1]
+    assert row["test_iou_differences"] == pytest.approx([-0.02, 0.01])
+    assert row["test_iou_difference"] == pytest.approx(-0.005)
+    assert row["val_iou_last_difference"] == pytest.approx(0.005)
+    assert row["speed_ratio"] == pytest.approx(2.0)
+    assert row["within_tolerance"] is True
+    (strict,) = precision_accuracy.compare(runs, tolerance=0.004)
+    assert strict["within_tolerance"] is False
