@@ -30,13 +30,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-SIZE, CHANNELS, BATCH, LAYERS = 128, 64, 8, 4
-# Forward multiply-adds x 2, times 3 for a training step (forward, two backward products).
-GFLOP_PER_STEP = LAYERS * 2 * SIZE * SIZE * 9 * CHANNELS * CHANNELS * 3 * BATCH / 1e9
+BATCH, LAYERS = 8, 4
 
 
-def run_case(norm: str, precision: str, layout: str, steps: int) -> dict:
-    """Times one case in this process."""
+def gflop_per_step(size: int, channels: int) -> float:
+    """Forward multiply-adds x 2, times 3 for a training step (forward, two backward products)."""
+    return LAYERS * 2 * size * size * 9 * channels * channels * 3 * BATCH / 1e9
+
+
+def run_case(norm: str, precision: str, layout: str, steps: int, size: int, channels: int):
+    """Times one case in this process: the median of three fits of ``steps`` steps each."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -47,10 +50,10 @@ def run_case(norm: str, precision: str, layout: str, steps: int) -> dict:
     keras.config.set_image_data_format(layout)
     first = layout == "channels_first"
     axis = 1 if first else -1
-    inputs = keras.Input((CHANNELS, SIZE, SIZE) if first else (SIZE, SIZE, CHANNELS))
+    inputs = keras.Input((channels, size, size) if first else (size, size, channels))
     x = inputs
     for _ in range(LAYERS):
-        x = keras.layers.Conv2D(CHANNELS, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)
         if norm == "keras":
             x = keras.layers.BatchNormalization(axis=axis)(x)
         elif norm == "fused":
@@ -60,8 +63,8 @@ def run_case(norm: str, precision: str, layout: str, steps: int) -> dict:
     model = keras.Model(inputs, outputs)
     model.compile(optimizer="adam", loss="mse", jit_compile=False)
     rng = np.random.default_rng(0)
-    image_shape = (CHANNELS, SIZE, SIZE) if first else (SIZE, SIZE, CHANNELS)
-    target_shape = (1, SIZE, SIZE) if first else (SIZE, SIZE, 1)
+    image_shape = (channels, size, size) if first else (size, size, channels)
+    target_shape = (1, size, size) if first else (size, size, 1)
     batch = (
         rng.random((BATCH, *image_shape), dtype=np.float32),
         rng.random((BATCH, *target_shape), dtype=np.float32),
@@ -69,12 +72,12 @@ def run_case(norm: str, precision: str, layout: str, steps: int) -> dict:
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     model.fit(dataset, steps_per_epoch=3, verbose=0)  # tracing
     times = []
-    for _ in range(steps):
+    for _ in range(3):
         started = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=1, verbose=0)
-        times.append(time.perf_counter() - started)
+        model.fit(dataset, steps_per_epoch=steps, verbose=0)
+        times.append((time.perf_counter() - started) / steps)
     seconds = statistics.median(times)
-    return {"ms_per_step": 1000 * seconds, "gflops": GFLOP_PER_STEP / seconds}
+    return {"ms_per_step": 1000 * seconds, "gflops": gflop_per_step(size, channels) / seconds}
 
 
 def main() -> None:
@@ -86,38 +89,48 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--layouts", nargs="+", default=["channels_last"],
                         choices=["channels_last", "channels_first"])  # fmt: skip
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed fit (3 fits)")
+    parser.add_argument("--size", type=int, default=128, help="height and width")
+    parser.add_argument("--channels", type=int, nargs="+", default=[64])
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    parser.add_argument("--run-case", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--run-case", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run_case:
-        norm, precision, layout, steps = args.run_case
-        print("RESULT " + json.dumps(run_case(norm, precision, layout, int(steps))), flush=True)
+        norm, precision, layout, steps, size, channels = args.run_case
+        result = run_case(norm, precision, layout, int(steps), int(size), int(channels))
+        print("RESULT " + json.dumps(result), flush=True)
         return
     rows = []
-    columns = [(layout, precision) for layout in args.layouts for precision in args.precisions]
-    for layout, precision in columns:
+    columns = [
+        (channels, layout, precision)
+        for channels in args.channels
+        for layout in args.layouts
+        for precision in args.precisions
+    ]
+    for channels, layout, precision in columns:
         name, _, flag = precision.partition(":")
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         if flag == "fpmath":
             env["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
         for norm in args.norms:
-            command = [sys.executable, __file__, "--run-case", norm, name, layout, str(args.steps)]
+            command = [sys.executable, __file__, "--run-case", norm, name, layout]
+            command += [str(args.steps), str(args.size), str(channels)]
             result = subprocess.run(command, capture_output=True, text=True, env=env)
             lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
             if result.returncode != 0 or not lines:
                 tail = (result.stderr.strip().splitlines() or ["no message"])[-1]
                 raise SystemExit(f"{norm} {precision} {layout}: exit {result.returncode}: {tail}")
-            row = {"norm": norm, "precision": precision, "layout": layout}
+            row = {"norm": norm, "precision": precision, "layout": layout, "channels": channels}
             row.update(json.loads(lines[-1][len("RESULT ") :]))
             rows.append(row)
-            print(f"{norm:>6} {precision:>22} {layout}: {row['ms_per_step']:7.0f} ms/step, "
+            print(f"{norm:>6} {precision:>22} {layout} {channels:>3} channels: "
+                  f"{row['ms_per_step']:7.1f} ms/step, "
                   f"{row['gflops']:4.0f} GFLOP/s", flush=True)  # fmt: skip
-    header = " | ".join(f"{precision}, {layout}" for layout, precision in columns)
+    header = " | ".join(f"{p}, {lay}, {c} ch" for c, lay, p in columns)
     print(f"\n| batch norm | {header} |")
     print("|---|" + "---:|" * len(columns))
     for norm in args.norms:
-        cells = [f"{r['ms_per_step']:.0f} ms" for r in rows if r["norm"] == norm]
+        cells = [f"{r['ms_per_step']:.1f} ms" for r in rows if r["norm"] == norm]
         print(f"| {norm} | {' | '.join(cells)} |")
     if args.out:
         Path(args.out).write_text(json.dumps({"rows": rows}, indent=2), encoding="utf-8")

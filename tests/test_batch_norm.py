@@ -72,7 +72,7 @@ def test_inference_uses_the_moving_statistics_as_keras_does():
 
 def test_bfloat16_input_keeps_float32_statistics_and_bfloat16_output():
     layer = FusedBatchNormalization(dtype="mixed_bfloat16")
-    x = tf.constant(np.random.default_rng(3).normal(1.0, 2.0, (4, 6, 5, 3)), tf.bfloat16)
+    x = tf.constant(np.random.default_rng(3).normal(1.0, 2.0, (4, 6, 5, 16)), tf.bfloat16)
     y = layer(x, training=True)
     assert y.dtype == tf.bfloat16
     assert layer.moving_mean.dtype == "float32"
@@ -87,6 +87,14 @@ def test_other_axes_match_keras(axis):
     np.testing.assert_allclose(layer(x, training=True), reference(x, training=True), atol=1e-5)
     np.testing.assert_allclose(layer.moving_variance, reference.moving_variance, rtol=1e-5)
     np.testing.assert_allclose(layer(x, training=False), reference(x, training=False), atol=1e-5)
+
+
+@pytest.mark.parametrize(("channels", "fused"), [(16, True), (64, True), (8, False), (24, False)])
+def test_bfloat16_is_fused_for_multiples_of_16_channels_only(channels, fused):
+    layer = FusedBatchNormalization(dtype="mixed_bfloat16")
+    x = tf.zeros((2, 4, 4, channels), tf.bfloat16)
+    assert ("FusedBatchNormV3" in _op_types(layer, x, True)) is fused
+    assert "FusedBatchNormV3" in _op_types(FusedBatchNormalization(), tf.zeros(x.shape), True)
 
 
 def test_inputs_the_kernel_cannot_take_fall_back_to_keras():
