@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -342,6 +343,23 @@ def gpu_bf16_peak() -> float | None:
     return None
 
 
+def merge_repeats(rows: list[dict]) -> list[dict]:
+    """One row per case and batch: the median images/s of its repeats (all kept in a list)."""
+    merged: dict[tuple[str, int], dict] = {}
+    for row in rows:
+        key = (row["case"], row["batch"])
+        if "error" in row:
+            merged.setdefault(key, row)
+            continue
+        first = merged.get(key)
+        if first is None or "error" in first:
+            merged[key] = {**row, "images_per_second_runs": [row["images_per_second"]]}
+        else:
+            first["images_per_second_runs"].append(row["images_per_second"])
+            first["images_per_second"] = statistics.median(first["images_per_second_runs"])
+    return list(merged.values())
+
+
 def format_table(rows: list[dict]) -> str:
     """One Markdown table: case, batch, images/s, GFLOP/s, % of the matmul ceiling."""
     lines = [
@@ -374,6 +392,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="for torch")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs of every case, interleaved; the median counts"
+    )
     parser.add_argument("--case-timeout", type=float, default=None, help="seconds per case")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     parser.add_argument("--run-case", help=argparse.SUPPRESS)
@@ -392,53 +413,59 @@ def main() -> None:
     ceilings: dict[tuple[str, str], float | None] = {}
     rows: list[dict] = []
     print(f"{machine()}; Keras backend {backend}", flush=True)
-    for batch in args.batch or [default_batch]:
-        for case, settings in parsed.items():
-            spec = {
-                **settings,
-                "case": case,
-                "model": args.model,
-                "config": config,
-                "size": size,
-                "base_filters": base_filters,
-                "batch": batch,
-                "steps": steps,
-                "warmup": args.warmup,
-                "device": args.device,
-            }
-            started = time.perf_counter()
-            try:
-                result = subprocess.run(
-                    [sys.executable, __file__, "--run-case", json.dumps(spec)],
-                    capture_output=True, text=True, timeout=args.case_timeout,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                print(f"{case} batch {batch}: over {args.case_timeout} s, stopped", flush=True)
-                rows.append({"case": case, "batch": batch, "error": "timed out"})
-                continue
-            lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
-            row = {"case": case, "batch": batch, "size": size, "base_filters": base_filters}
-            if result.returncode != 0 or not lines:
-                # The last line that is not TensorFlow's or XLA's logging.
-                messages = [
-                    line for line in result.stderr.strip().splitlines()
-                    if line and not (line[0] in "EWI" and line[1:5].isdigit())
-                ]  # fmt: skip
-                tail = f"exit {result.returncode}: " + (messages or ["no message"])[-1]
-                row["error"] = tail[:200]
-                print(f"{case} batch {batch}: failed: {tail}", flush=True)
-                rows.append(row)
-                continue
-            row.update(json.loads(lines[-1][len("RESULT ") :]))
-            row["wall_seconds"] = round(time.perf_counter() - started, 1)
-            framework = "torch" if settings["kind"] == "torch" else (
-                "tensorflow" if backend == "tensorflow" else backend
+    rounds = [
+        (batch, case, settings)
+        for _ in range(args.repeats)
+        for batch in args.batch or [default_batch]
+        for case, settings in parsed.items()
+    ]
+    for batch, case, settings in rounds:
+        spec = {
+            **settings,
+            "case": case,
+            "model": args.model,
+            "config": config,
+            "size": size,
+            "base_filters": base_filters,
+            "batch": batch,
+            "steps": steps,
+            "warmup": args.warmup,
+            "device": args.device,
+        }
+        started = time.perf_counter()
+        try:
+            result = subprocess.run(
+                [sys.executable, __file__, "--run-case", json.dumps(spec)],
+                capture_output=True, text=True, timeout=args.case_timeout,
             )  # fmt: skip
-            key = (framework, row["matmul_dtype"])
-            if key not in ceilings:
-                ceilings[key] = ceiling(framework, row["matmul_dtype"], args.device)
+        except subprocess.TimeoutExpired:
+            print(f"{case} batch {batch}: over {args.case_timeout} s, stopped", flush=True)
+            rows.append({"case": case, "batch": batch, "error": "timed out"})
+            continue
+        lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
+        row = {"case": case, "batch": batch, "size": size, "base_filters": base_filters}
+        if result.returncode != 0 or not lines:
+            # The last line that is not TensorFlow's or XLA's logging.
+            messages = [
+                line for line in result.stderr.strip().splitlines()
+                if line and not (line[0] in "EWI" and line[1:5].isdigit())
+            ]  # fmt: skip
+            tail = f"exit {result.returncode}: " + (messages or ["no message"])[-1]
+            row["error"] = tail[:200]
+            print(f"{case} batch {batch}: failed: {tail}", flush=True)
             rows.append(row)
-            print(f"{case} batch {batch}: {row['images_per_second']:.2f} img/s", flush=True)
+            continue
+        row.update(json.loads(lines[-1][len("RESULT ") :]))
+        row["wall_seconds"] = round(time.perf_counter() - started, 1)
+        framework = "torch" if settings["kind"] == "torch" else (
+            "tensorflow" if backend == "tensorflow" else backend
+        )  # fmt: skip
+        key = (framework, row["matmul_dtype"])
+        if key not in ceilings:
+            ceilings[key] = ceiling(framework, row["matmul_dtype"], args.device)
+        rows.append(row)
+        print(f"{case} batch {batch}: {row['images_per_second']:.2f} img/s", flush=True)
+    rows = merge_repeats(rows)
     flops_per_image = next(
         (r["training_flops_per_image"] for r in rows if "training_flops_per_image" in r), None
     )

@@ -66,3 +66,16 @@ def test_precisions_are_compared_with_float32_seed_by_seed() -> None:
     assert row["within_tolerance"] is True
     (strict,) = precision_accuracy.compare(runs, tolerance=0.004)
     assert strict["within_tolerance"] is False
+
+
+def test_repeats_are_merged_into_their_median() -> None:
+    rows = [
+        {"case": "a", "batch": 4, "images_per_second": 1.0},
+        {"case": "b", "batch": 4, "error": "timed out"},
+        {"case": "a", "batch": 4, "images_per_second": 3.0},
+        {"case": "b", "batch": 4, "images_per_second": 5.0},
+        {"case": "a", "batch": 4, "images_per_second": 2.5},
+    ]
+    a, b = training_throughput.merge_repeats(rows)
+    assert a["images_per_second"] == 2.5 and a["images_per_second_runs"] == [1.0, 3.0, 2.5]
+    assert b["images_per_second"] == 5.0 and b["images_per_second_runs"] == [5.0]
