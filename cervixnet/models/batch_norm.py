@@ -3,12 +3,13 @@
 Keras 3's ``BatchNormalization`` computes the batch moments and the normalisation with
 separate element-wise operations, in float32 even under a 16-bit policy (it casts its input
 up and its output back). On the TensorFlow CPU path that is a large share of a Conv-BN-ReLU
-network's training step: a stack of 3x3 convolutions with batch norm trained 1.4 x as fast in
-float32 with TensorFlow's fused kernel (``FusedBatchNormV3``, one oneDNN primitive forward
-and one backward) as with Keras' layer, and 1.1 x in ``mixed_bfloat16``, whose fused kernel
-takes bfloat16 input and keeps the statistics in float32 (docs/performance.md). In bfloat16
-the fused kernel is fast only for a multiple of 16 channels (oneDNN's blocked layout): with
-8 or 24 channels it ran 1.6 to 3.8 x slower than Keras' layer, so those keep Keras' layer.
+network's training step, and it cancelled the gain of ``mixed_bfloat16``. With TensorFlow's
+fused kernel (``FusedBatchNormV3``: one oneDNN primitive forward and one backward, bfloat16
+in and out with float32 statistics) ``cervixnet train`` on the paper-size joint model ran
+1.26 x as fast in float32 and 2.0 x as fast in ``mixed_bfloat16`` on a 2-core AVX-512 BF16 CPU
+(docs/performance.md). In bfloat16 the fused kernel is fast only for a multiple of 16
+channels (oneDNN's blocked layout): with 8 or 24 channels it ran 1.6 to 3.8 x slower than
+Keras' layer, so those keep Keras' layer.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and keras.backend.standardize_dtype(inputs.dtype) in _FUSED_DTYPES
             and (
                 keras.backend.standardize_dtype(inputs.dtype) == "float32"
-                or inputs.shape[1 if self.axis == 1 else -1] % 16 == 0
+                or (inputs.shape[1 if self.axis == 1 else -1] or 1) % 16 == 0
             )
         )
 

@@ -2,8 +2,9 @@
 
 TensorFlow runs the work inside one operation (a convolution's tiles) on the *intra-op*
 pool and independent operations side by side on the *inter-op* pool. Left at ``null`` (the
-default), each has as many threads as the CPUs this process may run on, which measured
-fastest on the project's machines (docs/performance.md). Set them where that count is wrong:
+default), each has as many threads as the CPUs this process may run on; no other setting
+measured faster reliably on the project's machines (docs/performance.md). Set them where that
+count is wrong:
 a container or batch job limited to fewer cores than the machine reports (TensorFlow sees
 the CPU affinity but not a CPU quota), or several trainings sharing one machine. The pools
 are created with the first TensorFlow operation of a process, so they can be set only
