@@ -222,3 +222,12 @@ def test_well_formed_csv_with_random_cells_is_checked_row_by_row(
         )
         assert record.image.name == "a.png"
     assert len(records) + len({p.row for p in problems if p.row}) >= len(rows)
+
+
+def test_a_column_name_with_a_line_break_is_shown_escaped_in_one_line(tmp_path: Path):
+    # Found by the fuzzer above: a repeated header name holding a quoted line break.
+    (tmp_path / "manifest.csv").write_bytes(b'"ma\nsk","ma\nsk"\n')
+    _, _, problems = check_manifest(tmp_path)
+    (problem,) = problems
+    assert "\n" not in str(problem)
+    assert "column 'ma\\nsk'" in str(problem)

@@ -96,7 +96,7 @@ class Problem:
         if self.row is not None:
             where += f", row {self.row}"
         if self.column is not None:
-            where += f", column '{self.column}'"
+            where += f", column {_shown(self.column, quote=True)}"
         return f"{where}: {self.reason}"
 
 
