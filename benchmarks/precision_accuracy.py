@@ -39,7 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+from cervixnet.config import PRECISIONS as _CONFIG_PRECISIONS
+
+PRECISIONS = tuple(p for p in _CONFIG_PRECISIONS if p != "auto")
 
 
 def run_one(

@@ -124,10 +124,9 @@ def run_keras(spec: dict) -> dict:
     if keras.backend.backend() == "tensorflow":  # the GPU machine's JAX has no TensorFlow
         import tensorflow as tf
 
-        if spec.get("intra_op_threads") is not None:
-            tf.config.threading.set_intra_op_parallelism_threads(spec["intra_op_threads"])
-        if spec.get("inter_op_threads") is not None:
-            tf.config.threading.set_inter_op_parallelism_threads(spec["inter_op_threads"])
+        from cervixnet.training.threads import set_thread_pools
+
+        set_thread_pools(spec.get("intra_op_threads"), spec.get("inter_op_threads"))
     real = spec["case"].startswith("cervixnet-train")
     precision = spec.get("precision") or "float32"
     if real:
