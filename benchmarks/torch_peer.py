@@ -21,7 +21,7 @@ autocast; the optimiser is AdamW.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -145,6 +145,7 @@ def train_throughput(
     compile_model: bool = False,
     warmup_steps: int = 3,
     threads: int | None = None,
+    after_warmup: Callable[[], None] | None = None,
 ) -> dict:
     """Times ``steps`` AdamW training steps of :class:`JointUNet` after ``warmup_steps``.
 
@@ -158,6 +159,7 @@ def train_throughput(
         channels_last: use the NHWC memory format (usually fastest with oneDNN and cuDNN).
         compile_model: wrap the model in ``torch.compile``.
         threads: ``torch.set_num_threads`` on CPU; None keeps PyTorch's default.
+        after_warmup: called once between the warm-up and the timed steps (to mark a log).
 
     Returns:
         A dict with ``images_per_second``, ``parameters``, ``final_loss`` and the settings.
@@ -217,6 +219,8 @@ def train_throughput(
     for index in range(warmup_steps):
         step(index)
     synchronize()
+    if after_warmup is not None:
+        after_warmup()
     started = time.perf_counter()
     for index in range(steps):
         loss = step(index)

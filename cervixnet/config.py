@@ -92,6 +92,7 @@ class DataConfig:
     calipers: CaliperConfig = CaliperConfig()
     balance: BalanceConfig = BalanceConfig()
     augment: AugmentConfig = AugmentConfig()
+    autotune: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

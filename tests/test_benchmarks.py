@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import onednn_kernels
 import precision_accuracy
 import training_throughput
 
@@ -79,3 +80,34 @@ def test_repeats_are_merged_into_their_median() -> None:
     a, b = training_throughput.merge_repeats(rows)
     assert a["images_per_second"] == 2.5 and a["images_per_second_runs"] == [1.0, 3.0, 2.5]
     assert b["images_per_second"] == 5.0 and b["images_per_second_runs"] == [5.0]
+
+
+_CONV = (
+    "onednn_verbose,v1,primitive,exec,cpu,convolution,{impl},{prop},src:bf16::blocked:acdb::f0,,"
+    "alg:convolution_direct,mb4_ic64oc64_ih256oh256kh3sh1dh0ph1_iw256ow256kw3sw1dw0pw1,{ms}"
+)
+
+
+def test_onednn_verbose_lines_of_the_logged_step_are_summed_per_kernel() -> None:
+    lines = [
+        "onednn_verbose,v1,info,oneDNN v3.7.3 (commit N/A)",
+        _CONV.format(impl="brg_conv_fwd:avx512_core_bf16", prop="forward_training", ms=999.0),
+        onednn_kernels.STEP_STARTS,
+        _CONV.format(impl="brg_conv_fwd:avx512_core_bf16", prop="forward_training", ms=40.5),
+        "some other output",
+        _CONV.format(impl="jit_bf16:avx512_core_bf16", prop="backward_weights", ms=150.0),
+        _CONV.format(impl="brg_conv_fwd:avx512_core_bf16", prop="forward_training", ms=4.5),
+        "onednn_verbose,v1,primitive,create:cache_miss,cpu,convolution,x,forward_training,,,,7.0",
+        f"{onednn_kernels.STEP_ENDS} 0.3125",
+        _CONV.format(impl="jit_bf16:avx512_core_bf16", prop="backward_weights", ms=999.0),
+    ]
+    result = onednn_kernels.parse_verbose(lines)
+    assert result["version"] == "oneDNN v3.7.3" and result["step_seconds"] == 0.3125
+    weights, forward = result["kernels"]  # longest first; warm-up and creation left out
+    assert weights == {"kind": "convolution", "propagation": "backward_weights",
+                       "implementation": "jit_bf16:avx512_core_bf16", "calls": 1,
+                       "milliseconds": 150.0}  # fmt: skip
+    assert forward["calls"] == 2 and forward["milliseconds"] == 45.0
+    table = onednn_kernels.format_table({"keras:mixed_bfloat16": result, "torch:bfloat16": {}})
+    assert "| convolution | backward_weights | 150 | 0 |" in table
+    assert "| whole step (wall) | | 312 | 0 |" in table

@@ -142,3 +142,20 @@ def test_copies_are_augmented_once_and_originals_left_alone(tiny_dataset: Path):
 def test_copies_must_flag_every_index(tiny_dataset: Path):
     with pytest.raises(ValueError, match="2 flags for 3 indices"):
         make_dataset(read_manifest(tiny_dataset), [0, 1, 2], image_size=(8, 8), copies=[1, 0])
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_autotuner_is_off_unless_asked_and_changes_no_batch(tiny_dataset: Path, training: bool):
+    manifest = read_manifest(tiny_dataset)
+    kwargs = {"image_size": (16, 16), "batch_size": 4, "training": training, "seed": 3}
+    if training:
+        kwargs["augment"] = AugmentConfig()
+    plain = make_dataset(manifest, range(10), **kwargs)
+    tuned = make_dataset(manifest, range(10), autotune=True, **kwargs)
+    assert plain.options().autotune.enabled is False
+    assert tuned.options().autotune.enabled is True
+    for (images, (masks, _), _), (same_images, (same_masks, _), _) in zip(
+        plain, tuned, strict=True
+    ):
+        np.testing.assert_array_equal(images.numpy(), same_images.numpy())
+        np.testing.assert_array_equal(masks.numpy(), same_masks.numpy())

@@ -195,6 +195,7 @@ def make_dataset(
     copies: Sequence[bool] | None = None,
     epochs: int = 1,
     first_epoch: int = 0,
+    autotune: bool = False,
 ) -> tf.data.Dataset:
     """Builds the input pipeline for the records at ``indices`` of ``manifest``.
 
@@ -218,6 +219,12 @@ def make_dataset(
         first_epoch: when ``training``, the number of the first of them (0-based). The order
             and augmentation of epoch ``e`` depend on ``seed`` and ``e`` only, so a run
             resumed at epoch ``e`` sees exactly the batches the uninterrupted run saw.
+        autotune: let tf.data's autotuner size the parallel maps and prefetch buffers. Off
+            by default: its background thread wakes on a timer whose period doubles while an
+            iterator lives (10 ms, 20 ms, ... 10 s and more), and a finished iterator waits
+            for that timer before it is freed, so every pass over the data could end with
+            seconds of idle cores. Off, each parallel map uses as many calls as there are
+            cores, and prefetching still adapts its buffer.
     """
     records = [manifest.records[i] for i in indices]
     if not records:
@@ -313,7 +320,9 @@ def make_dataset(
         dataset = batches(dataset, tf.constant([seed, _COPIES_STREAM], tf.int64))
         if augment_copies:
             dataset = dataset.cache()  # the copies are drawn once and then fixed
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = autotune
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _fold_in(key: tf.Tensor, data: tf.Tensor | int) -> tf.Tensor:

@@ -388,6 +388,7 @@ def training_inputs(
         "joint": joint,
         "seed": config.seed,
         "augment": config.data.augment,
+        "autotune": config.data.autotune,
     }
     train_data = make_dataset(
         manifest,
