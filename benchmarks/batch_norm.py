@@ -1,7 +1,8 @@
 """One training step of a Conv-BN-ReLU stack: Keras' batch norm, the fused one, none; per layout.
 
 Four 3 x 3 convolutions (64 channels, 128 x 128, batch 8, no bias) each followed by a batch
-norm and a ReLU, trained with ``model.fit`` on one batch in memory; per batch norm
+norm and a ReLU, trained with ``model.fit`` on one batch in memory (the steps timed, not
+the fit: ``timing.py``); per batch norm
 (``keras``: ``keras.layers.BatchNormalization``; ``fused``: cervixnet's
 ``FusedBatchNormalization``; ``none``: the convolutions alone) and per precision, each in its
 own process, the median milliseconds per step and the convolutions' GFLOP/s.
@@ -24,11 +25,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+from timing import step_clock  # noqa: E402
 
 BATCH, LAYERS = 8, 4
 
@@ -39,7 +42,7 @@ def gflop_per_step(size: int, channels: int) -> float:
 
 
 def run_case(norm: str, precision: str, layout: str, steps: int, size: int, channels: int):
-    """Times one case in this process: the median of three fits of ``steps`` steps each."""
+    """Times one case in this process: the median step of ``3 * steps`` (``timing.py``)."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -71,12 +74,9 @@ def run_case(norm: str, precision: str, layout: str, steps: int, size: int, chan
     )
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
     model.fit(dataset, steps_per_epoch=3, verbose=0)  # tracing
-    times = []
-    for _ in range(3):
-        started = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=steps, verbose=0)
-        times.append((time.perf_counter() - started) / steps)
-    seconds = statistics.median(times)
+    clock = step_clock()
+    model.fit(dataset, steps_per_epoch=3 * steps, verbose=0, callbacks=[clock])
+    seconds = statistics.median(clock.step_seconds)
     return {"ms_per_step": 1000 * seconds, "gflops": gflop_per_step(size, channels) / seconds}
 
 
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--layouts", nargs="+", default=["channels_last"],
                         choices=["channels_last", "channels_first"])  # fmt: skip
-    parser.add_argument("--steps", type=int, default=5, help="steps per timed fit (3 fits)")
+    parser.add_argument("--steps", type=int, default=5, help="a third of the timed steps")
     parser.add_argument("--size", type=int, default=128, help="height and width")
     parser.add_argument("--channels", type=int, nargs="+", default=[64])
     parser.add_argument("--out", default=None, help="write the figures as JSON here")

@@ -16,7 +16,9 @@ For the joint U-Net at the default size (96 x 96, 8 base filters, batch 16) or t
   percentage of that ceiling.
 
 Every case runs in its own subprocess (fresh precision policy, thread pools and device
-memory), one after another. One table is printed and the figures are written as JSON.
+memory), one after another. The Keras cases time the steps of one ``fit``, from the first
+step's start to the last one's end (``timing.py``), not ``fit``'s set-up and tear-down. One
+table is printed and the figures are written as JSON.
 
     python benchmarks/training_throughput.py --model paper --out training_paper.json
     python benchmarks/training_throughput.py --model default --cases cervixnet-train keras:float32
@@ -120,6 +122,7 @@ def run_keras(spec: dict) -> dict:
     import flops
     import keras
     import numpy as np
+    from timing import step_clock
 
     if keras.backend.backend() == "tensorflow":  # the GPU machine's JAX has no TensorFlow
         import tensorflow as tf
@@ -166,12 +169,12 @@ def run_keras(spec: dict) -> dict:
         }
         fit_args = {"x": x, "y": y, "batch_size": batch}
     model.fit(**fit_args, epochs=1, steps_per_epoch=warmup, verbose=0)  # tracing, compilation
-    clock = _step_clock(keras)
+    clock = step_clock()  # the steps, not fit's set-up and tear-down (timing.py)
     started = time.perf_counter()
     history = model.fit(**fit_args, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
     fit_seconds = time.perf_counter() - started
     return {
-        "images_per_second": batch * steps / (clock.last_end - clock.first_begin),
+        "images_per_second": batch * steps / clock.seconds,
         "fit_seconds": round(fit_seconds, 2),
         "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "training_flops_per_image": flops.training_flops_per_image(model),
@@ -182,28 +185,6 @@ def run_keras(spec: dict) -> dict:
         if spec.get("onednn_amp") or spec.get("fpmath")
         else _matmul_precision(precision),
     }
-
-
-def _step_clock(keras):
-    """A callback that notes when the first step starts and the last one ends.
-
-    The steps are timed, not the whole ``fit`` call: ``fit`` also makes the input iterator
-    and frees it at the end, which with tf.data's autotuner on (Keras' own array input) can
-    wait seconds for the autotuner's timer (see ``make_dataset``'s ``autotune``).
-    """
-
-    class StepClock(keras.callbacks.Callback):
-        first_begin: float | None = None
-        last_end: float = 0.0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            if self.first_begin is None:
-                self.first_begin = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.last_end = time.perf_counter()
-
-    return StepClock()
 
 
 def _real_training_input(spec: dict):

@@ -111,3 +111,17 @@ def test_onednn_verbose_lines_of_the_logged_step_are_summed_per_kernel() -> None
     table = onednn_kernels.format_table({"keras:mixed_bfloat16": result, "torch:bfloat16": {}})
     assert "| convolution | backward_weights | 150 | 0 |" in table
     assert "| whole step (wall) | | 312 | 0 |" in table
+
+
+def test_step_clock_notes_every_step_of_a_fit() -> None:
+    import keras
+    import numpy as np
+    import timing
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    clock = timing.step_clock()
+    model.fit(np.ones((12, 3)), np.ones((12, 1)), batch_size=4, epochs=2, verbose=0,
+              callbacks=[clock])  # fmt: skip
+    assert len(clock.step_seconds) == 6 and min(clock.step_seconds) > 0
+    assert clock.seconds >= sum(clock.step_seconds)

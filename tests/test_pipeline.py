@@ -7,7 +7,13 @@ import tensorflow as tf
 
 from cervixnet.config import AugmentConfig
 from cervixnet.data.manifest import read_manifest
-from cervixnet.data.pipeline import build_augmenter, decode_image, decode_mask, make_dataset
+from cervixnet.data.pipeline import (
+    build_augmenter,
+    decode_image,
+    decode_mask,
+    make_dataset,
+    preprocess_image,
+)
 from tests.conftest import rewrite_manifest
 
 
@@ -159,3 +165,19 @@ def test_autotuner_is_off_unless_asked_and_changes_no_batch(tiny_dataset: Path, 
     ):
         np.testing.assert_array_equal(images.numpy(), same_images.numpy())
         np.testing.assert_array_equal(masks.numpy(), same_masks.numpy())
+
+
+def test_an_image_at_the_network_size_is_used_as_decoded():
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (24, 20), dtype=np.uint8)
+    decoded = decode_image(_encode(pixels), 1)
+    same = preprocess_image(_encode(pixels), (24, 20), 1)
+    assert same.shape == (24, 20, 1)
+    np.testing.assert_array_equal(same.numpy(), decoded.numpy())
+    smaller = preprocess_image(_encode(pixels), (12, 10), 1)
+    expected = tf.image.resize(decoded, (12, 10), method="bilinear", antialias=True)
+    assert smaller.shape == (12, 10, 1)
+    np.testing.assert_allclose(smaller.numpy(), expected.numpy(), atol=1e-6)
+    mask = decode_mask(_encode((pixels > 128).astype(np.uint8) * 255), (24, 20))
+    assert mask.shape == (24, 20, 1)
+    np.testing.assert_array_equal(mask.numpy()[..., 0], (pixels > 128).astype(np.float32))

@@ -51,17 +51,32 @@ def decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
 
 
 def preprocess_image(contents: tf.Tensor, image_size: Sequence[int], channels: int) -> tf.Tensor:
-    """Encoded bytes -> the network's input ``(height, width, channels)``, as in training."""
+    """Encoded bytes -> the network's input ``(height, width, channels)``, as in training.
+
+    An image already at ``image_size`` (a prepared one) is used as decoded: resizing it would
+    give the same pixels (antialiased bilinear at scale 1) at the cost of a resampling pass.
+    """
     image = decode_image(contents, channels)
-    return tf.image.resize(image, image_size, method="bilinear", antialias=True)
+    height, width = (int(s) for s in image_size)
+    same_size = tf.reduce_all(tf.shape(image)[:2] == (height, width))
+    image = tf.cond(
+        same_size,
+        lambda: image,
+        lambda: tf.image.resize(image, (height, width), method="bilinear", antialias=True),
+    )
+    return tf.ensure_shape(image, (height, width, channels))
 
 
 def decode_mask(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     """Encoded mask -> float32 ``(height, width, 1)`` in {0, 1}: non-zero pixels are cervix."""
     mask = tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
     mask = tf.reduce_max(mask, axis=-1, keepdims=True)
-    mask = tf.image.resize(mask, image_size, method="nearest")
-    return tf.cast(mask > 0, tf.float32)
+    height, width = (int(s) for s in image_size)
+    same_size = tf.reduce_all(tf.shape(mask)[:2] == (height, width))
+    mask = tf.cond(
+        same_size, lambda: mask, lambda: tf.image.resize(mask, (height, width), method="nearest")
+    )
+    return tf.ensure_shape(tf.cast(mask > 0, tf.float32), (height, width, 1))
 
 
 def build_augmenter(
