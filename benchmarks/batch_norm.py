@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+from script import parser_from_docstring  # noqa: E402
 from timing import step_clock  # noqa: E402
 
 BATCH, LAYERS = 8, 4
@@ -81,10 +82,7 @@ def run_case(norm: str, precision: str, layout: str, steps: int, size: int, chan
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )  # fmt: skip
+    parser = parser_from_docstring(__doc__)
     parser.add_argument("--norms", nargs="+", default=["keras", "fused", "none"])
     parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
     parser.add_argument("--layouts", nargs="+", default=["channels_last"],

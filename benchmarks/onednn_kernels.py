@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+from script import parser_from_docstring  # noqa: E402
 from training_throughput import MODELS, machine  # noqa: E402
 
 CASES = ("keras:float32", "keras:mixed_bfloat16", "torch:float32", "torch:bfloat16")
@@ -136,10 +137,7 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )  # fmt: skip
+    parser = parser_from_docstring(__doc__)
     parser.add_argument("--model", choices=sorted(MODELS), default="paper")
     parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")

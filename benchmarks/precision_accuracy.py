@@ -26,7 +26,6 @@ interrupted comparison continues with the same ``--work``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -38,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from script import parser_from_docstring
 
 from cervixnet.config import PRECISIONS as _CONFIG_PRECISIONS
 
@@ -114,10 +115,7 @@ def compare(runs: list[dict], tolerance: float) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )  # fmt: skip
+    parser = parser_from_docstring(__doc__)
     parser.add_argument("--config", default=None, help="YAML config or shipped name")
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
                         default=["float32", "mixed_bfloat16"])  # fmt: skip

@@ -53,6 +53,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
+from script import parser_from_docstring  # noqa: E402
+
 MODELS = {
     # name: (config, image size, base filters, batch)
     "default": (None, 96, 8, 16),
@@ -384,10 +386,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )  # fmt: skip
+    parser = parser_from_docstring(__doc__)
     parser.add_argument("--model", choices=sorted(MODELS), default="paper")
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES))
     parser.add_argument("--batch", type=int, nargs="+", help="batch sizes (default: the config's)")

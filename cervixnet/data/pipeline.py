@@ -238,8 +238,8 @@ def make_dataset(
             by default: its background thread wakes on a timer whose period doubles while an
             iterator lives (10 ms, 20 ms, ... 10 s and more), and a finished iterator waits
             for that timer before it is freed, so every pass over the data could end with
-            seconds of idle cores. Off, each parallel map uses as many calls as there are
-            cores, and prefetching still adapts its buffer.
+            seconds of idle cores. Off, each parallel map makes as many calls at once as
+            there are cores (at most 16), and prefetching still adapts its buffer.
     """
     records = [manifest.records[i] for i in indices]
     if not records:
