@@ -3,13 +3,13 @@
 Keras 3's ``BatchNormalization`` computes the batch moments and the normalisation with
 separate element-wise operations, in float32 even under a 16-bit policy (it casts its input
 up and its output back). On the TensorFlow CPU path that is a large share of a Conv-BN-ReLU
-network's training step, and it cancelled the gain of ``mixed_bfloat16``. With TensorFlow's
-fused kernel (``FusedBatchNormV3``: one oneDNN primitive forward and one backward, bfloat16
-in and out with float32 statistics) ``cervixnet train`` on the paper-size joint model ran
-1.26 x as fast in float32 and 2.0 x as fast in ``mixed_bfloat16`` on a 2-core AVX-512 BF16 CPU
-(docs/performance.md). In bfloat16 the fused kernel is fast only for a multiple of 16
-channels (oneDNN's blocked layout): with 8 or 24 channels it ran 1.6 to 3.8 x slower than
-Keras' layer, so those keep Keras' layer.
+network's training step. With TensorFlow's fused kernel (``FusedBatchNormV3``: one oneDNN
+primitive forward and one backward, bfloat16 in and out with float32 statistics)
+``cervixnet train`` on the paper-size joint model ran 1.15 x as fast in ``mixed_bfloat16``
+and about 1.04 x in float32 on a 2-core AVX-512 BF16 CPU (docs/performance.md). In bfloat16
+the fused kernel is fast only for a multiple of 16 channels (oneDNN's blocked layout): with 8
+channels a Conv-BN-ReLU step ran 1.2 x slower than with Keras' layer, so those keep Keras'
+layer.
 """
 
 from __future__ import annotations

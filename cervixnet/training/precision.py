@@ -6,9 +6,9 @@
 - an older GPU: ``mixed_float16`` (Keras wraps the optimiser in loss scaling);
 - a CPU: ``float32``. A CPU without bfloat16 instructions emulates it at a fraction of
   float32's speed (``train`` warns when it is asked for there). On a CPU with them
-  (``cpu_has_bfloat16``), ``mixed_bfloat16`` trained the paper-size joint model 2.0 x as
-  fast as float32 but the default-size one 0.72 x as fast, so ``auto`` keeps float32 and
-  large models on such a CPU should ask for ``mixed_bfloat16``.
+  (``cpu_has_bfloat16``), ``mixed_bfloat16`` trained the paper-size joint model 1.86 x as
+  fast as float32 but the default-size one only 1.02 x, so ``auto`` keeps float32 and large
+  models on such a CPU should ask for ``mixed_bfloat16``.
 
 Under either mixed policy the layers compute in 16 bits and keep float32 weights; the two
 outputs (``mask``, ``label``) and every cervixnet loss are float32.
