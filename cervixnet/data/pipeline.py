@@ -56,27 +56,30 @@ def preprocess_image(contents: tf.Tensor, image_size: Sequence[int], channels: i
     An image already at ``image_size`` (a prepared one) is used as decoded: resizing it would
     give the same pixels (antialiased bilinear at scale 1) at the cost of a resampling pass.
     """
-    image = decode_image(contents, channels)
-    height, width = (int(s) for s in image_size)
-    same_size = tf.reduce_all(tf.shape(image)[:2] == (height, width))
-    image = tf.cond(
-        same_size,
-        lambda: image,
-        lambda: tf.image.resize(image, (height, width), method="bilinear", antialias=True),
-    )
-    return tf.ensure_shape(image, (height, width, channels))
+    return _at_size(decode_image(contents, channels), image_size, "bilinear", antialias=True)
 
 
 def decode_mask(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
     """Encoded mask -> float32 ``(height, width, 1)`` in {0, 1}: non-zero pixels are cervix."""
     mask = tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
-    mask = tf.reduce_max(mask, axis=-1, keepdims=True)
+    mask = _at_size(tf.reduce_max(mask, axis=-1, keepdims=True), image_size, "nearest")
+    return tf.cast(mask > 0, tf.float32)
+
+
+def _at_size(
+    image: tf.Tensor, image_size: Sequence[int], method: str, antialias: bool = False
+) -> tf.Tensor:
+    """``image`` ``(H, W, C)`` resized to ``image_size``, or as it is if it has that size already.
+
+    The result has a static shape ``(height, width, C)``.
+    """
     height, width = (int(s) for s in image_size)
-    same_size = tf.reduce_all(tf.shape(mask)[:2] == (height, width))
-    mask = tf.cond(
-        same_size, lambda: mask, lambda: tf.image.resize(mask, (height, width), method="nearest")
+    image = tf.cond(
+        tf.reduce_all(tf.shape(image)[:2] == (height, width)),
+        lambda: image,
+        lambda: tf.image.resize(image, (height, width), method=method, antialias=antialias),
     )
-    return tf.ensure_shape(tf.cast(mask > 0, tf.float32), (height, width, 1))
+    return tf.ensure_shape(image, (height, width, image.shape[-1]))
 
 
 def build_augmenter(
