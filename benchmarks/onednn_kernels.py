@@ -43,7 +43,7 @@ STEP_ENDS = "=== logged step ends ==="
 
 def run_case(spec: dict) -> None:
     """Warm-up steps, then one step between the two markers (in the subprocess)."""
-    from training_throughput import _build_keras_model, synthetic_batch
+    from training_throughput import _build_keras_model, compile_bare, synthetic_batch
 
     framework, precision = spec["case"].split(":")
     images, masks, labels = synthetic_batch(spec["batch"], spec["size"])
@@ -65,12 +65,7 @@ def run_case(spec: dict) -> None:
     keras.config.set_dtype_policy(precision)
     keras.utils.set_random_seed(0)
     model = _build_keras_model(spec)
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-4, weight_decay=5e-4),
-        loss={"mask": "binary_crossentropy", "label": "binary_crossentropy"},
-        loss_weights={"mask": 1.0, "label": 0.8},
-        jit_compile=False,
-    )
+    compile_bare(model)
     targets = {"mask": masks, "label": labels}
     for _ in range(spec["warmup"]):
         model.train_on_batch(images, targets)

@@ -154,13 +154,8 @@ def run_keras(spec: dict) -> dict:
         fit_args = {"x": dataset.repeat()}
     else:
         model = _build_keras_model(spec)
-        model.compile(
-            optimizer=keras.optimizers.AdamW(1e-4, weight_decay=5e-4),
-            loss={"mask": "binary_crossentropy", "label": "binary_crossentropy"},
-            loss_weights={"mask": 1.0, "label": 0.8},
-            jit_compile=spec.get("xla", False)
-            if keras.backend.backend() == "tensorflow"
-            else "auto",
+        compile_bare(
+            model, spec.get("xla", False) if keras.backend.backend() == "tensorflow" else "auto"
         )
         images, masks, labels = synthetic_batch(min(batch * 4, 256), spec["size"])
         repeat = -(-batch * max(steps, warmup) // len(images))
@@ -187,6 +182,18 @@ def run_keras(spec: dict) -> dict:
         if spec.get("onednn_amp") or spec.get("fpmath")
         else _matmul_precision(precision),
     }
+
+
+def compile_bare(model, jit_compile: bool | str = False) -> None:
+    """The bare fit's compile: AdamW, Keras' binary cross-entropy per output, weights 1 : 0.8."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-4, weight_decay=5e-4),
+        loss={"mask": "binary_crossentropy", "label": "binary_crossentropy"},
+        loss_weights={"mask": 1.0, "label": 0.8},
+        jit_compile=jit_compile,
+    )
 
 
 def _real_training_input(spec: dict):
