@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from script import parser_from_docstring  # noqa: E402
+from script import cervixnet_first, parser_from_docstring  # noqa: E402
 from timing import step_clock  # noqa: E402
 
 BATCH, LAYERS = 8, 4
@@ -44,6 +44,7 @@ def gflop_per_step(size: int, channels: int) -> float:
 
 def run_case(norm: str, precision: str, layout: str, steps: int, size: int, channels: int):
     """Times one case in this process: the median step of ``3 * steps`` (``timing.py``)."""
+    cervixnet_first()
     import keras
     import numpy as np
     import tensorflow as tf

@@ -47,7 +47,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from script import cervixnet_first
+
+    cervixnet_first()  # TensorFlow set up as in cervixnet train
     import keras
     import numpy as np
     import tensorflow as tf

@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from script import parser_from_docstring  # noqa: E402
+from script import cervixnet_first, parser_from_docstring  # noqa: E402
 from training_throughput import MODELS, machine  # noqa: E402
 
 CASES = ("keras:float32", "keras:mixed_bfloat16", "torch:float32", "torch:bfloat16")
@@ -57,6 +57,7 @@ def run_case(spec: dict) -> None:
         )  # fmt: skip
         print(f"{STEP_ENDS} {spec['batch'] / result['images_per_second']:.4f}", flush=True)
         return
+    cervixnet_first()
     import keras
 
     from cervixnet.training.threads import set_thread_pools

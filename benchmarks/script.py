@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: a command line described by the script's docstring."""
+"""What the benchmark scripts share: a command line from the docstring, cervixnet loaded first."""
 
 from __future__ import annotations
 
@@ -11,3 +11,12 @@ def parser_from_docstring(doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         description=summary, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+def cervixnet_first() -> None:
+    """Imports cervixnet before anything loads TensorFlow, as ``cervixnet train`` does.
+
+    TensorFlow then starts with cervixnet's settings (oneDNN on x86-64 CPUs, its log level),
+    so that a bare Keras case runs on the same kernels as cervixnet's own path.
+    """
+    import cervixnet  # noqa: F401

@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from script import cervixnet_first
+
+    cervixnet_first()  # TensorFlow set up as in cervixnet train
     import cv2
     import keras
     import numpy as np

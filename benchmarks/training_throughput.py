@@ -53,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))
 
-from script import parser_from_docstring  # noqa: E402
+from script import cervixnet_first, parser_from_docstring  # noqa: E402
 
 MODELS = {
     # name: (config, image size, base filters, batch)
@@ -300,6 +300,7 @@ def run_case(spec: dict) -> dict:
         os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
     if spec["kind"] == "torch":
         return run_torch(spec)
+    cervixnet_first()  # the bare fit on the same TensorFlow set-up as cervixnet's path
     return run_keras(spec)
 
 
@@ -307,7 +308,10 @@ def ceiling(framework: str, dtype: str, device: str) -> float | None:
     """The matmul ceiling in FLOP/s, measured in a subprocess like the cases."""
     size = 8192 if device == "cuda" else 2048
     code = (
-        f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import flops; "
+        f"import sys, json; sys.path.insert(0, {str(HERE)!r}); "
+        # TensorFlow set up as for the Keras cases (script.cervixnet_first).
+        + ("import cervixnet; " if framework == "tensorflow" else "")
+        + "import flops; "
         f"print(json.dumps(flops.matmul_ceiling({framework!r}, {dtype!r}, {size}, {device!r})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

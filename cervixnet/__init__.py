@@ -6,11 +6,18 @@ Keras but never TensorFlow: the models, losses and metrics run on any Keras 3 ba
 """
 
 import os
+import platform
 
 # TensorFlow reads its C++ log level once, when it loads (through Keras, just below). Its
 # graph optimiser's cost-estimate warnings would otherwise flood every training log; a level
 # the user has set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow runs its CPU convolutions, batch norms and matmuls with oneDNN only on x86 CPUs
+# with AVX-512 VNNI, BF16 or AMX unless asked; elsewhere (AVX2) it uses Eigen's, which trained
+# the default joint U-Net 2.2 x slower (docs/performance.md). Asked here on every x86-64 CPU,
+# before TensorFlow loads; TF_ENABLE_ONEDNN_OPTS=0 set by the user wins.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from cervixnet import losses, metrics, models
 from cervixnet.errors import CervixnetError, ConfigError, DataError

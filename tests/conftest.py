@@ -9,6 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+# Before any test module loads TensorFlow: every test process then starts TensorFlow with
+# cervixnet's settings (oneDNN on x86-64), as `cervixnet train` does.
+import cervixnet  # noqa: F401
+
 
 def write_tiny_dataset(folder: Path, n_patients: int = 10, images_per_patient: int = 2) -> Path:
     """Writes colour images with a bright ellipse (the 'cervix'), its mask and a manifest.

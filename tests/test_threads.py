@@ -1,7 +1,9 @@
-"""training.intra_op_threads / inter_op_threads size TensorFlow's thread pools."""
+"""training.intra_op_threads / inter_op_threads size TensorFlow's thread pools; oneDNN is on."""
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
 import sys
 
@@ -47,3 +49,23 @@ def test_config_takes_a_positive_count_or_null(key: str) -> None:
     assert getattr(load_config().training, key) is None
     with pytest.raises(ConfigError, match=key):
         load_config(overrides={f"training.{key}": 0})
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is asked on x86-64"
+)
+@pytest.mark.parametrize(("user_setting", "expected"), [(None, "1 True"), ("0", "0 False")])
+def test_import_asks_for_onednn_on_x86_unless_the_user_said_otherwise(user_setting, expected):
+    # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads: a fresh process each.
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if user_setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_setting
+    code = (
+        "import os\n"
+        "import cervixnet\n"
+        "from cervixnet.training.threads import onednn_enabled\n"
+        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == expected

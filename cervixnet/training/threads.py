@@ -52,3 +52,16 @@ def thread_pools() -> dict[str, int]:
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
     }
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its CPU operations with oneDNN here (``None``: unknown).
+
+    ``import cervixnet`` asks for it on x86-64 CPUs (``TF_ENABLE_ONEDNN_OPTS=1``) unless the
+    user set the variable; TensorFlow reads it once, when it loads.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow without the query
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())

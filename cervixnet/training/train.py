@@ -51,7 +51,7 @@ from cervixnet.training.checkpoint import (
 )
 from cervixnet.training.distribution import build_distribution, distribute_input
 from cervixnet.training.precision import dtype_policy, emulation_warning, resolve_precision
-from cervixnet.training.threads import set_thread_pools, thread_pools
+from cervixnet.training.threads import onednn_enabled, set_thread_pools, thread_pools
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
 
@@ -541,6 +541,7 @@ def _environment(config: Config, fingerprint: str) -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "devices": [d.device_type for d in tf.config.list_logical_devices()],
+        "onednn": onednn_enabled(),
         **thread_pools(),
     }
 
