@@ -12,10 +12,11 @@ import platform
 # graph optimiser's cost-estimate warnings would otherwise flood every training log; a level
 # the user has set wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow runs its CPU convolutions, batch norms and matmuls with oneDNN only on x86 CPUs
-# with AVX-512 VNNI, BF16 or AMX unless asked; elsewhere (AVX2) it uses Eigen's, which trained
-# the default joint U-Net 2.2 x slower (docs/performance.md). Asked here on every x86-64 CPU,
-# before TensorFlow loads; TF_ENABLE_ONEDNN_OPTS=0 set by the user wins.
+# TensorFlow turns its oneDNN CPU operations (convolutions, batch norms, matmuls) on by itself
+# only on some x86 CPUs, by their features; on others, as on an AVX2-only one, it computes the
+# convolutions with Eigen, which trained the default joint U-Net 2.4 x slower
+# (docs/performance.md). Asked here on every x86-64 CPU, before TensorFlow loads; a
+# TF_ENABLE_ONEDNN_OPTS the user has set (0: off) wins.
 if platform.machine().lower() in ("x86_64", "amd64"):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -1,4 +1,4 @@
-"""TensorFlow's CPU thread pools: ``training.intra_op_threads`` and ``training.inter_op_threads``.
+"""TensorFlow's CPU thread pools (``training.intra_op_threads``, ``training.inter_op_threads``).
 
 TensorFlow runs the work inside one operation (a convolution's tiles) on the *intra-op*
 pool and independent operations side by side on the *inter-op* pool. Left at ``null`` (the
@@ -9,6 +9,9 @@ a container or batch job limited to fewer cores than the machine reports (Tensor
 the CPU affinity but not a CPU quota), or several trainings sharing one machine. The pools
 are created with the first TensorFlow operation of a process, so they can be set only
 before it, which ``cervixnet train`` does.
+
+``onednn_enabled`` reports whether TensorFlow's oneDNN CPU operations are on (``import
+cervixnet`` asks for them on x86-64 CPUs).
 """
 
 from __future__ import annotations
