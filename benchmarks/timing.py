@@ -13,20 +13,24 @@ def step_clock():
     freeing it waits for the autotuner's timer, whose period doubles while the iterator lives
     (10 ms, 20 ms, ... 10 s and more). Timed from outside, a fit then lasts a power of two
     times 10 ms whatever its steps cost. The callback's ``seconds`` runs from the first step's
-    start to the last one's end; ``step_seconds`` holds each step's own time.
+    start to the last one's end; ``step_seconds`` holds each step's own time. A step that
+    began but never ended (Keras begins one more when a finite dataset runs out in an
+    epoch) is left out.
     """
     import keras
 
     class StepClock(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.begins: list[float] = []
+            self.begins: list[float] = []  # of the steps that ended
             self.ends: list[float] = []
+            self._began = 0.0
 
         def on_train_batch_begin(self, batch, logs=None):
-            self.begins.append(time.perf_counter())
+            self._began = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
+            self.begins.append(self._began)
             self.ends.append(time.perf_counter())
 
         @property

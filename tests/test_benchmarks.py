@@ -125,3 +125,20 @@ def test_step_clock_notes_every_step_of_a_fit() -> None:
               callbacks=[clock])  # fmt: skip
     assert len(clock.step_seconds) == 6 and min(clock.step_seconds) > 0
     assert clock.seconds >= sum(clock.step_seconds)
+
+
+def test_step_clock_leaves_out_the_step_begun_when_a_dataset_runs_out() -> None:
+    # On a tf.data input of unknown length (as cervixnet's, made by flat_map) Keras begins
+    # one more step per epoch, then finds no data.
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import timing
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    dataset = tf.data.Dataset.from_tensor_slices((np.ones((12, 3)), np.ones((12, 1)))).batch(4)
+    dataset = dataset.filter(lambda x, y: True)  # its length unknown
+    clock = timing.step_clock()
+    model.fit(dataset, epochs=2, verbose=0, callbacks=[clock])
+    assert len(clock.step_seconds) == 6 and min(clock.step_seconds) > 0
