@@ -309,8 +309,8 @@ def ceiling(framework: str, dtype: str, device: str) -> float | None:
     size = 8192 if device == "cuda" else 2048
     code = (
         f"import sys, json; sys.path.insert(0, {str(HERE)!r}); "
-        # TensorFlow set up as for the Keras cases (script.cervixnet_first).
-        + ("import cervixnet; " if framework == "tensorflow" else "")
+        # TensorFlow set up as for the Keras cases.
+        + ("import script; script.cervixnet_first(); " if framework == "tensorflow" else "")
         + "import flops; "
         f"print(json.dumps(flops.matmul_ceiling({framework!r}, {dtype!r}, {size}, {device!r})))"
     )
