@@ -5,13 +5,14 @@ data, balanced training split, shuffle, augmentation, batching, prefetch) and me
 process and one after the other on the same machine:
 
 - input images per second without augmentation and with it (the pipeline alone, after one
-  warm-up pass; every epoch reads and decodes the prepared images anew, as in training);
+  warm-up pass), with the configuration's ``data.cache`` and with ``data.cache: false``
+  (every epoch reads and decodes the prepared images anew);
 - training images per second: ``model.fit`` of the configured network on batches already in
   memory, so that the input costs nothing;
-- training images per second fed by the real pipeline, which should equal the previous figure
-  when the input is not the bottleneck.
+- training images per second fed by the real pipeline, with the configuration's cache and
+  without it, which should equal the previous figure when the input is not the bottleneck.
 
-The two training timings alternate ``--repeats`` times and their medians are reported.
+The training timings alternate ``--repeats`` times and their medians are reported.
 
 The ratio input / training says how much headroom the input has (the goal: at least 5x at
 the default configuration).
@@ -65,16 +66,25 @@ def main() -> None:
     keras.utils.set_random_seed(config.seed)
     manifest = read_manifest(prepared_data(config, resolve_data(config), echo=print))
     indices = split_patients(manifest, config.data.split, config.seed).indices(manifest)
-    # cervixnet train's own input, with and without augmentation: one epoch each.
+    # cervixnet train's own input, with and without augmentation and the cache: one epoch each.
     inputs = training_inputs(config, manifest, indices)
-    unaugmented = config.replace({"data.augment.enabled": False})
-    plain = training_inputs(unaugmented, manifest, indices).train_data
-    augmented = inputs.train_data
     positions = inputs.train_positions
-    images_per_second(plain, 1)  # warm-up: tracing, the file cache
-    images_per_second(augmented, 1)
-    input_plain = images_per_second(plain, args.passes)
-    input_augmented = images_per_second(augmented, args.passes)
+    uncached = config.replace({"data.cache": False})
+    unaugmented = {"data.augment.enabled": False}
+    pipelines = {
+        "no_augmentation": training_inputs(config.replace(unaugmented), manifest, indices),
+        "augmentation": inputs,
+        "no_augmentation_uncached": training_inputs(
+            uncached.replace(unaugmented), manifest, indices
+        ),
+        "augmentation_uncached": training_inputs(uncached, manifest, indices),
+    }
+    input_rates = {}
+    for name, pipeline in pipelines.items():
+        images_per_second(pipeline.train_data, 1)  # warm-up: tracing, the file cache, the cache
+        input_rates[name] = images_per_second(pipeline.train_data, args.passes)
+    augmented = inputs.train_data
+    decoded = pipelines["augmentation_uncached"].train_data
 
     model = build_model(config)
     compile_model(model, config, inputs.positive_weight or 1.0, inputs.steps_per_epoch)
@@ -83,19 +93,24 @@ def main() -> None:
         pass
     model.fit(memory, epochs=1, verbose=0)  # warm-up: tracing
     model.fit(augmented, epochs=1, verbose=0)
+    model.fit(decoded, epochs=1, verbose=0)
 
     def training_rate(dataset) -> float:
         clock = step_clock()  # the steps (input included), not fit's set-up (timing.py)
         model.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[clock])
         return args.epochs * len(positions) / sum(clock.step_seconds)
 
-    # Alternated and repeated, so that a slow moment of the machine hits both alike.
-    rates = {"memory": [], "pipeline": []}
+    # Alternated and repeated, so that a slow moment of the machine hits all alike.
+    timed = {
+        "batches_in_memory": memory,
+        "real_pipeline": augmented,
+        "real_pipeline_uncached": decoded,
+    }
+    rates = {name: [] for name in timed}
     for _ in range(args.repeats):
-        rates["memory"].append(training_rate(memory))
-        rates["pipeline"].append(training_rate(augmented))
-    train_memory = float(np.median(rates["memory"]))
-    train_pipeline = float(np.median(rates["pipeline"]))
+        for name, dataset in timed.items():
+            rates[name].append(training_rate(dataset))
+    training = {name: float(np.median(values)) for name, values in rates.items()}
 
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
@@ -106,15 +121,14 @@ def main() -> None:
         "image_size": list(config.data.image_size),
         "batch_size": config.training.batch_size,
         "train_images_per_epoch": len(positions),
-        "input_images_per_second": {
-            "no_augmentation": round(input_plain, 1),
-            "augmentation": round(input_augmented, 1),
+        "cache": config.data.cache,
+        "input_images_per_second": {name: round(rate, 1) for name, rate in input_rates.items()},
+        "training_images_per_second": {name: round(rate, 1) for name, rate in training.items()},
+        "real_pipeline_fraction": {
+            name: round(training[name] / training["batches_in_memory"], 3)
+            for name in ("real_pipeline", "real_pipeline_uncached")
         },
-        "training_images_per_second": {
-            "batches_in_memory": round(train_memory, 1),
-            "real_pipeline": round(train_pipeline, 1),
-        },
-        "headroom": round(input_augmented / train_memory, 1),
+        "headroom": round(input_rates["augmentation"] / training["batches_in_memory"], 1),
     }
     print(json.dumps(result, indent=2))
     if args.out:

@@ -93,6 +93,7 @@ class DataConfig:
     balance: BalanceConfig = BalanceConfig()
     augment: AugmentConfig = AugmentConfig()
     autotune: bool = False
+    cache: bool | str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +227,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.augment.brightness": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "data.augment.contrast": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "data.augment.noise_std": (lambda v: v >= 0, "a non-negative number"),
+    "data.cache": (lambda v: v in (True, False, "auto"), "true, false or auto"),
     "model.base_filters": (lambda v: v > 0, "a positive integer"),
     "loss.alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "loss.beta": (lambda v: v >= 0, "a non-negative number"),

@@ -72,6 +72,10 @@ def test_scientific_notation_strings_are_numbers(tmp_path: Path):
         ("training: [\n", "not valid YAML"),
         ("training:\n  jit_compile: maybe\n", "'training.jit_compile'"),
         (
+            "data:\n  cache: disk\n",
+            "'data.cache' must be true, false or auto. Received: 'disk'",
+        ),
+        (
             "training:\n  distribution: horovod\n",
             "'training.distribution' must be none, mirrored or multi_worker. Received: 'horovod'",
         ),

@@ -9,6 +9,7 @@ from cervixnet.config import AugmentConfig
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.pipeline import (
     build_augmenter,
+    cache_in_memory,
     decode_image,
     decode_mask,
     make_dataset,
@@ -181,3 +182,55 @@ def test_an_image_at_the_network_size_is_used_as_decoded():
     mask = decode_mask(_encode((pixels > 128).astype(np.uint8) * 255), (24, 20))
     assert mask.shape == (24, 20, 1)
     np.testing.assert_array_equal(mask.numpy()[..., 0], (pixels > 128).astype(np.float32))
+
+
+def _training_input(manifest, cache, indices=(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 3, 3)):
+    """Three epochs (from the second) of an oversampled training input, augmented."""
+    return make_dataset(
+        manifest,
+        list(indices),
+        image_size=(24, 20),
+        batch_size=4,
+        training=True,
+        augment=AugmentConfig(),
+        seed=5,
+        epochs=3,
+        first_epoch=1,
+        cache=cache,
+    )
+
+
+def test_cached_training_input_gives_the_same_batches(tiny_dataset: Path):
+    manifest = read_manifest(tiny_dataset)
+    cached = list(_training_input(manifest, cache=True))
+    decoded = list(_training_input(manifest, cache=False))
+    assert len(cached) == len(decoded) == 3 * 4
+    for batch, same in zip(cached, decoded, strict=True):
+        for tensor, same_tensor in zip(tf.nest.flatten(batch), tf.nest.flatten(same), strict=True):
+            np.testing.assert_array_equal(tensor.numpy(), same_tensor.numpy())
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_cached_training_input_reads_each_image_once(tiny_dataset: Path, cache: bool):
+    manifest = read_manifest(tiny_dataset)
+    batches = iter(_training_input(manifest, cache=cache))
+    next(batches)
+    for record in manifest.records[:10]:  # test data: gone after the first batch
+        record.image.unlink()
+    if cache:
+        assert len(list(batches)) == 3 * 4 - 1
+    else:
+        with pytest.raises(tf.errors.NotFoundError):
+            list(batches)
+
+
+def test_auto_cache_keeps_up_to_a_gibibyte():
+    per_record = 256 * 256 * 2 * 4  # float32 image and mask
+    assert per_record * 2048 == 1 << 30
+    assert cache_in_memory("auto", 2048, (256, 256), 1)
+    assert not cache_in_memory("auto", 2049, (256, 256), 1)
+    assert not cache_in_memory("auto", 1366, (256, 256), 3)  # 4 channels of float32 each
+    assert cache_in_memory(True, 10**6, (256, 256), 1)
+    assert not cache_in_memory(False, 1, (8, 8), 1)
+    with pytest.raises(ValueError, match="Received: 'disk'"):
+        cache_in_memory("disk", 1, (8, 8), 1)

@@ -12,6 +12,10 @@ Images are decoded by TensorFlow (PNG, JPEG, BMP, GIF; 8 or 16 bit), colour is c
 grayscale when ``channels`` is 1, the image is resized bilinearly (with antialiasing) and the
 mask by nearest neighbour, so a mask stays binary.
 
+For training, the decoded images and masks of a small set are kept in memory
+(``cache_in_memory``) and gathered in each epoch's order, instead of being read and decoded
+anew every epoch: the batches are the same either way.
+
 Training batches are augmented (``build_augmenter``): a random rotation and a random
 crop-and-resize move the image and its mask together (the mask by nearest neighbour, so it
 stays binary); brightness, contrast and Gaussian or speckle noise change the image only.
@@ -30,6 +34,31 @@ from cervixnet.data.manifest import Manifest
 
 # Independent random streams derived from the run's seed.
 _TRAINING_STREAM, _COPIES_STREAM = 0, 1
+
+# ``cache="auto"`` keeps the decoded training set in memory up to this size (float32 images
+# and masks, each distinct record once).
+AUTO_CACHE_BYTES = 1 << 30
+
+
+def decoded_bytes(records: int, image_size: Sequence[int], channels: int) -> int:
+    """Bytes of ``records`` decoded images and masks, float32 ``(H, W, channels + 1)`` each."""
+    height, width = (int(s) for s in image_size)
+    return records * height * width * (channels + 1) * 4
+
+
+def cache_in_memory(
+    cache: bool | str, records: int, image_size: Sequence[int], channels: int
+) -> bool:
+    """Whether training keeps its decoded images in memory: ``cache`` True, False or ``"auto"``.
+
+    ``"auto"`` caches when the distinct ``records`` take at most ``AUTO_CACHE_BYTES`` (1 GiB)
+    decoded (``decoded_bytes``). While training, an epoch's gathered copy adds as much again.
+    """
+    if cache == "auto":
+        return decoded_bytes(records, image_size, channels) <= AUTO_CACHE_BYTES
+    if isinstance(cache, bool):
+        return cache
+    raise ValueError(f"cache must be true, false or 'auto'. Received: {cache!r}")
 
 
 def decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
@@ -214,6 +243,7 @@ def make_dataset(
     epochs: int = 1,
     first_epoch: int = 0,
     autotune: bool = False,
+    cache: bool | str = "auto",
 ) -> tf.data.Dataset:
     """Builds the input pipeline for the records at ``indices`` of ``manifest``.
 
@@ -243,6 +273,11 @@ def make_dataset(
             for that timer before it is freed, so every pass over the data could end with
             seconds of idle cores. Off, each parallel map makes as many calls at once as
             there are cores (at most 16), and prefetching still adapts its buffer.
+        cache: when ``training``, decode each distinct record once and keep the decoded
+            images and masks in memory (True), read and decode every epoch anew (False), or
+            cache when they take at most 1 GiB (``"auto"``, the default; ``cache_in_memory``).
+            The batches are the same either way; with the cache, the first batch waits until
+            the whole set is decoded.
     """
     records = [manifest.records[i] for i in indices]
     if not records:
@@ -263,14 +298,17 @@ def make_dataset(
         )
     augment_copies = not training and augment is not None and any(columns["is_copy"])
 
-    def load(row):
+    def load_pixels(row):
         image = preprocess_image(tf.io.read_file(row["image"]), image_size, channels)
         mask = tf.cond(
             row["has_mask"] > 0,
             lambda: decode_mask(tf.io.read_file(row["mask"]), image_size),
             lambda: tf.zeros((*image_size, 1), tf.float32),
         )
-        return image, mask, row
+        return image, mask
+
+    def load(row):
+        return (*load_pixels(row), row)
 
     augmenter = None
     if training and augment is not None:
@@ -316,6 +354,29 @@ def make_dataset(
             )
         table = {name: tf.constant(values) for name, values in columns.items()}
         run_key = tf.constant([seed, _TRAINING_STREAM], tf.int64)
+        # Oversampling repeats records: each distinct one is decoded once into the cache.
+        first_row: dict[int, int] = {}  # each distinct record's first row
+        for row, index in enumerate(indices):
+            first_row.setdefault(index, row)
+        pixels = None
+        if cache_in_memory(cache, len(first_row), image_size, channels):
+            slot = {index: n for n, index in enumerate(first_row)}
+            source = tf.constant([slot[index] for index in indices], tf.int32)
+            distinct_rows = tf.data.Dataset.from_tensor_slices(
+                {
+                    name: [columns[name][row] for row in first_row.values()]
+                    for name in ("image", "mask", "has_mask")
+                }
+            )
+            # One element, the whole set ((n, H, W, C) images, (n, H, W, 1) masks), decoded
+            # by the first epoch; cache() keeps it for every later iteration of any epoch.
+            pixels = (
+                distinct_rows.map(
+                    load_pixels, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+                )
+                .batch(len(first_row))
+                .cache()
+            )
 
         def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
             order_key, batch_key = tf.unstack(
@@ -326,11 +387,20 @@ def make_dataset(
             rows = tf.data.Dataset.from_tensor_slices(
                 {name: tf.gather(values, order) for name, values in table.items()}
             )
-            loaded = rows.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            if pixels is None:
+                loaded = rows.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            else:
+                chosen = tf.gather(source, order)
+                in_order = pixels.map(
+                    lambda images, masks: (tf.gather(images, chosen), tf.gather(masks, chosen))
+                ).unbatch()
+                loaded = tf.data.Dataset.zip(in_order, rows).map(
+                    lambda image_mask, row: (*image_mask, row)
+                )
             return batches(loaded, batch_key)
 
-        # Decoded anew each epoch (prepared images are small, at the network's size), so that
-        # no epoch depends on another's iterator state and memory stays flat.
+        # Each epoch's order and augmentation come from its own key, so that no epoch depends
+        # on another's iterator state.
         dataset = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch)
     else:
         dataset = tf.data.Dataset.from_tensor_slices(columns)

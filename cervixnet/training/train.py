@@ -389,6 +389,7 @@ def training_inputs(
         "seed": config.seed,
         "augment": config.data.augment,
         "autotune": config.data.autotune,
+        "cache": config.data.cache,
     }
     train_data = make_dataset(
         manifest,
