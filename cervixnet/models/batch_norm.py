@@ -9,7 +9,7 @@ primitive forward and one backward, bfloat16 in and out with float32 statistics)
 and about 1.04 x in float32 on a 2-core AVX-512 BF16 CPU (docs/performance.md). In bfloat16
 the fused kernel is fast only for a multiple of 16 channels (oneDNN's blocked layout): with 8
 channels a Conv-BN-ReLU step ran 1.2 x slower than with Keras' layer, so those keep Keras'
-layer.
+layer. In inference the layer multiplies by the folded statistics instead (``call``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Same arguments, weights, weight names and results (to float round-off) as Keras' layer:
     in training the batch is normalised by its own mean and biased variance and the moving
     statistics move by ``momentum``; in inference the moving statistics are used. The fused
-    kernel runs when the backend is TensorFlow and the input is a 4-D tensor normalised over
-    its channels (``axis=-1`` for ``(batch, H, W, C)``, ``axis=1`` for ``(batch, C, H, W)``)
-    in float32, or in bfloat16 or float16 with a multiple of 16 channels, with no mask,
-    renormalisation or cross-replica synchronisation; anything else (and every other
-    backend) runs Keras' own computation, so a model built with it works everywhere.
+    kernel runs in training when the backend is TensorFlow and the input is a 4-D tensor
+    normalised over its channels (``axis=-1`` for ``(batch, H, W, C)``, ``axis=1`` for
+    ``(batch, C, H, W)``) in float32, or in bfloat16 or float16 with a multiple of 16
+    channels, with no mask, renormalisation or cross-replica synchronisation; in inference
+    such an input is normalised by one float32 multiply-add per element,
+    ``x * scale + offset`` with ``scale = gamma / sqrt(moving_variance + epsilon)`` and
+    ``offset = beta - moving_mean * scale``. Anything else (and every other backend) runs
+    Keras' own computation, so a model built with it works everywhere.
     """
 
     def _fusable(self, inputs, mask) -> bool:
@@ -70,14 +73,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 self.moving_variance * self.momentum + variance * (1.0 - self.momentum)
             )
             return outputs
-        outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-            inputs,
-            gamma,
-            beta,
-            mean=tf.cast(self.moving_mean, "float32"),
-            variance=tf.cast(self.moving_variance, "float32"),
-            epsilon=self.epsilon,
-            is_training=False,
-            data_format=layout,
-        )
-        return outputs
+        # Inference: one multiply-add per element with the folded statistics, in float32.
+        # The fused kernel's inference form is not used: TensorFlow's remapper fuses it into
+        # the convolution before it, and oneDNN runs that fusion (batch norm as binary
+        # post-ops) with its slow reference post-ops at batch 1, 10 x slower than this.
+        scale = gamma * tf.math.rsqrt(tf.cast(self.moving_variance, "float32") + self.epsilon)
+        offset = beta - tf.cast(self.moving_mean, "float32") * scale
+        if layout == "NCHW":
+            scale, offset = tf.reshape(scale, (-1, 1, 1)), tf.reshape(offset, (-1, 1, 1))
+        outputs = tf.cast(inputs, "float32") * scale + offset
+        return tf.cast(outputs, inputs.dtype)
