@@ -62,7 +62,7 @@ def test_the_fused_kernel_runs_in_training_and_keras_layer_does_not():
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
 def test_inference_is_one_multiply_add_that_no_convolution_absorbs(dtype):
     # TensorFlow's remapper fuses an inference FusedBatchNormV3 into the convolution before
-    # it, which oneDNN ran 10 x slower at batch 1; a multiply-add it leaves alone.
+    # it, which oneDNN ran 8 x slower at batch 1; a multiply-add it leaves alone.
     inputs = keras.Input((8, 8, 16))
     outputs = FusedBatchNormalization(dtype=dtype)(keras.layers.Conv2D(16, 3, dtype=dtype)(inputs))
     model = keras.Model(inputs, outputs)
