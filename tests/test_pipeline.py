@@ -229,7 +229,8 @@ def test_auto_cache_keeps_up_to_a_gibibyte():
     assert per_record * 2048 == 1 << 30
     assert cache_in_memory("auto", 2048, (256, 256), 1)
     assert not cache_in_memory("auto", 2049, (256, 256), 1)
-    assert not cache_in_memory("auto", 1366, (256, 256), 3)  # 4 channels of float32 each
+    assert cache_in_memory("auto", 1024, (256, 256), 3)  # 3 channels and the mask
+    assert not cache_in_memory("auto", 1025, (256, 256), 3)
     assert cache_in_memory(True, 10**6, (256, 256), 1)
     assert not cache_in_memory(False, 1, (8, 8), 1)
     with pytest.raises(ValueError, match="Received: 'disk'"):
