@@ -7,11 +7,12 @@ exports a SavedModel with ``cervixnet export``'s code, then times in one process
 the other:
 
 - ``keras.Model.predict`` on float images (what ``cervixnet predict`` runs);
-- the SavedModel's ``serving_default`` signature on the same float images;
+- the SavedModel's ``serving_default`` signature on the same float images, as exported (each
+  batch norm folded into its convolution) and exported with ``fold_batch_norms=False``;
 - its ``predict_image_bytes`` signature on PNGs of a typical export size (560 x 420), which
   includes decoding, grayscale conversion and resizing in the graph.
 
-for a single image and a batch of 8, reporting the median of ``--repeats`` calls in
+for a single image and a batch of 8 (``--batches``), reporting the median of ``--repeats`` calls in
 milliseconds (after warm-up calls).
 
     python benchmarks/serving_latency.py --out serving_latency.json
@@ -46,6 +47,7 @@ def median_ms(call, repeats: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="default,paper", help="default, paper or both")
+    parser.add_argument("--batches", default="1,8", help="batch sizes, comma-separated")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -84,11 +86,16 @@ def main() -> None:
             model.save(run / "model.keras")
             save_config(config, run / "config.yaml")
             exported = export_savedmodel(run, Path(folder) / "served")
+            unfolded = export_savedmodel(run, Path(folder) / "served", fold_batch_norms=False)
             served = tf.saved_model.load(str(exported.path))
             floats = served.signatures["serving_default"]
+            floats_unfolded = tf.saved_model.load(str(unfolded.path)).signatures["serving_default"]
             encoded = served.signatures["predict_image_bytes"]
-            figures = {"parameters": int(model.count_params())}
-            for batch in (1, 8):
+            figures = {
+                "parameters": int(model.count_params()),
+                "batch_norms_folded": exported.metadata["batch_norms_folded"],
+            }
+            for batch in (int(b) for b in args.batches.split(",")):
                 images = rng.random((batch, height, width, 1)).astype(np.float32)
                 tensor = tf.constant(images)
                 pngs = tf.constant([png] * batch)
@@ -98,6 +105,9 @@ def main() -> None:
                     ),
                     "savedmodel_float": median_ms(
                         lambda f=floats, x=tensor: f(images=x), args.repeats
+                    ),
+                    "savedmodel_float_unfolded": median_ms(
+                        lambda f=floats_unfolded, x=tensor: f(images=x), args.repeats
                     ),
                     "savedmodel_image_bytes": median_ms(
                         lambda f=encoded, x=pngs: f(image_bytes=x), args.repeats

@@ -50,10 +50,12 @@ import numpy as np
 import tensorflow as tf
 
 import cervixnet
+from cervixnet import models
 from cervixnet.config import ARCHITECTURES, Config
 from cervixnet.data.pipeline import decode_image, preprocess_image
 from cervixnet.errors import CervixnetError, ConfigError
 from cervixnet.inference import LoadedModel, load_model
+from cervixnet.models.folding import foldable_pairs
 
 METADATA_NAME = "cervixnet.json"
 METADATA_FOLDER = "assets.extra"
@@ -106,6 +108,7 @@ def export_savedmodel(
     verify: bool = True,
     tolerance: float = VERIFY_TOLERANCE,
     unsafe: bool = False,
+    fold_batch_norms: bool = True,
 ) -> ExportResult:
     """Exports a run folder (or a ``.keras`` file) as SavedModel version ``base_dir/<version>``.
 
@@ -129,6 +132,10 @@ def export_savedmodel(
             default ``VERIFY_TOLERANCE`` (1e-5).
         unsafe: load a ``.keras`` file that holds Python code (a ``Lambda`` layer) and run
             it; refused by default (``cervixnet.model_file``).
+        fold_batch_norms: serve the model with each float32 batch norm folded into the
+            convolution before it (``cervixnet.models.fold_batch_norms``; the same function
+            to round-off, and verification compares it with the unfolded Keras model);
+            default true.
 
     Raises:
         UnsafeModelError: the model file holds Python code and ``unsafe`` is false.
@@ -150,7 +157,9 @@ def export_savedmodel(
         )
     loaded = load_model(model_path, unsafe=unsafe)
     spec = _spec(loaded, model_path, mask_size)
-    archive, functions = _build_archive(loaded.model, spec)
+    folded = len(foldable_pairs(loaded.model)) if fold_batch_norms else 0
+    served = models.fold_batch_norms(loaded.model) if folded else loaded.model
+    archive, functions = _build_archive(served, spec)
     signatures = {name: _describe(fn) for name, fn in functions.items()}
 
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +169,7 @@ def export_savedmodel(
         max_diff = None
         if verify:
             max_diff = _verify(staging, loaded.model, spec, tolerance)
-        metadata = _metadata(loaded, model_path, spec, signatures, max_diff, tolerance)
+        metadata = _metadata(loaded, model_path, spec, signatures, max_diff, tolerance, folded)
         metadata = json.loads(json.dumps(metadata))  # as read back: lists, not tuples
         (staging / METADATA_FOLDER).mkdir(exist_ok=True)
         (staging / METADATA_FOLDER / METADATA_NAME).write_text(
@@ -498,6 +507,7 @@ def _metadata(
     signatures: dict[str, dict[str, Any]],
     max_diff: float | None,
     tolerance: float,
+    batch_norms_folded: int,
 ) -> dict[str, Any]:
     model_path = Path(model_path)
     model_file = model_path / "model.keras" if model_path.is_dir() else model_path
@@ -547,6 +557,8 @@ def _metadata(
         "threshold_source": loaded.threshold_source if spec.joint else None,
         "signatures": signatures,
         "outputs": outputs,
+        # Batch norms folded into the convolution before them in the served graph.
+        "batch_norms_folded": batch_norms_folded,
         "preprocessing": {
             "serving_default": {
                 "in_graph": [],

@@ -420,9 +420,16 @@ def predict(model_path, images, out, unsafe) -> None:
     metavar="H W",
     help="Size of the mask returned by predict_image_bytes [default: the model's input size].",
 )
+@click.option(
+    "--fold-batch-norms/--no-fold-batch-norms",
+    default=True,
+    show_default=True,
+    help="SavedModel: serve each float32 batch norm folded into the convolution before it "
+    "(the same function to round-off, faster on CPUs; see docs/serving.md).",
+)
 @_unsafe_option
 @_user_errors
-def export(model_path, out, export_format, version, mask_size, unsafe) -> None:
+def export(model_path, out, export_format, version, mask_size, fold_batch_norms, unsafe) -> None:
     """Export a trained model for serving: a TF Serving SavedModel or an ONNX file.
 
     The SavedModel has two signatures: serving_default (float32 images at the model's input
@@ -443,6 +450,7 @@ def export(model_path, out, export_format, version, mask_size, unsafe) -> None:
             version=version,
             mask_size=tuple(mask_size) if mask_size else None,
             unsafe=unsafe,
+            fold_batch_norms=fold_batch_norms,
         )
     for name, signature in result.signatures.items():
         outputs = ", ".join(signature["outputs"])

@@ -251,6 +251,7 @@ def test_metadata_describes_the_export(joint):
     assert data["prepared_data"] == "/data/prepared"
     assert data["n_images"] == {"train": 12, "val": 4, "test": 4}
     assert metadata["verification"]["tolerance"] == VERIFY_TOLERANCE
+    assert metadata["batch_norms_folded"] == len(models.foldable_pairs(joint["model"])) > 0
     assert metadata["exported_at"].startswith("20")
     with pytest.raises(ConfigError, match="no readable"):
         read_export_metadata(joint["run"])
@@ -273,6 +274,30 @@ def test_segmentation_only_model(tmp_path):
     assert metadata["architecture"] == "unet" and metadata["label_output"] is False
     assert metadata["threshold"] is None and "no probability or label" in metadata["classification"]
     assert metadata["training_data"]["run_record"] is False
+
+
+def test_folded_and_unfolded_exports_serve_the_same_outputs(tmp_path):
+    """With moving statistics far from 0 and 1, the folded graph still passes verification."""
+    keras.utils.set_random_seed(2)
+    model = models.get("unet", **TINY)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0.0, 1.0, channels))
+            layer.moving_variance.assign(rng.uniform(0.3, 3.0, channels))
+    model.save(tmp_path / "unet.keras")
+    folded = export_savedmodel(tmp_path / "unet.keras", tmp_path / "base")
+    unfolded = export_savedmodel(tmp_path / "unet.keras", tmp_path / "base", fold_batch_norms=False)
+    assert folded.metadata["batch_norms_folded"] > 0
+    assert unfolded.metadata["batch_norms_folded"] == 0
+    images = tf.constant(_images())
+    masks = [
+        tf.saved_model.load(str(result.path)).signatures["serving_default"](images=images)["mask"]
+        for result in (folded, unfolded)
+    ]
+    np.testing.assert_allclose(masks[0], masks[1], atol=VERIFY_TOLERANCE)
+    assert float(np.ptp(masks[1])) > 0.01  # the statistics reach the output
 
 
 def test_verification_catches_preprocessing_that_differs_from_training(joint, monkeypatch):
