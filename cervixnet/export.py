@@ -55,7 +55,6 @@ from cervixnet.config import ARCHITECTURES, Config
 from cervixnet.data.pipeline import decode_image, preprocess_image
 from cervixnet.errors import CervixnetError, ConfigError
 from cervixnet.inference import LoadedModel, load_model
-from cervixnet.models.folding import foldable_pairs
 
 METADATA_NAME = "cervixnet.json"
 METADATA_FOLDER = "assets.extra"
@@ -157,7 +156,7 @@ def export_savedmodel(
         )
     loaded = load_model(model_path, unsafe=unsafe)
     spec = _spec(loaded, model_path, mask_size)
-    folded = len(foldable_pairs(loaded.model)) if fold_batch_norms else 0
+    folded = len(models.foldable_pairs(loaded.model)) if fold_batch_norms else 0
     served = models.fold_batch_norms(loaded.model) if folded else loaded.model
     archive, functions = _build_archive(served, spec)
     signatures = {name: _describe(fn) for name, fn in functions.items()}
