@@ -25,6 +25,7 @@ from cervixnet.export import (
     export_savedmodel,
     read_export_metadata,
 )
+from tests.test_folding import set_trained_statistics
 
 THRESHOLD = 0.37
 SIZE = (32, 32)
@@ -280,12 +281,7 @@ def test_folded_and_unfolded_exports_serve_the_same_outputs(tmp_path):
     """With moving statistics far from 0 and 1, the folded graph still passes verification."""
     keras.utils.set_random_seed(2)
     model = models.get("unet", **TINY)
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0.0, 1.0, channels))
-            layer.moving_variance.assign(rng.uniform(0.3, 3.0, channels))
+    set_trained_statistics(model)
     model.save(tmp_path / "unet.keras")
     folded = export_savedmodel(tmp_path / "unet.keras", tmp_path / "base")
     unfolded = export_savedmodel(tmp_path / "unet.keras", tmp_path / "base", fold_batch_norms=False)

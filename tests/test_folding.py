@@ -16,7 +16,7 @@ TINY = {
 }
 
 
-def _trained_statistics(model: keras.Model, seed: int = 0) -> None:
+def set_trained_statistics(model: keras.Model, seed: int = 0) -> None:
     """Moving statistics, gammas and betas far from their initial 0 and 1."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
@@ -41,7 +41,7 @@ def _batch_norms(model: keras.Model) -> list[keras.layers.Layer]:
 def test_folded_model_computes_the_same_outputs(arch):
     keras.utils.set_random_seed(0)
     model = models.get(arch, **TINY[arch])
-    _trained_statistics(model)
+    set_trained_statistics(model)
     x = np.random.default_rng(1).random((3, 32, 32, 1)).astype("float32")
     before = _outputs(model, x)
     weights = [w.numpy().copy() for w in model.weights]
@@ -71,7 +71,7 @@ def test_bias_is_folded_and_the_graph_has_no_batch_norm_arithmetic():
     inputs = keras.Input((8, 8, 2))
     x = keras.layers.ReLU()(_conv_bn(inputs, "a", use_bias=True))
     model = keras.Model(inputs, _conv_bn(x, "b"))
-    _trained_statistics(model)
+    set_trained_statistics(model)
     model.get_layer("a_conv").bias.assign(np.linspace(-1.0, 1.0, 5))
     x = np.random.default_rng(2).normal(size=(2, 8, 8, 2)).astype("float32")
     folded = models.fold_batch_norms(model)
@@ -97,7 +97,7 @@ def test_what_is_not_foldable_is_left_as_it_was():
     x = models.FusedBatchNormalization(name="act_bn")(activated)  # after an activation
     x = _conv_bn(x, "ok")
     model = keras.Model(inputs, x)
-    _trained_statistics(model)
+    set_trained_statistics(model)
     assert [(c.name, b.name) for c, b in models.foldable_pairs(model)] == [("ok_conv", "ok_bn")]
     folded = models.fold_batch_norms(model)
     assert [layer.name for layer in _batch_norms(folded)] == ["shared_bn", "act_bn"]
