@@ -110,12 +110,8 @@ def fold_batch_norms(model: keras.Model) -> keras.Model:
     folded = keras.models.clone_model(model, clone_function=clone, call_function=call)
     for conv, norm in pairs:
         kernel = keras.ops.convert_to_numpy(conv.kernel).astype(np.float64)
-        bias = (
-            keras.ops.convert_to_numpy(conv.bias).astype(np.float64)
-            if conv.use_bias
-            else np.zeros(kernel.shape[-1])
-        )
         channels = kernel.shape[-1]
+        bias = _values(conv.bias, channels) if conv.use_bias else np.zeros(channels)
         gamma = _values(norm.gamma, channels) if norm.scale else np.ones(channels)
         beta = _values(norm.beta, channels) if norm.center else np.zeros(channels)
         mean = _values(norm.moving_mean, channels)
@@ -132,7 +128,7 @@ def _values(variable: keras.Variable, channels: int) -> np.ndarray:
     values = keras.ops.convert_to_numpy(variable).astype(np.float64)
     if values.shape != (channels,):
         raise ValueError(
-            f"Batch norm weight {variable.path!r} has shape {values.shape}; expected "
-            f"({channels},), the output channels of the convolution before it."
+            f"Weight {variable.path!r} has shape {values.shape}; expected "
+            f"({channels},), the folded convolution's output channels."
         )
     return values
