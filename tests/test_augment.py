@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from cervixnet.config import AugmentConfig
 from cervixnet.data.manifest import read_manifest
-from cervixnet.data.pipeline import build_augmenter, make_dataset, rotate
+from cervixnet.data.pipeline import affine_transforms, build_augmenter, make_dataset, warp_affine
 
 SIZE = 32
 NO_INTENSITY = {"brightness": 0.0, "contrast": 0.0, "noise_std": 0.0}
@@ -98,7 +98,7 @@ def test_crop_window_is_inside_square_and_random():
     out, _ = _run(GEOMETRY["crop"], images, masks, seed=3)
     x0, x1 = out[:, 0, 0, 0], out[:, 0, -1, 0]
     y0, y1 = out[:, 0, 0, 1], out[:, -1, 0, 1]
-    atol = 1e-5
+    atol = 1.5 / 32 / (SIZE - 1)  # OpenCV places each bilinear sample to 1/32 of a pixel
     assert np.all(x0 >= -atol) and np.all(x1 <= 1 + atol)  # inside: never pads
     assert np.all(y0 >= -atol) and np.all(y1 <= 1 + atol)
     np.testing.assert_allclose(x1 - x0, y1 - y0, atol=atol)  # one side fraction for both
@@ -182,15 +182,68 @@ def test_same_seed_same_output_other_seed_other_output():
     assert not np.array_equal(first[1], other[1])
 
 
+def _warp(images, degrees, side, corner, interpolation="bilinear") -> np.ndarray:
+    size = tf.constant(images.shape[1:3])
+    transforms = affine_transforms(
+        tf.constant(degrees, tf.float32),
+        tf.constant(side, tf.float32),
+        tf.constant(corner, tf.float32),
+        size,
+    )
+    return warp_affine(np.asarray(images), transforms.numpy(), interpolation)
+
+
+def _smooth(n: int, height: int, width: int) -> np.ndarray:
+    """``(n, height, width, 1)`` smooth images in [0.1, 0.9], different per image."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    phase = np.arange(n)[:, None, None]
+    return (0.5 + 0.4 * np.sin(5 * x + 3 * y + phase))[..., None].astype(np.float32)
+
+
 def test_rotation_is_keras_random_rotation_for_the_same_angle():
-    rng = np.random.default_rng(2)
-    images = tf.constant(rng.random((3, 20, 24, 1), dtype=np.float32))
+    images = tf.constant(_smooth(3, 20, 24))
     layer = keras.layers.RandomRotation(0.1, fill_mode="constant")
     transformation = layer.get_random_transformation(images, training=True, seed=5)
-    expected = layer.transform_images(images, transformation)
-    angle = tf.constant(transformation["angle"])
-    np.testing.assert_allclose(rotate(images, angle, "BILINEAR"), expected, atol=1e-6)
-    assert float(tf.reduce_max(tf.abs(images - expected))) > 0.1  # it did rotate
+    expected = layer.transform_images(images, transformation).numpy()
+    angle = transformation["angle"]
+    rotated = _warp(images, angle, np.ones(3), np.zeros((3, 2)))
+    # OpenCV places each bilinear sample to 1/32 of a pixel.
+    np.testing.assert_allclose(rotated, expected, atol=0.01)
+    assert np.abs(images.numpy() - expected).max() > 0.1  # it did rotate
+
+
+def test_one_resampling_is_the_rotation_then_the_crop():
+    # The composed map against the two steps done by Keras' rotation and TensorFlow's
+    # crop_and_resize, on smooth images, away from the zero-filled corners.
+    n, size = 4, 40
+    images = _smooth(n, size, size)
+    layer = keras.layers.RandomRotation(0.06, fill_mode="constant")
+    transformation = layer.get_random_transformation(images, training=True, seed=3)
+    rotated = layer.transform_images(tf.constant(images), transformation)
+    degrees = transformation["angle"]
+    rng = np.random.default_rng(3)
+    side = rng.uniform(0.7, 1.0, n)
+    corner = rng.uniform(0, 1, (n, 2)) * (1 - side[:, None])
+    boxes = np.concatenate([corner, corner + side[:, None]], axis=1).astype(np.float32)
+    expected = tf.image.crop_and_resize(rotated, boxes, tf.range(n), (size, size)).numpy()
+    composed = _warp(images, degrees, side, corner)
+    centre = np.s_[:, 10:-10, 10:-10]
+    np.testing.assert_allclose(composed[centre], expected[centre], atol=0.01)
+    assert np.abs(composed - images).max() > 0.2  # it did move the pixels
+    # A mask by nearest neighbour stays binary.
+    masks = (images > 0.5).astype(np.float32)
+    assert set(np.unique(_warp(masks, degrees, side, corner, "nearest"))) == {0.0, 1.0}
+
+
+def test_warp_affine_takes_any_number_of_channels():
+    images = np.random.default_rng(4).random((2, 12, 10, 6), dtype=np.float32)
+    identity = np.tile(np.array([[1.0, 0, 0, 0, 1.0, 0]], np.float32), (2, 1))
+    out = warp_affine(images, identity, "bilinear")
+    np.testing.assert_allclose(out, images, atol=1e-6)
+    shift_x = identity + np.array([0, 0, 1.0, 0, 0, 0], np.float32)
+    shifted = warp_affine(images, shift_x, "nearest")  # output x reads input x + 1
+    np.testing.assert_array_equal(shifted[:, :, :-1], images[:, :, 1:])
+    np.testing.assert_array_equal(shifted[:, :, -1], 0.0)
 
 
 def _batches(manifest, seed: int, **kwargs) -> list[np.ndarray]:

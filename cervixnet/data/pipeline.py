@@ -17,16 +17,20 @@ For training, the decoded images and masks of a small set are kept in memory
 anew every epoch: the batches are the same either way.
 
 Training batches are augmented (``build_augmenter``): a random rotation and a random
-crop-and-resize move the image and its mask together (the mask by nearest neighbour, so it
-stays binary); brightness, contrast and Gaussian or speckle noise change the image only.
+crop-and-resize move the image and its mask together, in one resampling by OpenCV (the mask by
+nearest neighbour, so it stays binary); brightness, contrast and Gaussian or speckle noise
+change the image only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 
+import cv2
+import numpy as np
 import tensorflow as tf
 
 from cervixnet.config import AugmentConfig
@@ -121,19 +125,20 @@ def build_augmenter(
 
     - rotation by an angle in ``[-rotation_degrees, +rotation_degrees]`` (default 15) about
       the centre, corners filled with 0 (the transform of ``keras.layers.RandomRotation``);
-    - crop-and-resize: a window of side ``s * H`` by ``s * W``, ``s`` uniform in
-      ``[1 - crop, 1]`` (default crop 0.1; one ``s`` for both sides, so the aspect ratio is
-      kept) at a uniform random position inside the image, resized back to ``(H, W)``
-      (``tf.image.crop_and_resize``); it only zooms in, never pads;
+    - crop-and-resize of the rotated image: a window of side ``s * H`` by ``s * W``, ``s``
+      uniform in ``[1 - crop, 1]`` (default crop 0.1; one ``s`` for both sides, so the aspect
+      ratio is kept) at a uniform random position inside the image, resized back to
+      ``(H, W)`` (the sampling of ``tf.image.crop_and_resize``); it only zooms in, never pads;
     - brightness shift in ``[-brightness, +brightness]`` and contrast factor in
       ``[1 - contrast, 1 + contrast]`` about each image's mean (defaults 0.1; the transforms
       of ``keras.layers.RandomBrightness`` and ``keras.layers.RandomContrast``);
     - noise ``n ~ N(0, noise_std)`` per pixel (default 0.02): ``"gaussian"`` adds it,
       ``"speckle"`` multiplies, ``image * (1 + n)``; then the image is clipped to [0, 1].
 
-    The geometric transforms (rotation, crop) move the mask with the image, the mask by
-    nearest neighbour so it stays binary; the intensity ones touch the image only. A value of
-    0 turns a transform off. Every draw is stateless: ``seed`` (int64, shape ``(2,)``) alone
+    Rotation and crop together are one affine map (``affine_transforms``), applied in a single
+    resampling by OpenCV (``warp_affine``): bilinear for the image, nearest neighbour for the
+    mask, so it stays binary. The intensity transforms touch the image only. A value of 0
+    turns a transform off. Every draw is stateless: ``seed`` (int64, shape ``(2,)``) alone
     decides the output, whatever TensorFlow's global seed and whatever ran before, which is
     what lets an interrupted run resume with exactly the augmentation it would have had.
     """
@@ -145,7 +150,15 @@ def build_augmenter(
         )
     if not 0 <= config.crop < 1:
         raise ValueError(f"augment.crop must be a fraction in [0, 1). Received: {config.crop!r}")
-    speckle = config.noise == "speckle"
+    geometric = config.rotation_degrees > 0 or config.crop > 0
+    pixels = functools.partial(
+        _augment_pixels,
+        geometric=geometric,
+        brightness=config.brightness > 0,
+        contrast=config.contrast > 0,
+        noise_std=float(config.noise_std),
+        speckle=config.noise == "speckle",
+    )
 
     def augment(
         images: tf.Tensor, masks: tf.Tensor, seed: tf.Tensor
@@ -155,77 +168,138 @@ def build_augmenter(
             tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=5)
         )
         batch = tf.shape(images)[0]
+        angle = tf.zeros((batch,))
         if config.rotation_degrees > 0:
             degrees = float(config.rotation_degrees)
             angle = tf.random.stateless_uniform((batch,), rotation_key, -degrees, degrees)
-            images = rotate(images, angle, "BILINEAR")
-            masks = rotate(masks, angle, "NEAREST")
+        side, corner = tf.ones((batch, 1)), tf.zeros((batch, 2))
         if config.crop > 0:
-            # Boxes in normalised [y1, x1, y2, x2]: side s, corner uniform in [0, 1 - s].
+            # Side s, corner (y1, x1) uniform in [0, 1 - s], normalised like crop_and_resize.
             side_key, corner_key = tf.unstack(tf.random.experimental.stateless_split(crop_key))
             side = tf.random.stateless_uniform((batch, 1), side_key, 1.0 - config.crop, 1.0)
             corner = tf.random.stateless_uniform((batch, 2), corner_key) * (1.0 - side)
-            boxes = tf.concat([corner, corner + side], axis=1)
-            index = tf.range(batch)
-            size = tf.shape(images)[1:3]
-            images = tf.image.crop_and_resize(images, boxes, index, size, method="bilinear")
-            masks = tf.image.crop_and_resize(masks, boxes, index, size, method="nearest")
         per_image = (batch, 1, 1, 1)
+        shift = tf.zeros(per_image)
         if config.brightness > 0:
             shift = tf.random.stateless_uniform(
                 per_image, brightness_key, -config.brightness, config.brightness
             )
-            images = tf.clip_by_value(images + shift, 0.0, 1.0)
+        factor = tf.ones(per_image)
         if config.contrast > 0:
             factor = tf.random.stateless_uniform(
                 per_image, contrast_key, 1.0 - config.contrast, 1.0 + config.contrast
             )
-            mean = tf.reduce_mean(images, axis=(1, 2), keepdims=True)
-            images = tf.clip_by_value((images - mean) * factor + mean, 0.0, 1.0)
-        if config.noise_std > 0:
-            noise = tf.random.stateless_normal(tf.shape(images), noise_key, stddev=config.noise_std)
-            images = images * (1.0 + noise) if speckle else images + noise
-        images = tf.clip_by_value(images, 0.0, 1.0)
+        transforms = affine_transforms(angle, side[:, 0], corner, tf.shape(images)[1:3])
+        images, masks = tf.numpy_function(
+            pixels,
+            [images, masks, transforms, shift, factor, noise_key],
+            [images.dtype, masks.dtype],
+            stateful=False,
+        )
         return tf.ensure_shape(images, shape), tf.ensure_shape(masks, mask_shape)
 
     return augment
 
 
-def rotate(images: tf.Tensor, degrees: tf.Tensor, interpolation: str) -> tf.Tensor:
-    """Rotates each image of ``(batch, H, W, C)`` by ``degrees`` ``(batch,)`` about its centre.
+def affine_transforms(
+    degrees: tf.Tensor, side: tf.Tensor, corner: tf.Tensor, size: tf.Tensor
+) -> tf.Tensor:
+    """Per image, the affine map of a rotation followed by a crop-and-resize: ``(batch, 6)``.
 
-    The same transform as ``keras.layers.RandomRotation`` for a given angle, corners filled
-    with 0; ``interpolation`` is ``"BILINEAR"`` or
-    ``"NEAREST"`` (masks).
+    ``degrees`` ``(batch,)`` rotate about the centre (the transform of
+    ``keras.layers.RandomRotation``); the crop window has side ``side`` ``(batch,)`` and corner
+    ``corner`` ``(batch, 2)`` as ``(y1, x1)``, both as fractions of the image, and is resized
+    back to ``size`` ``(height, width)`` as ``tf.image.crop_and_resize`` samples it. A row
+    ``(a0, a1, a2, b0, b1, b2)`` says that output pixel ``(x, y)`` samples the input at
+    ``(a0 x + a1 y + a2, b0 x + b1 y + b2)``, pixel centres at integer coordinates (the
+    convention of ``ImageProjectiveTransformV3`` and of OpenCV's ``WARP_INVERSE_MAP``).
     """
-    angle = degrees * (math.pi / 180.0)
-    size = tf.shape(images)[1:3]
-    cy = (tf.cast(size[0], tf.float32) - 1.0) / 2.0
-    cx = (tf.cast(size[1], tf.float32) - 1.0) / 2.0
+    angle = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
+    side = tf.cast(side, tf.float32)
+    last_y = tf.cast(size[0], tf.float32) - 1.0
+    last_x = tf.cast(size[1], tf.float32) - 1.0
+    cy, cx = last_y / 2.0, last_x / 2.0
+    # The crop: output (x, y) reads the rotated image at (x0 + s x, y0 + s y).
+    y0, x0 = corner[:, 0] * last_y, corner[:, 1] * last_x
     cos, sin = tf.cos(angle), tf.sin(angle)
-    zeros = tf.zeros_like(angle)
-    # Output pixel (x, y) samples the input at (a0 x + a1 y + a2, b0 x + b1 y + b2).
-    transforms = tf.stack(
+    # The rotation: (u, v) in the rotated image reads the input at
+    # (cos u - sin v + cx - cx cos + cy sin, sin u + cos v + cy - cx sin - cy cos).
+    return tf.stack(
         [
-            cos,
-            -sin,
-            cx - cx * cos + cy * sin,
-            sin,
-            cos,
-            cy - cx * sin - cy * cos,
-            zeros,
-            zeros,
+            cos * side,
+            -sin * side,
+            cos * x0 - sin * y0 + cx - cx * cos + cy * sin,
+            sin * side,
+            cos * side,
+            sin * x0 + cos * y0 + cy - cx * sin - cy * cos,
         ],
         axis=1,
     )
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images,
-        transforms=transforms,
-        output_shape=size,
-        fill_value=0.0,
-        interpolation=interpolation,
-        fill_mode="CONSTANT",
-    )
+
+
+def warp_affine(images: np.ndarray, transforms: np.ndarray, interpolation: str) -> np.ndarray:
+    """Resamples each image of ``(batch, H, W, C)`` by its row of ``transforms`` ``(batch, 6)``.
+
+    OpenCV's ``warpAffine`` with ``WARP_INVERSE_MAP`` (rows as ``affine_transforms`` makes
+    them), points outside the image read 0; ``interpolation`` is ``"bilinear"`` (which places
+    each sample to 1/32 of a pixel) or ``"nearest"`` (masks). Returns a new array, same shape
+    and dtype.
+    """
+    flags = cv2.WARP_INVERSE_MAP | _CV2_INTERPOLATION[interpolation]
+    height, width, channels = images.shape[1:]
+    out = np.empty_like(images)
+    for image, matrix, target in zip(images, transforms, out, strict=True):
+        matrix = np.asarray(matrix, np.float64).reshape(2, 3)
+        # warpAffine takes up to 4 channels at once.
+        for first in range(0, channels, 4):
+            part = np.ascontiguousarray(image[..., first : first + 4])
+            warped = cv2.warpAffine(
+                part, matrix, (width, height), flags=flags, borderMode=cv2.BORDER_CONSTANT
+            )
+            target[..., first : first + 4] = warped.reshape(height, width, -1)
+    return out
+
+
+_CV2_INTERPOLATION = {"bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+def _augment_pixels(
+    images: np.ndarray,
+    masks: np.ndarray,
+    transforms: np.ndarray,
+    shift: np.ndarray,
+    factor: np.ndarray,
+    noise_key: np.ndarray,
+    *,
+    geometric: bool,
+    brightness: bool,
+    contrast: bool,
+    noise_std: float,
+    speckle: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``build_augmenter``'s pixel work on one batch, with every random draw given.
+
+    ``shift`` and ``factor`` ``(batch, 1, 1, 1)`` are the brightness shifts and contrast
+    factors, used where ``brightness`` and ``contrast`` are on; ``noise_key`` (int64 ``(2,)``)
+    seeds the noise. The inputs are left as they are (they may share memory with TensorFlow's
+    tensors).
+    """
+    if geometric:
+        images = warp_affine(images, transforms, "bilinear")
+        masks = warp_affine(masks, transforms, "nearest")
+    dtype = images.dtype
+    if brightness:
+        images = np.clip(images + shift.astype(dtype), 0.0, 1.0)
+    if contrast:
+        mean = images.mean(axis=(1, 2), keepdims=True)
+        images = np.clip((images - mean) * factor.astype(dtype) + mean, 0.0, 1.0)
+    if noise_std > 0:
+        entropy = [int(k) for k in np.asarray(noise_key, np.int64).view(np.uint64)]
+        generator = np.random.Generator(np.random.SFC64(np.random.SeedSequence(entropy)))
+        noise = generator.standard_normal(images.shape, dtype=np.float32).astype(dtype)
+        noise *= dtype.type(noise_std)
+        images = images * (1.0 + noise) if speckle else images + noise
+    return np.clip(images, 0.0, 1.0).astype(dtype, copy=False), masks
 
 
 def make_dataset(
