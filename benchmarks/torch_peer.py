@@ -1,21 +1,24 @@
 """The PyTorch peer: the same joint U-Net as ``cervixnet.models.build_unet_joint``, in PyTorch.
 
 Used by ``training_throughput.py`` to time PyTorch at its best on the same network, batch and
-optimiser. Layer for layer it matches the Keras builder with the paper's head
-(``classifier_features="bottleneck"``, average pooling, dense 256 and 64 with dropout 0.5):
+optimiser. Layer for layer it matches the Keras builder, with the label branch's options of
+``build_unet_joint`` (default: the paper's head, ``classifier_features="bottleneck"``, average
+pooling, dense 256 and 64 with dropout 0.5, the encoder trained by the label loss too):
 
 - per encoder level, two 3x3 Conv (no bias) -> BatchNorm -> ReLU blocks, then 2x2 max-pool;
 - a bottleneck of two such blocks at ``base * 2**depth`` filters;
 - per decoder level, a 2x2 stride-2 transposed convolution (with bias), concatenation of the
   skip (upsampled first, as in Keras), two blocks;
 - a 1x1 convolution with a sigmoid for the mask;
-- global average pooling of the bottleneck, ``Linear + ReLU + Dropout`` for each hidden width
-  and ``Linear(1)`` with a sigmoid for the label.
+- global average and/or max pooling of each chosen feature map (``bottleneck``,
+  ``encoder{i}``, ``decoder{i}``; detached first when the label loss must not train the
+  encoder, Keras' ``StopGradient``), concatenated, ``Linear + ReLU + Dropout`` for each hidden
+  width and ``Linear(1)`` with a sigmoid for the label.
 
-The trainable parameter count equals the Keras model's (``parameter_count`` is checked
-against it in the benchmark). The losses are the paper's: ``0.5 * BCE + 0.5 * Dice`` on the
-mask and a class-weighted BCE on the label, weighted 1 : 0.8, computed in float32 under
-autocast; the optimiser is AdamW.
+The trainable parameter count equals the Keras model's (``training_throughput.py`` refuses
+to report a comparison where they differ by more than 1 %). The losses are the paper's:
+``0.5 * BCE + 0.5 * Dice`` on the mask and a class-weighted BCE on the label, weighted
+1 : 0.8, computed in float32 under autocast; the optimiser is AdamW.
 """
 
 from __future__ import annotations
@@ -37,15 +40,24 @@ def _block(in_channels: int, out_channels: int) -> list[nn.Module]:
     ]
 
 
+_POOLINGS = {"avg": ("avg",), "max": ("max",), "avgmax": ("avg", "max")}
+
+
 class JointUNet(nn.Module):
-    """U-Net with a parallel classification branch on the bottleneck (NCHW in and out).
+    """U-Net with a parallel classification branch (NCHW in and out).
 
     Args:
         in_channels: image channels (1 for ultrasound).
         base_filters: filters of the first level (64 in the paper).
         depth: number of pooling steps (4).
         units: hidden widths of the label branch.
-        dropout: dropout after each hidden layer of the label branch.
+        dropout: dropout after each hidden layer of the label branch (none if 0).
+        features: feature maps the label branch pools, as ``build_unet_joint``'s
+            ``classifier_features``: ``"bottleneck"``, ``"encoder{i}"`` (level ``i`` before
+            pooling), ``"decoder{i}"`` (level ``i`` after its convolutions).
+        pooling: ``"avg"``, ``"max"`` or ``"avgmax"`` (both, concatenated).
+        trains_encoder: if False the pooled maps are detached, so that the label loss trains
+            the label branch only.
     """
 
     def __init__(
@@ -55,8 +67,20 @@ class JointUNet(nn.Module):
         depth: int = 4,
         units: Sequence[int] = (256, 64),
         dropout: float = 0.5,
+        features: str | Sequence[str] = "bottleneck",
+        pooling: str = "avg",
+        trains_encoder: bool = True,
     ) -> None:
         super().__init__()
+        self.features = (features,) if isinstance(features, str) else tuple(features)
+        self.poolings = _POOLINGS[pooling]
+        self.trains_encoder = trains_encoder
+        widths = {"bottleneck": base_filters * 2**depth}
+        for level in range(1, depth + 1):
+            widths[f"encoder{level}"] = widths[f"decoder{level}"] = base_filters * 2 ** (level - 1)
+        unknown = [name for name in self.features if name not in widths]
+        if unknown:
+            raise ValueError(f"Unknown feature maps {unknown}; expected among {sorted(widths)}")
         self.encoders = nn.ModuleList()
         channels = in_channels
         for level in range(depth):
@@ -81,9 +105,10 @@ class JointUNet(nn.Module):
             channels = filters
         self.mask_head = nn.Conv2d(channels, 1, 1)
         head: list[nn.Module] = []
-        width = bottleneck
+        width = sum(widths[name] for name in self.features) * len(self.poolings)
         for hidden in units:
-            head += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            head += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+            head += [nn.Dropout(dropout)] if dropout > 0 else []
             width = hidden
         head.append(nn.Linear(width, 1))
         self.label_head = nn.Sequential(*head)
@@ -91,15 +116,26 @@ class JointUNet(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``images (B, C, H, W)`` -> ``(mask (B, 1, H, W), label (B, 1))``, both sigmoid."""
         skips = []
+        maps: dict[str, torch.Tensor] = {}
         x = images
-        for encoder in self.encoders:
+        for level, encoder in enumerate(self.encoders, start=1):
             x = encoder(x)
             skips.append(x)
+            maps[f"encoder{level}"] = x
             x = functional.max_pool2d(x, 2)
         x = self.bottleneck(x)
-        label = torch.sigmoid(self.label_head(x.mean(dim=(2, 3))))
-        for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
+        maps["bottleneck"] = x
+        for level, up, decoder, skip in zip(
+            range(len(skips), 0, -1), self.ups, self.decoders, reversed(skips), strict=True
+        ):
             x = decoder(torch.cat([up(x), skip], dim=1))
+            maps[f"decoder{level}"] = x
+        pooled = []
+        for name in self.features:
+            source = maps[name] if self.trains_encoder else maps[name].detach()
+            for pooling in self.poolings:
+                pooled.append(source.mean(dim=(2, 3)) if pooling == "avg" else source.amax((2, 3)))
+        label = torch.sigmoid(self.label_head(torch.cat(pooled, dim=1)))
         return torch.sigmoid(self.mask_head(x)), label
 
 
@@ -146,6 +182,7 @@ def train_throughput(
     warmup_steps: int = 3,
     threads: int | None = None,
     after_warmup: Callable[[], None] | None = None,
+    head: dict | None = None,
 ) -> dict:
     """Times ``steps`` AdamW training steps of :class:`JointUNet` after ``warmup_steps``.
 
@@ -160,6 +197,8 @@ def train_throughput(
         compile_model: wrap the model in ``torch.compile``.
         threads: ``torch.set_num_threads`` on CPU; None keeps PyTorch's default.
         after_warmup: called once between the warm-up and the timed steps (to mark a log).
+        head: the label branch's keyword arguments of :class:`JointUNet` (``units``,
+            ``dropout``, ``features``, ``pooling``, ``trains_encoder``); None: the paper's.
 
     Returns:
         A dict with ``images_per_second``, ``parameters``, ``final_loss`` and the settings.
@@ -171,7 +210,8 @@ def train_throughput(
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    model = JointUNet(in_channels=images.shape[-1], base_filters=base_filters).to(device)
+    model = JointUNet(in_channels=images.shape[-1], base_filters=base_filters, **(head or {}))
+    model = model.to(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     parameters = parameter_count(model)

@@ -8,7 +8,8 @@ For the joint U-Net at the default size (96 x 96, 8 base filters, batch 16) or t
   optimiser and schedule (TensorFlow backend only);
 - ``keras``: a bare ``model.fit`` of the same model on arrays in memory, with Keras'
   built-in binary cross-entropy and no metrics, in each precision and XLA setting asked for;
-- ``torch``: the PyTorch peer of ``torch_peer.py`` (same layers, parameter count checked),
+- ``torch``: the PyTorch peer of ``torch_peer.py`` (same layers and label branch as the Keras
+  model of the same size; the run stops if their parameter counts differ by more than 1 %),
   AdamW, in float32 and bfloat16 autocast, channels-last or the default layout, optionally
   ``torch.compile``;
 - the matrix-multiply ceiling of the machine in the same precision, so that each row also
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -102,6 +104,39 @@ def _head(model_name: str) -> dict:
     from cervixnet.config import load_config
 
     return dict(load_config(None).model.builder_kwargs("unet-joint"))
+
+
+def torch_head(model_name: str) -> dict:
+    """The Keras model's label branch (``_head``) as ``torch_peer.JointUNet`` arguments."""
+    head = _head(model_name)
+    features = head["classifier_features"]
+    return {
+        "depth": head.get("depth", 4),
+        "units": list(head["classifier_units"]),
+        "dropout": head["classifier_dropout"],
+        "features": [features] if isinstance(features, str) else list(features),
+        "pooling": head["classifier_pooling"],
+        "trains_encoder": head["classifier_trains_encoder"],
+    }
+
+
+def parameter_mismatch(rows: list[dict], tolerance: float = 0.01) -> str | None:
+    """Why the Keras and PyTorch rows are not the same network, or None when they are.
+
+    Compares the ``parameters`` of every row that has them; counts that differ by more than
+    ``tolerance`` (a fraction of the largest) make the comparison meaningless.
+    """
+    counts = {row["case"]: row["parameters"] for row in rows if row.get("parameters")}
+    if not counts:
+        return None
+    low, high = min(counts.values()), max(counts.values())
+    if high - low <= tolerance * high:
+        return None
+    listed = ", ".join(f"{case} {count:,}" for case, count in counts.items())
+    return (
+        f"the cases do not train the same network: trainable parameters {listed} "
+        f"differ by {100 * (high - low) / high:.1f} %, more than {100 * tolerance:g} %"
+    )
 
 
 def _build_keras_model(spec: dict):
@@ -243,6 +278,7 @@ def run_torch(spec: dict) -> dict:
         channels_last=spec["channels_last"],
         compile_model=spec["compile"],
         warmup_steps=spec["warmup"],
+        head=spec["head"],
     )
     result["framework"] = f"torch {result.pop('torch')}"
     result["matmul_dtype"] = spec["precision"]
@@ -426,6 +462,8 @@ def main() -> None:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     ceilings: dict[tuple[str, str], float | None] = {}
     rows: list[dict] = []
+    # The peer's label branch, the Keras model's (for the default size, read from the config).
+    head = torch_head(args.model) if any(s["kind"] == "torch" for s in parsed.values()) else None
     print(f"{machine()}; Keras backend {backend}", flush=True)
     rounds = [
         (batch, case, settings)
@@ -445,6 +483,7 @@ def main() -> None:
             "steps": steps,
             "warmup": args.warmup,
             "device": args.device,
+            "head": head,
         }
         started = time.perf_counter()
         try:
@@ -483,13 +522,19 @@ def main() -> None:
     flops_per_image = next(
         (r["training_flops_per_image"] for r in rows if "training_flops_per_image" in r), None
     )
+    keras_rows = rows
     if flops_per_image is None:  # torch only: count the same network built in Keras
         os.environ.setdefault("KERAS_BACKEND", backend)
         import flops
 
-        flops_per_image = flops.training_flops_per_image(
-            _build_keras_model({"model": args.model, "size": size, "base_filters": base_filters})
-        )
+        spec = {"model": args.model, "size": size, "base_filters": base_filters}
+        model = _build_keras_model(spec)
+        flops_per_image = flops.training_flops_per_image(model)
+        trainable = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
+        keras_rows = [*rows, {"case": "keras model", "parameters": trainable}]
+    mismatch = parameter_mismatch(keras_rows)
+    if mismatch:
+        raise SystemExit(f"training_throughput: {mismatch}")
     for row in rows:
         if "error" in row:
             continue

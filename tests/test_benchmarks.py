@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -142,3 +143,50 @@ def test_step_clock_leaves_out_the_step_begun_when_a_dataset_runs_out() -> None:
     clock = timing.step_clock()
     model.fit(dataset, epochs=2, verbose=0, callbacks=[clock])
     assert len(clock.step_seconds) == 6 and min(clock.step_seconds) > 0
+
+
+def test_cases_of_different_networks_are_refused() -> None:
+    same = [
+        {"case": "keras:float32", "parameters": 495_178},
+        {"case": "torch:float32", "parameters": 495_178},
+        {"case": "torch:float32:cl", "error": "timed out"},
+    ]
+    assert training_throughput.parameter_mismatch(same) is None
+    # The peer with the paper's label branch against the default model's: 8 % more.
+    other = [*same, {"case": "torch:bfloat16", "parameters": 535_946}]
+    message = training_throughput.parameter_mismatch(other)
+    assert message is not None
+    assert "torch:bfloat16 535,946" in message and "7.6 %" in message
+
+
+def test_the_peer_has_the_label_branch_of_the_default_model() -> None:
+    assert training_throughput.torch_head("default") == {
+        "depth": 4,
+        "units": [32],
+        "dropout": 0.3,
+        "features": ["bottleneck", "decoder1"],
+        "pooling": "avgmax",
+        "trains_encoder": False,
+    }
+    assert training_throughput.torch_head("paper")["features"] == ["bottleneck"]
+
+
+@pytest.mark.parametrize("model_name", ["default", "paper"])
+def test_the_pytorch_peer_has_the_keras_models_parameter_count(model_name: str) -> None:
+    # The peer is timed against the Keras model: the same layers give the same count.
+    torch_peer = pytest.importorskip("torch_peer", exc_type=ImportError)
+    import torch
+
+    size, base_filters = 32, 4
+    spec = {"model": model_name, "size": size, "base_filters": base_filters}
+    model = training_throughput._build_keras_model(spec)
+    keras_count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    head = training_throughput.torch_head(model_name)
+    peer = torch_peer.JointUNet(base_filters=base_filters, **head)
+    assert torch_peer.parameter_count(peer) == keras_count
+    mask, label = peer(torch.rand(2, 1, size, size))
+    assert tuple(mask.shape) == (2, 1, size, size) and tuple(label.shape) == (2, 1)
+    if not head["trains_encoder"]:  # the label loss reaches the label branch only
+        label.sum().backward()
+        assert peer.encoders[0][0].weight.grad is None
+        assert peer.label_head[0].weight.grad is not None
