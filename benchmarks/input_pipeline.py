@@ -10,7 +10,10 @@ process and one after the other on the same machine:
 - training images per second: ``model.fit`` of the configured network on batches already in
   memory, so that the input costs nothing;
 - training images per second fed by the real pipeline, with the configuration's cache and
-  without it, which should equal the previous figure when the input is not the bottleneck.
+  without it, which should equal the previous figure when the input is not the bottleneck;
+- the same batches in memory through ``training_throughput.py``'s bare fit of the same model
+  (Keras' binary cross-entropy, no metrics), so that the cost of cervixnet's losses and
+  training metrics shows apart from the input's.
 
 The training timings alternate ``--repeats`` times and their medians are reported.
 
@@ -55,6 +58,7 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
     from timing import step_clock
+    from training_throughput import compile_bare
 
     from cervixnet.config import load_config
     from cervixnet.data.manifest import read_manifest
@@ -91,25 +95,32 @@ def main() -> None:
     memory = augmented.cache()  # one augmented epoch, kept as batches in memory
     for _ in memory:  # fill the cache: training then reads tensors already in memory
         pass
+    bare = build_model(config)  # the same network, compiled as training_throughput's bare fit
+    bare.set_weights(model.get_weights())
+    compile_bare(bare, config.training.jit_compile)
     model.fit(memory, epochs=1, verbose=0)  # warm-up: tracing
     model.fit(augmented, epochs=1, verbose=0)
     model.fit(decoded, epochs=1, verbose=0)
+    # The same batches without their per-output sample weights, which the bare fit has not.
+    unweighted = memory.map(lambda images, targets, *weights: (images, targets))
+    bare.fit(unweighted, epochs=1, verbose=0)
 
-    def training_rate(dataset) -> float:
+    def training_rate(trained, dataset) -> float:
         clock = step_clock()  # the steps (input included), not fit's set-up (timing.py)
-        model.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[clock])
+        trained.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[clock])
         return args.epochs * len(positions) / sum(clock.step_seconds)
 
     # Alternated and repeated, so that a slow moment of the machine hits all alike.
     timed = {
-        "batches_in_memory": memory,
-        "real_pipeline": augmented,
-        "real_pipeline_uncached": decoded,
+        "batches_in_memory": (model, memory),
+        "real_pipeline": (model, augmented),
+        "real_pipeline_uncached": (model, decoded),
+        "bare_fit_in_memory": (bare, unweighted),
     }
     rates = {name: [] for name in timed}
     for _ in range(args.repeats):
-        for name, dataset in timed.items():
-            rates[name].append(training_rate(dataset))
+        for name, (trained, dataset) in timed.items():
+            rates[name].append(training_rate(trained, dataset))
     training = {name: float(np.median(values)) for name, values in rates.items()}
 
     result = {
@@ -127,6 +138,16 @@ def main() -> None:
         "real_pipeline_fraction": {
             name: round(training[name] / training["batches_in_memory"], 3)
             for name in ("real_pipeline", "real_pipeline_uncached")
+        },
+        # cervixnet's losses and metrics against Keras' bare ones, both on batches in memory.
+        "losses_and_metrics_fraction": round(
+            training["batches_in_memory"] / training["bare_fit_in_memory"], 3
+        ),
+        "real_pipeline_vs_bare_fit": round(
+            training["real_pipeline"] / training["bare_fit_in_memory"], 3
+        ),
+        "training_images_per_second_runs": {
+            name: [round(rate, 1) for rate in values] for name, values in rates.items()
         },
         "headroom": round(input_rates["augmentation"] / training["batches_in_memory"], 1),
     }
