@@ -15,8 +15,8 @@ pooling, dense 256 and 64 with dropout 0.5, the encoder trained by the label los
   encoder, Keras' ``StopGradient``), concatenated, ``Linear + ReLU + Dropout`` for each hidden
   width and ``Linear(1)`` with a sigmoid for the label.
 
-The trainable parameter count equals the Keras model's (``training_throughput.py`` refuses
-to report a comparison where they differ by more than 1 %). The losses are the paper's:
+The trainable parameter count equals the Keras model's (``training_throughput.py`` ends with
+an error where they differ by more than 1 %). The losses are the paper's:
 ``0.5 * BCE + 0.5 * Dice`` on the mask and a class-weighted BCE on the label, weighted
 1 : 0.8, computed in float32 under autocast; the optimiser is AdamW.
 """

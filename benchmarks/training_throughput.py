@@ -9,7 +9,8 @@ For the joint U-Net at the default size (96 x 96, 8 base filters, batch 16) or t
 - ``keras``: a bare ``model.fit`` of the same model on arrays in memory, with Keras'
   built-in binary cross-entropy and no metrics, in each precision and XLA setting asked for;
 - ``torch``: the PyTorch peer of ``torch_peer.py`` (same layers and label branch as the Keras
-  model of the same size; the run stops if their parameter counts differ by more than 1 %),
+  model of the same size; the run ends with an error if their parameter counts differ by more
+  than 1 %),
   AdamW, in float32 and bfloat16 autocast, channels-last or the default layout, optionally
   ``torch.compile``;
 - the matrix-multiply ceiling of the machine in the same precision, so that each row also
@@ -533,8 +534,6 @@ def main() -> None:
         trainable = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
         keras_rows = [*rows, {"case": "keras model", "parameters": trainable}]
     mismatch = parameter_mismatch(keras_rows)
-    if mismatch:
-        raise SystemExit(f"training_throughput: {mismatch}")
     for row in rows:
         if "error" in row:
             continue
@@ -558,9 +557,12 @@ def main() -> None:
         "training_gflop_per_image": flops_per_image / 1e9,
         "steps": steps,
         "rows": rows,
+        "parameter_mismatch": mismatch,
     }
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    if mismatch:  # the figures are kept, but the run does not count as a comparison
+        raise SystemExit(f"training_throughput: {mismatch}")
 
 
 if __name__ == "__main__":
