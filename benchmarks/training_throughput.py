@@ -121,6 +121,11 @@ def torch_head(model_name: str) -> dict:
     }
 
 
+def trainable_parameters(model) -> int:
+    """A Keras model's trainable parameter count (batch norms' moving statistics left out)."""
+    return sum(math.prod(weight.shape) for weight in model.trainable_weights)
+
+
 def parameter_mismatch(rows: list[dict], tolerance: float = 0.01) -> str | None:
     """Why the Keras and PyTorch rows are not the same network, or None when they are.
 
@@ -209,7 +214,7 @@ def run_keras(spec: dict) -> dict:
     return {
         "images_per_second": batch * steps / clock.seconds,
         "fit_seconds": round(fit_seconds, 2),
-        "parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "parameters": trainable_parameters(model),
         "training_flops_per_image": flops.training_flops_per_image(model),
         "final_loss": float(history.history["loss"][-1]),
         "framework": f"keras {keras.__version__} ({keras.backend.backend()})",
@@ -531,8 +536,7 @@ def main() -> None:
         spec = {"model": args.model, "size": size, "base_filters": base_filters}
         model = _build_keras_model(spec)
         flops_per_image = flops.training_flops_per_image(model)
-        trainable = sum(int(math.prod(w.shape)) for w in model.trainable_weights)
-        keras_rows = [*rows, {"case": "keras model", "parameters": trainable}]
+        keras_rows = [*rows, {"case": "keras model", "parameters": trainable_parameters(model)}]
     mismatch = parameter_mismatch(keras_rows)
     for row in rows:
         if "error" in row:

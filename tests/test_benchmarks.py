@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -180,7 +179,7 @@ def test_the_pytorch_peer_has_the_keras_models_parameter_count(model_name: str) 
     size, base_filters = 32, 4
     spec = {"model": model_name, "size": size, "base_filters": base_filters}
     model = training_throughput._build_keras_model(spec)
-    keras_count = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    keras_count = training_throughput.trainable_parameters(model)
     head = training_throughput.torch_head(model_name)
     peer = torch_peer.JointUNet(base_filters=base_filters, **head)
     assert torch_peer.parameter_count(peer) == keras_count
