@@ -1,10 +1,8 @@
-"""Floating-point work of a Keras model, counted from its layers, and a matmul ceiling.
+"""The machine's measured matrix-multiply ceiling, in FLOP/s, per framework and precision.
 
-The count covers the layers that dominate a convolutional network: ``Conv2D``,
-``Conv2DTranspose`` and ``Dense`` (2 FLOPs per multiply-add). Normalisation, activations,
-pooling and the loss are left out (a few percent for a U-Net). One training step costs about
-three forward passes (the backward pass computes gradients for both activations and weights),
-the usual approximation for throughput accounting.
+A model's own count of FLOPs is ``cervixnet.models.flops`` (conv and dense layers, a training
+step as three forward passes); this module imports no Keras, so that a ceiling is measured in
+a process with only its own framework loaded.
 """
 
 from __future__ import annotations
@@ -12,32 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-
-
-def forward_flops_per_image(model) -> int:
-    """FLOPs of one forward pass of one image through ``model``'s conv and dense layers."""
-    import keras
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            # Every input pixel scatters a kernel_h x kernel_w x filters patch.
-            _, height, width, in_channels = layer.input.shape
-            kh, kw = layer.kernel_size
-            total += 2 * height * width * kh * kw * in_channels * layer.filters
-        elif isinstance(layer, keras.layers.Conv2D):
-            in_channels = layer.input.shape[-1]
-            _, height, width, out_channels = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += 2 * height * width * kh * kw * in_channels * out_channels
-        elif isinstance(layer, keras.layers.Dense):
-            total += 2 * layer.input.shape[-1] * layer.units
-    return int(total)
-
-
-def training_flops_per_image(model) -> int:
-    """About three forward passes: forward, gradient with respect to activations and weights."""
-    return 3 * forward_flops_per_image(model)
 
 
 def best_rate(run: Callable[[], None], flops: float, repeats: int = 10) -> float:

@@ -14,7 +14,7 @@ For the joint U-Net at the default size (96 x 96, 8 base filters, batch 16) or t
   AdamW, in float32 and bfloat16 autocast, channels-last or the default layout, optionally
   ``torch.compile``;
 - the matrix-multiply ceiling of the machine in the same precision, so that each row also
-  reports its achieved GFLOP/s (counted from the model's layers, ``flops.py``) as a
+  reports its achieved GFLOP/s (counted from the model's layers, ``cervixnet.models.flops``) as a
   percentage of that ceiling.
 
 Every case runs in its own subprocess (fresh precision policy, thread pools and device
@@ -30,8 +30,10 @@ table is printed and the figures are written as JSON.
 Case names: ``cervixnet-train[:PRECISION][:FLAG...]`` (the config's ``training.precision``,
 ``auto``, unless one is named) and ``keras:PRECISION[:FLAG...]``, with PRECISION
 ``float32``, ``mixed_bfloat16`` or ``mixed_float16`` and FLAGs ``xla`` (``jit_compile=True``;
-on JAX every step is compiled by XLA anyway), ``amp`` (TensorFlow's oneDNN bfloat16 graph
-rewrite, ``auto_mixed_precision_onednn_bfloat16``, for CPUs), ``fpmath`` (oneDNN's
+on JAX every step is compiled by XLA anyway), ``noxla`` (``cervixnet-train`` only:
+``jit_compile=False``; without either flag it takes the config's ``training.jit_compile``,
+``auto``), ``amp`` (TensorFlow's oneDNN bfloat16 graph rewrite,
+``auto_mixed_precision_onednn_bfloat16``, for CPUs), ``fpmath`` (oneDNN's
 ``ONEDNN_DEFAULT_FPMATH_MODE=BF16``: float32 convolutions and matmuls computed in bfloat16
 inside oneDNN), ``kerasbn`` (Keras' own ``BatchNormalization`` instead of cervixnet's
 fused one), ``intra=N`` and ``inter=N`` (TensorFlow's intra- and inter-op thread
@@ -162,10 +164,11 @@ def _matmul_precision(precision: str) -> str:
 
 def run_keras(spec: dict) -> dict:
     """``model.fit`` on arrays in memory (bare), or on cervixnet's training input (real)."""
-    import flops
     import keras
     import numpy as np
     from timing import step_clock
+
+    from cervixnet.models.flops import training_flops_per_image
 
     if keras.backend.backend() == "tensorflow":  # the GPU machine's JAX has no TensorFlow
         import tensorflow as tf
@@ -215,8 +218,9 @@ def run_keras(spec: dict) -> dict:
         "images_per_second": batch * steps / clock.seconds,
         "fit_seconds": round(fit_seconds, 2),
         "parameters": trainable_parameters(model),
-        "training_flops_per_image": flops.training_flops_per_image(model),
+        "training_flops_per_image": training_flops_per_image(model),
         "final_loss": float(history.history["loss"][-1]),
+        "jit_compile": bool(getattr(model, "jit_compile", True)),
         "framework": f"keras {keras.__version__} ({keras.backend.backend()})",
         "precision": precision,
         "matmul_dtype": "bfloat16"
@@ -251,7 +255,7 @@ def _real_training_input(spec: dict):
     training = dataclasses.replace(
         config.training,
         batch_size=spec["batch"],
-        jit_compile=spec.get("xla", False),
+        jit_compile=config.training.jit_compile if spec.get("xla") is None else spec["xla"],
         epochs=1,
         precision=spec.get("precision") or config.training.precision,
     )
@@ -294,14 +298,22 @@ def run_torch(spec: dict) -> dict:
 KERAS_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-def _keras_flags(flags: list[str]) -> dict | None:
-    """``["xla", "intra=2"]`` -> settings; ``None`` for an unknown flag."""
-    settings: dict = {"xla": False, "onednn_amp": False, "fpmath": False, "keras_bn": False}
+def _keras_flags(flags: list[str], real: bool = False) -> dict | None:
+    """``["xla", "intra=2"]`` -> settings; ``None`` for an unknown flag.
+
+    ``xla`` is ``False`` for the bare fit unless asked for; for ``cervixnet train``'s path
+    (``real``) it is ``None``, the config's ``training.jit_compile`` (``auto``), unless ``xla``
+    (``True``) or ``noxla`` (``False``) is given.
+    """
+    settings: dict = {"xla": None if real else False}
+    settings |= {"onednn_amp": False, "fpmath": False, "keras_bn": False}
     names = {"xla": "xla", "amp": "onednn_amp", "fpmath": "fpmath", "kerasbn": "keras_bn"}
     for flag in flags:
         key, _, value = flag.partition("=")
         if flag in names:
             settings[names[flag]] = True
+        elif flag == "noxla" and real:
+            settings["xla"] = False
         elif key in ("intra", "inter") and value.isdigit():
             settings[f"{key}_op_threads"] = int(value)
         else:
@@ -315,7 +327,7 @@ def parse_case(case: str) -> dict:
     if parts[0] == "cervixnet-train":
         # An optional precision (default: the config's, "auto"), then flags.
         precision = parts[1] if parts[1:2] and parts[1] in KERAS_PRECISIONS else None
-        flags = _keras_flags(parts[2:] if precision else parts[1:])
+        flags = _keras_flags(parts[2:] if precision else parts[1:], real=True)
         if flags is not None:
             return {"kind": "keras", "precision": precision, **flags}
     if parts[0] == "keras" and parts[1:2] and parts[1] in KERAS_PRECISIONS:
@@ -531,11 +543,11 @@ def main() -> None:
     keras_rows = rows
     if flops_per_image is None:  # torch only: count the same network built in Keras
         os.environ.setdefault("KERAS_BACKEND", backend)
-        import flops
+        from cervixnet.models.flops import training_flops_per_image
 
         spec = {"model": args.model, "size": size, "base_filters": base_filters}
         model = _build_keras_model(spec)
-        flops_per_image = flops.training_flops_per_image(model)
+        flops_per_image = training_flops_per_image(model)
         keras_rows = [*rows, {"case": "keras model", "parameters": trainable_parameters(model)}]
     mismatch = parameter_mismatch(keras_rows)
     for row in rows:

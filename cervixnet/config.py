@@ -152,7 +152,7 @@ class TrainingConfig:
     weight_decay: float = 5e-4
     beta_1: float = 0.9
     beta_2: float = 0.999
-    jit_compile: bool | str = False
+    jit_compile: bool | str = "auto"
     precision: str = "auto"
     monitor: str = "val_loss"
     distribution: str = "none"

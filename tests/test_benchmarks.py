@@ -17,7 +17,10 @@ import training_throughput
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("cervixnet-train", {"precision": None, "xla": False, "keras_bn": False}),
+        ("cervixnet-train", {"precision": None, "xla": None, "keras_bn": False}),
+        ("cervixnet-train:float32:xla", {"precision": "float32", "xla": True}),
+        ("cervixnet-train:noxla", {"precision": None, "xla": False}),
+        ("keras:float32", {"precision": "float32", "xla": False}),
         ("cervixnet-train:mixed_bfloat16", {"precision": "mixed_bfloat16"}),
         ("cervixnet-train:float32:kerasbn", {"precision": "float32", "keras_bn": True}),
         ("cervixnet-train:intra=1:inter=2", {"intra_op_threads": 1, "inter_op_threads": 2}),
@@ -32,7 +35,15 @@ def test_case_names_give_their_settings(case: str, expected: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "case", ["keras", "keras:float64", "keras:float32:fast", "cervixnet-train:intra=x", "jax:f32"]
+    "case",
+    [
+        "keras",
+        "keras:float64",
+        "keras:float32:fast",
+        "keras:float32:noxla",
+        "cervixnet-train:intra=x",
+        "jax:f32",
+    ],
 )
 def test_unknown_case_names_are_refused(case: str) -> None:
     with pytest.raises(SystemExit, match="unknown case"):

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import keras
 
 from cervixnet.config import PRECISIONS
+from cervixnet.training.cpu import cpu_flags
 
 
 def resolve_precision(precision: str) -> str:
@@ -57,16 +57,7 @@ def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool:
         cpuinfo: the text of ``/proc/cpuinfo``; default: read it (``False`` where there is
             none, as on macOS and Windows).
     """
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return False
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features") and _BFLOAT16_FLAGS & set(value.split()):
-            return True
-    return False
+    return bool(_BFLOAT16_FLAGS & cpu_flags(cpuinfo))
 
 
 def emulation_warning(precision: str, cpuinfo: str | None = None) -> str | None:

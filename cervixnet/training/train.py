@@ -49,6 +49,7 @@ from cervixnet.training.checkpoint import (
     restore,
     write_history,
 )
+from cervixnet.training.compilation import resolve_jit_compile
 from cervixnet.training.distribution import build_distribution, distribute_input
 from cervixnet.training.precision import dtype_policy, emulation_warning, resolve_precision
 from cervixnet.training.threads import onednn_enabled, set_thread_pools, thread_pools
@@ -116,10 +117,15 @@ def compile_model(
 ) -> None:
     """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label.
 
-    Under a ``tf.distribute`` strategy, call it inside the strategy's scope, where the model
-    was built, with ``replicas`` its number of replicas (for ``training.scale_learning_rate``).
+    The step is compiled by XLA as ``training.jit_compile`` says, ``auto`` resolved for this
+    machine and model (``cervixnet.training.compilation``). Under a ``tf.distribute``
+    strategy, call it inside the strategy's scope, where the model was built, with
+    ``replicas`` its number of replicas (for ``training.scale_learning_rate``).
     """
     mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
+    jit_compile = resolve_jit_compile(
+        config.training.jit_compile, model, resolve_precision(config.training.precision)
+    )
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate(config, steps_per_epoch, replicas),
         weight_decay=config.training.weight_decay,
@@ -144,14 +150,14 @@ def compile_model(
                     metrics.Specificity(),
                 ],
             },
-            jit_compile=config.training.jit_compile,
+            jit_compile=jit_compile,
         )
     else:
         model.compile(
             optimizer=optimizer,
             loss=losses.BCEDiceLoss(alpha=config.loss.alpha),
             weighted_metrics=mask_metrics,
-            jit_compile=config.training.jit_compile,
+            jit_compile=jit_compile,
         )
 
 
@@ -239,6 +245,7 @@ def train(
         + (f" (resumed after epoch {done})" if done else "")
         + (f"; {added} augmented copies balance the training split" if added else "")
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
+        + ("; the step compiled by XLA" if model.jit_compile else "")
     )
 
     warning = emulation_warning(config.training.precision)
@@ -322,7 +329,9 @@ def train(
         "best_epoch": state.best_epoch,
         "evaluation": config.data.balance.eval,
         "prepared_data": str(manifest.root),
-        "reproducibility": _environment(config, fingerprint) | distribution.describe(),
+        "reproducibility": _environment(config, fingerprint)
+        | {"jit_compile": bool(model.jit_compile)}
+        | distribution.describe(),
         "seconds": round(seconds, 1),
         "splits": figures,
     }
