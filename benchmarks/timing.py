@@ -15,7 +15,9 @@ def step_clock():
     times 10 ms whatever its steps cost. The callback's ``seconds`` runs from the first step's
     start to the last one's end; ``step_seconds`` holds each step's own time. A step that
     began but never ended (Keras begins one more when a finite dataset runs out in an
-    epoch) is left out.
+    epoch) is left out. ``cpu_seconds`` is the process's CPU time (every thread, user and
+    system) over the same span: the work the steps cost, which a busy neighbour on a shared
+    machine slows less than the wall clock.
     """
     import keras
 
@@ -24,18 +26,26 @@ def step_clock():
             super().__init__()
             self.begins: list[float] = []  # of the steps that ended
             self.ends: list[float] = []
-            self._began = 0.0
+            self.cpu_begins: list[float] = []
+            self.cpu_ends: list[float] = []
+            self._began = self._cpu_began = 0.0
 
         def on_train_batch_begin(self, batch, logs=None):
-            self._began = time.perf_counter()
+            self._began, self._cpu_began = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, batch, logs=None):
             self.begins.append(self._began)
             self.ends.append(time.perf_counter())
+            self.cpu_begins.append(self._cpu_began)
+            self.cpu_ends.append(time.process_time())
 
         @property
         def seconds(self) -> float:
             return self.ends[-1] - self.begins[0]
+
+        @property
+        def cpu_seconds(self) -> float:
+            return self.cpu_ends[-1] - self.cpu_begins[0]
 
         @property
         def step_seconds(self) -> list[float]:

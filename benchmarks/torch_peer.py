@@ -261,13 +261,14 @@ def train_throughput(
     synchronize()
     if after_warmup is not None:
         after_warmup()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for index in range(steps):
         loss = step(index)
     synchronize()
     seconds = time.perf_counter() - started
     return {
         "images_per_second": batch_size * steps / seconds,
+        "cpu_ms_per_image": 1000 * (time.process_time() - cpu_started) / (batch_size * steps),
         "parameters": parameters,
         "final_loss": float(loss.detach()),
         "device": device,

@@ -216,6 +216,7 @@ def run_keras(spec: dict) -> dict:
     fit_seconds = time.perf_counter() - started
     return {
         "images_per_second": batch * steps / clock.seconds,
+        "cpu_ms_per_image": 1000 * clock.cpu_seconds / (batch * steps),
         "fit_seconds": round(fit_seconds, 2),
         "parameters": trainable_parameters(model),
         "training_flops_per_image": training_flops_per_image(model),
@@ -414,8 +415,14 @@ def gpu_bf16_peak() -> float | None:
     return None
 
 
+MERGED_FIGURES = ("images_per_second", "cpu_ms_per_image")
+
+
 def merge_repeats(rows: list[dict]) -> list[dict]:
-    """One row per case and batch: the median images/s of its repeats (all kept in a list)."""
+    """One row per case and batch: the medians of its repeats' images/s and CPU ms per image.
+
+    Each run's figure is kept in a list, ``images_per_second_runs`` and ``cpu_ms_per_image_runs``.
+    """
     merged: dict[tuple[str, int], dict] = {}
     for row in rows:
         key = (row["case"], row["batch"])
@@ -424,26 +431,32 @@ def merge_repeats(rows: list[dict]) -> list[dict]:
             continue
         first = merged.get(key)
         if first is None or "error" in first:
-            merged[key] = {**row, "images_per_second_runs": [row["images_per_second"]]}
-        else:
-            first["images_per_second_runs"].append(row["images_per_second"])
-            first["images_per_second"] = statistics.median(first["images_per_second_runs"])
+            merged[key] = first = dict(row)
+            for name in MERGED_FIGURES:
+                if name in row:
+                    first[f"{name}_runs"] = []
+        for name in MERGED_FIGURES:
+            if name in row and f"{name}_runs" in first:
+                first[f"{name}_runs"].append(row[name])
+                first[name] = statistics.median(first[f"{name}_runs"])
     return list(merged.values())
 
 
 def format_table(rows: list[dict]) -> str:
-    """One Markdown table: case, batch, images/s, GFLOP/s, % of the matmul ceiling."""
+    """One Markdown table: case, batch, images/s, CPU ms/image, GFLOP/s, % of the ceiling."""
     lines = [
-        "| case | batch | img/s | GFLOP/s | matmul ceiling GFLOP/s | % of ceiling |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| case | batch | img/s | CPU ms/img | GFLOP/s | matmul ceiling GFLOP/s | % of ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['case']} | {row['batch']} | failed: {row['error']} | | | |")
+            lines.append(f"| {row['case']} | {row['batch']} | failed: {row['error']} | | | | |")
             continue
         ceiling_gflops = row.get("ceiling_gflops")
+        cpu = row.get("cpu_ms_per_image")
         lines.append(
             f"| {row['case']} | {row['batch']} | {row['images_per_second']:.2f} | "
+            f"{'' if cpu is None else f'{cpu:.1f}'} | "
             f"{row['gflops']:.0f} | {ceiling_gflops or 0:.0f} | "
             f"{row.get('percent_of_ceiling', 0):.0f} |"
         )

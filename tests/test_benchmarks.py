@@ -82,15 +82,21 @@ def test_precisions_are_compared_with_float32_seed_by_seed() -> None:
 
 def test_repeats_are_merged_into_their_median() -> None:
     rows = [
-        {"case": "a", "batch": 4, "images_per_second": 1.0},
+        {"case": "a", "batch": 4, "images_per_second": 1.0, "cpu_ms_per_image": 20.0},
         {"case": "b", "batch": 4, "error": "timed out"},
-        {"case": "a", "batch": 4, "images_per_second": 3.0},
+        {"case": "a", "batch": 4, "images_per_second": 3.0, "cpu_ms_per_image": 10.0},
         {"case": "b", "batch": 4, "images_per_second": 5.0},
-        {"case": "a", "batch": 4, "images_per_second": 2.5},
+        {"case": "a", "batch": 4, "images_per_second": 2.5, "cpu_ms_per_image": 12.0},
     ]
     a, b = training_throughput.merge_repeats(rows)
     assert a["images_per_second"] == 2.5 and a["images_per_second_runs"] == [1.0, 3.0, 2.5]
+    assert a["cpu_ms_per_image"] == 12.0 and a["cpu_ms_per_image_runs"] == [20.0, 10.0, 12.0]
     assert b["images_per_second"] == 5.0 and b["images_per_second_runs"] == [5.0]
+    assert "cpu_ms_per_image" not in b
+    table = training_throughput.format_table(
+        [{**a, "gflops": 1.0, "ceiling_gflops": 2.0, "percent_of_ceiling": 50.0}]
+    )
+    assert "| a | 4 | 2.50 | 12.0 | 1 | 2 | 50 |" in table
 
 
 _CONV = (
@@ -136,6 +142,7 @@ def test_step_clock_notes_every_step_of_a_fit() -> None:
               callbacks=[clock])  # fmt: skip
     assert len(clock.step_seconds) == 6 and min(clock.step_seconds) > 0
     assert clock.seconds >= sum(clock.step_seconds)
+    assert clock.cpu_seconds > 0  # the process's CPU time over the same steps
 
 
 def test_step_clock_leaves_out_the_step_begun_when_a_dataset_runs_out() -> None:
