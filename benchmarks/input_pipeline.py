@@ -15,6 +15,8 @@ process and one after the other on the same machine:
   (Keras' binary cross-entropy, no metrics), so that the cost of cervixnet's losses and
   training metrics shows apart from the input's.
 
+Each training timing also gives the process's CPU milliseconds per image over the same steps.
+
 The training timings alternate ``--repeats`` times and their medians are reported.
 
 The ratio input / training says how much headroom the input has (the goal: at least 5x at
@@ -105,10 +107,12 @@ def main() -> None:
     unweighted = memory.map(lambda images, targets, *weights: (images, targets))
     bare.fit(unweighted, epochs=1, verbose=0)
 
-    def training_rate(trained, dataset) -> float:
-        clock = step_clock()  # the steps (input included), not fit's set-up (timing.py)
+    def training_rate(trained, dataset) -> tuple[float, float]:
+        """Images per second of the steps (input included), and CPU milliseconds per image."""
+        clock = step_clock()  # the steps, not fit's set-up (timing.py)
         trained.fit(dataset, epochs=args.epochs, verbose=0, callbacks=[clock])
-        return args.epochs * len(positions) / sum(clock.step_seconds)
+        images = args.epochs * len(positions)
+        return images / sum(clock.step_seconds), 1000 * clock.cpu_seconds / images
 
     # Alternated and repeated, so that a slow moment of the machine hits all alike.
     timed = {
@@ -117,11 +121,15 @@ def main() -> None:
         "real_pipeline_uncached": (model, decoded),
         "bare_fit_in_memory": (bare, unweighted),
     }
-    rates = {name: [] for name in timed}
+    rates: dict[str, list[float]] = {name: [] for name in timed}
+    cpu_ms: dict[str, list[float]] = {name: [] for name in timed}
     for _ in range(args.repeats):
         for name, (trained, dataset) in timed.items():
-            rates[name].append(training_rate(trained, dataset))
+            rate, cpu = training_rate(trained, dataset)
+            rates[name].append(rate)
+            cpu_ms[name].append(cpu)
     training = {name: float(np.median(values)) for name, values in rates.items()}
+    cpu = {name: float(np.median(values)) for name, values in cpu_ms.items()}
 
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
@@ -148,6 +156,11 @@ def main() -> None:
         ),
         "training_images_per_second_runs": {
             name: [round(rate, 1) for rate in values] for name, values in rates.items()
+        },
+        # The process's CPU time per image over the same steps (every thread): the work.
+        "training_cpu_ms_per_image": {name: round(value, 2) for name, value in cpu.items()},
+        "training_cpu_ms_per_image_runs": {
+            name: [round(value, 2) for value in values] for name, values in cpu_ms.items()
         },
         "headroom": round(input_rates["augmentation"] / training["batches_in_memory"], 1),
     }
