@@ -157,7 +157,7 @@ def main() -> None:
         "training_images_per_second_runs": {
             name: [round(rate, 1) for rate in values] for name, values in rates.items()
         },
-        # The process's CPU time per image over the same steps (every thread): the work.
+        # The process's CPU time per image over the same steps (every thread, spinning included).
         "training_cpu_ms_per_image": {name: round(value, 2) for name, value in cpu.items()},
         "training_cpu_ms_per_image_runs": {
             name: [round(value, 2) for value in values] for name, values in cpu_ms.items()

@@ -16,8 +16,7 @@ def step_clock():
     start to the last one's end; ``step_seconds`` holds each step's own time. A step that
     began but never ended (Keras begins one more when a finite dataset runs out in an
     epoch) is left out. ``cpu_seconds`` is the process's CPU time (every thread, user and
-    system) over the same span: the work the steps cost, which a busy neighbour on a shared
-    machine slows less than the wall clock.
+    system) over the same span; threads that spin while they wait count in it too.
     """
     import keras
 
