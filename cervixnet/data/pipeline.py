@@ -13,8 +13,8 @@ grayscale when ``channels`` is 1, the image is resized bilinearly (with antialia
 mask by nearest neighbour, so a mask stays binary.
 
 For training, the decoded images and masks of a small set are kept in memory
-(``cache_in_memory``) and gathered in each epoch's order, instead of being read and decoded
-anew every epoch: the batches are the same either way.
+(``cache_in_memory``) and each batch is gathered from them in its epoch's order, instead of
+being read and decoded anew every epoch: the batches are the same either way.
 
 Training batches are augmented (``build_augmenter``): a random rotation and a random
 crop-and-resize move the image and its mask together, in one resampling by OpenCV (the mask by
@@ -56,7 +56,7 @@ def cache_in_memory(
     """Whether training keeps its decoded images in memory: ``cache`` True, False or ``"auto"``.
 
     ``"auto"`` caches when the distinct ``records`` take at most ``AUTO_CACHE_BYTES`` (1 GiB)
-    decoded (``decoded_bytes``). While training, an epoch's gathered copy adds as much again.
+    decoded (``decoded_bytes``); batches are gathered from the cache, without a second copy.
     """
     if cache == "auto":
         return decoded_bytes(records, image_size, channels) <= AUTO_CACHE_BYTES
@@ -432,7 +432,14 @@ def make_dataset(
         first_row: dict[int, int] = {}  # each distinct record's first row
         for row, index in enumerate(indices):
             first_row.setdefault(index, row)
-        pixels = None
+
+        def epoch_order(epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            """The epoch's full shuffle (a permutation of every record) and its batches' key."""
+            order_key, batch_key = tf.unstack(
+                tf.random.experimental.stateless_split(_fold_in(run_key, epoch))
+            )
+            return tf.argsort(tf.random.stateless_uniform((len(records),), order_key)), batch_key
+
         if cache_in_memory(cache, len(first_row), image_size, channels):
             slot = {index: n for n, index in enumerate(first_row)}
             source = tf.constant([slot[index] for index in indices], tf.int32)
@@ -443,7 +450,7 @@ def make_dataset(
                 }
             )
             # One element, the whole set ((n, H, W, C) images, (n, H, W, 1) masks), decoded
-            # by the first epoch; cache() keeps it for every later iteration of any epoch.
+            # when the first batch is asked for; cache() keeps it for every later batch.
             pixels = (
                 distinct_rows.map(
                     load_pixels, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
@@ -451,31 +458,36 @@ def make_dataset(
                 .batch(len(first_row))
                 .cache()
             )
+            steps = -(-len(records) // batch_size)
 
-        def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-            order_key, batch_key = tf.unstack(
-                tf.random.experimental.stateless_split(_fold_in(run_key, epoch))
+            def cached_batch(number, whole_set):
+                # Batch `index` of `epoch`, gathered straight from the cached set: the rows
+                # the uncached input batches (below), without a copy of the set per epoch.
+                epoch, index = first_epoch + number // steps, number % steps
+                order, batch_key = epoch_order(epoch)
+                chosen = order[index * batch_size : (index + 1) * batch_size]
+                row = {name: tf.gather(values, chosen) for name, values in table.items()}
+                images, masks = (tf.gather(part, tf.gather(source, chosen)) for part in whole_set)
+                return to_targets(images, masks, row, _fold_in(batch_key, index))
+
+            numbers = tf.data.Dataset.range(epochs * steps)
+            dataset = tf.data.Dataset.zip(numbers, pixels.repeat()).map(
+                cached_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
             )
-            # A full shuffle: a permutation of every record, drawn from the epoch's key.
-            order = tf.argsort(tf.random.stateless_uniform((len(records),), order_key))
-            rows = tf.data.Dataset.from_tensor_slices(
-                {name: tf.gather(values, order) for name, values in table.items()}
-            )
-            if pixels is None:
-                loaded = rows.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            else:
-                chosen = tf.gather(source, order)
-                in_order = pixels.map(
-                    lambda images, masks: (tf.gather(images, chosen), tf.gather(masks, chosen))
-                ).unbatch()
-                loaded = tf.data.Dataset.zip(in_order, rows).map(
-                    lambda image_mask, row: (*image_mask, row)
+        else:
+
+            def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+                order, batch_key = epoch_order(epoch)
+                rows = tf.data.Dataset.from_tensor_slices(
+                    {name: tf.gather(values, order) for name, values in table.items()}
                 )
-            return batches(loaded, batch_key)
+                loaded = rows.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                return batches(loaded, batch_key)
 
-        # Each epoch's order and augmentation come from its own key, so that no epoch depends
-        # on another's iterator state.
-        dataset = tf.data.Dataset.range(first_epoch, first_epoch + epochs).flat_map(one_epoch)
+            # Each epoch's order and augmentation come from its own key, so that no epoch
+            # depends on another's iterator state.
+            epoch_numbers = tf.data.Dataset.range(first_epoch, first_epoch + epochs)
+            dataset = epoch_numbers.flat_map(one_epoch)
     else:
         dataset = tf.data.Dataset.from_tensor_slices(columns)
         dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
