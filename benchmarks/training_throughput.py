@@ -177,11 +177,8 @@ def run_keras(spec: dict) -> dict:
 
         set_thread_pools(spec.get("intra_op_threads"), spec.get("inter_op_threads"))
     real = spec["case"].startswith("cervixnet-train")
+    # The real path's model takes the config's training.precision from build_model instead.
     precision = spec.get("precision") or "float32"
-    if real:
-        from cervixnet.training.precision import resolve_precision
-
-        precision = resolve_precision(spec.get("precision") or "auto")
     keras.config.set_dtype_policy(precision)
     if spec.get("onednn_amp"):
         # TensorFlow's own graph rewrite for bf16 on CPUs: the float32 graph's convolutions,
@@ -196,6 +193,9 @@ def run_keras(spec: dict) -> dict:
     if real:
         model, dataset = _real_training_input(spec)
         fit_args = {"x": dataset.repeat()}
+        from cervixnet.models import policy_name
+
+        precision = policy_name(model)  # auto resolves with the model's width
     else:
         model = _build_keras_model(spec)
         compile_bare(

@@ -188,13 +188,19 @@ def _check_layer(model: keras.Model, layer: object) -> str:
 
 
 def _explainer_model(model: keras.Model) -> keras.Model:
-    """A weight-copied clone: label logits ``[0, z]`` only, ``StopGradient`` -> identity."""
+    """A weight-copied float32 clone: label logits ``[0, z]`` only, ``StopGradient`` -> identity.
+
+    Every layer computes in float32 whatever the model's dtype policy: a model trained in
+    ``mixed_bfloat16`` keeps float32 weights, and its maps are then computed at full precision
+    (tf-keras-vis' Grad-CAM++ also multiplies float32 scores with the layer's gradients).
+    """
     label = _label_layer(model)
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, StopGradient):
-            return keras.layers.Identity(name=layer.name, dtype=layer.dtype_policy)
+            return keras.layers.Identity(name=layer.name, dtype="float32")
         config = layer.get_config()
+        config["dtype"] = "float32"
         if layer is label:
             config["activation"] = "linear"
         return layer.__class__.from_config(config)

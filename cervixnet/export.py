@@ -156,8 +156,9 @@ def export_savedmodel(
         )
     loaded = load_model(model_path, unsafe=unsafe)
     spec = _spec(loaded, model_path, mask_size)
-    folded = len(models.foldable_pairs(loaded.model)) if fold_batch_norms else 0
-    served = models.fold_batch_norms(loaded.model) if folded else loaded.model
+    model = models.float32_copy(loaded.model)  # a mixed-precision model is served in float32
+    folded = len(models.foldable_pairs(model)) if fold_batch_norms else 0
+    served = models.fold_batch_norms(model) if folded else model
     archive, functions = _build_archive(served, spec)
     signatures = {name: _describe(fn) for name, fn in functions.items()}
 
@@ -167,7 +168,7 @@ def export_savedmodel(
         archive.write_out(str(staging), verbose=False)
         max_diff = None
         if verify:
-            max_diff = _verify(staging, loaded.model, spec, tolerance)
+            max_diff = _verify(staging, model, spec, tolerance)
         metadata = _metadata(loaded, model_path, spec, signatures, max_diff, tolerance, folded)
         metadata = json.loads(json.dumps(metadata))  # as read back: lists, not tuples
         (staging / METADATA_FOLDER).mkdir(exist_ok=True)
@@ -558,6 +559,8 @@ def _metadata(
         "outputs": outputs,
         # Batch norms folded into the convolution before them in the served graph.
         "batch_norms_folded": batch_norms_folded,
+        # The graph computes in float32 whatever policy the model was trained under.
+        "dtype_policy": {"trained": models.policy_name(loaded.model), "served": "float32"},
         "preprocessing": {
             "serving_default": {
                 "in_graph": [],
@@ -646,16 +649,17 @@ def export_onnx(
     loaded = load_model(model_path, unsafe=unsafe)
     spec = _spec(loaded, model_path, None)
     images = _test_images(spec)
-    expected = _keras_outputs(loaded.model, images, spec)  # also builds the model's graph
+    model = models.float32_copy(loaded.model)  # a mixed-precision model is served in float32
+    expected = _keras_outputs(model, images, spec)  # also builds the model's graph
     out_path.parent.mkdir(parents=True, exist_ok=True)
     staging = out_path.with_name(f".{out_path.name}.partial")
     try:
         with warnings.catch_warnings():  # tf2onnx's own NumPy deprecation notices
             warnings.simplefilter("ignore", FutureWarning)
-            loaded.model.export(str(staging), format="onnx", verbose=False)
+            model.export(str(staging), format="onnx", verbose=False)
         session = onnxruntime.InferenceSession(str(staging), providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        onnx_outputs = dict(zip(loaded.model.output_names, names, strict=True))
+        onnx_outputs = dict(zip(model.output_names, names, strict=True))
         max_diff = None
         if verify:
             got = dict(
@@ -678,6 +682,7 @@ def export_onnx(
             "label_output": spec.joint,
             "threshold": spec.threshold if spec.joint else None,
             "threshold_source": loaded.threshold_source if spec.joint else None,
+            "dtype_policy": {"trained": models.policy_name(loaded.model), "served": "float32"},
             "onnx_outputs": {
                 "mask": onnx_outputs["mask"],
                 **({"probability": onnx_outputs["label"]} if spec.joint else {}),

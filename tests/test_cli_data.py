@@ -193,7 +193,7 @@ def test_same_seed_same_run(tmp_path: Path):
     assert first == second
     environment = first["reproducibility"]
     assert len(environment["data_fingerprint"]) == 64 and environment["versions"]["keras"]
-    assert environment["precision"] == "float32"  # auto, on a CPU
+    assert environment["precision"] == "float32"  # auto, for a model this narrow
     assert environment["jit_compile"] is False  # auto, for a model this narrow
     assert environment["onednn"] in (True, False)  # TensorFlow's answer, recorded
     for name in ("splits.json", "predictions.csv", "history.csv", "operating_point.json"):

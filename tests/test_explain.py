@@ -252,3 +252,17 @@ def test_explain_images_predicts_and_draws(model, images):
         assert item.overlay.dtype == np.uint8 and item.overlay.shape == (SIZE, SIZE, 3)
         expected = explain.overlay(images[item.index], item.cam, item.mask_prob, item.probability)
         np.testing.assert_array_equal(item.overlay, expected)
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+def test_a_mixed_precision_model_is_explained_in_float32(images, method):
+    """A model trained in mixed_bfloat16 gets the maps of its float32 weights, every method."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = joint_model()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    cams = explain.class_activation_maps(mixed, images, method)
+    assert cams.any() and np.all(np.isfinite(cams))
+    exact = explain.class_activation_maps(models.float32_copy(mixed), images, method)
+    np.testing.assert_allclose(cams, exact, atol=1e-5)

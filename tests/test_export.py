@@ -253,6 +253,7 @@ def test_metadata_describes_the_export(joint):
     assert data["n_images"] == {"train": 12, "val": 4, "test": 4}
     assert metadata["verification"]["tolerance"] == VERIFY_TOLERANCE
     assert metadata["batch_norms_folded"] == len(models.foldable_pairs(joint["model"])) > 0
+    assert metadata["dtype_policy"] == {"trained": "float32", "served": "float32"}
     assert metadata["exported_at"].startswith("20")
     with pytest.raises(ConfigError, match="no readable"):
         read_export_metadata(joint["run"])
@@ -304,3 +305,36 @@ def test_verification_catches_preprocessing_that_differs_from_training(joint, mo
     with pytest.raises(ExportVerificationError, match=r"predict_image_bytes/\w+.*tolerance"):
         export_savedmodel(joint["run"], base)
     assert list(base.iterdir()) == []
+
+
+def _mixed_precision_model(path) -> keras.Model:
+    """A tiny joint model built in mixed_bfloat16, with trained statistics, saved to ``path``."""
+    keras.utils.set_random_seed(4)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = models.get("unet-joint", **TINY)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    set_trained_statistics(model)
+    model.save(path)
+    return model
+
+
+def test_a_mixed_precision_model_is_served_in_float32_and_folded(tmp_path):
+    """A model trained in mixed_bfloat16 is exported as its float32 copy, verified to 1e-5."""
+    model = _mixed_precision_model(tmp_path / "mixed.keras")
+    result = export_savedmodel(tmp_path / "mixed.keras", tmp_path / "base")
+    assert result.max_abs_diff <= VERIFY_TOLERANCE
+    assert result.metadata["dtype_policy"] == {"trained": "mixed_bfloat16", "served": "float32"}
+    assert result.metadata["batch_norms_folded"] > 0
+    served = tf.saved_model.load(str(result.path)).signatures["serving_default"]
+    probability = served(images=tf.constant(_images()))["probability"]
+    expected = _keras_outputs(models.float32_copy(model), _images())["probability"]
+    np.testing.assert_allclose(probability, expected, atol=VERIFY_TOLERANCE)
+
+
+def test_a_mixed_precision_model_exports_to_onnx_in_float32(tmp_path):
+    _mixed_precision_model(tmp_path / "mixed.keras")
+    result = export.export_onnx(tmp_path / "mixed.keras", tmp_path / "mixed.onnx")
+    assert result.max_abs_diff <= VERIFY_TOLERANCE
+    assert result.metadata["dtype_policy"] == {"trained": "mixed_bfloat16", "served": "float32"}

@@ -113,3 +113,37 @@ def test_a_16_bit_model_is_not_folded():
         keras.config.set_dtype_policy("float32")
     assert models.foldable_pairs(model) == []
     assert models.fold_batch_norms(model) is model
+
+
+def _mixed(arch: str = "unet") -> keras.Model:
+    keras.utils.set_random_seed(5)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        return models.get(arch, **TINY[arch])
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_a_mixed_model_has_a_float32_copy_with_its_weights_and_a_foldable_graph():
+    model = _mixed()
+    set_trained_statistics(model)
+    copy = models.float32_copy(model)
+    assert models.policy_name(model) == "mixed_bfloat16"
+    assert models.policy_name(copy) == "float32"
+    assert {layer.compute_dtype for layer in copy.layers if layer.weights} == {"float32"}
+    for original, copied in zip(model.weights, copy.weights, strict=True):
+        assert original.path == copied.path
+        np.testing.assert_array_equal(np.asarray(original), np.asarray(copied))
+    assert len(models.foldable_pairs(copy)) == len(_batch_norms(model)) > 0
+    x = np.random.default_rng(4).random((2, 32, 32, 1), dtype=np.float32)
+    # The copy computes what the weights define: close to the bfloat16 model, not identical.
+    mixed, exact = _outputs(model, x)[0], _outputs(copy, x)[0]
+    assert 0 < np.abs(mixed - exact).max() < 0.05
+    assert models.float32_copy(copy) is copy  # already float32: nothing to do
+
+
+def test_a_loaded_model_keeps_the_policy_it_was_built_under(tmp_path):
+    model = _mixed()
+    model.save(tmp_path / "mixed.keras")
+    loaded = keras.models.load_model(tmp_path / "mixed.keras")
+    assert models.policy_name(loaded) == "mixed_bfloat16"

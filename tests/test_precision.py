@@ -6,23 +6,31 @@ import keras
 import numpy as np
 import pytest
 
+from cervixnet import models
 from cervixnet.config import load_config
 from cervixnet.errors import ConfigError
 from cervixnet.training import build_model, compile_model
 from cervixnet.training.precision import (
+    BFLOAT16_MIN_CONVOLUTION_WIDTH,
+    bfloat16_is_faster,
     cpu_has_bfloat16,
     dtype_policy,
     emulation_warning,
+    precision_for,
     resolve_precision,
 )
 
+BFLOAT16_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16\n"
+AVX512_CPU = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw\n"
 
-def test_auto_is_float32_on_a_cpu_and_explicit_values_pass_through() -> None:
+
+def test_auto_without_a_model_is_float32_on_a_cpu_and_explicit_values_pass_through() -> None:
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible")
     assert resolve_precision("auto") == "float32"
+    assert resolve_precision("auto", cpuinfo=BFLOAT16_CPU) == "float32"
     for name in ("float32", "mixed_bfloat16", "mixed_float16"):
         assert resolve_precision(name) == name
     with pytest.raises(ValueError, match="precision='fp16'"):
@@ -101,4 +109,82 @@ def test_bfloat16_on_a_cpu_without_the_instructions_is_warned_about() -> None:
     assert warning is not None and "emulated" in warning and "no bfloat16" in warning
     assert emulation_warning("mixed_bfloat16", "flags\t\t: avx2 avx512_bf16\n") is None
     assert emulation_warning("float32", without) is None
-    assert emulation_warning("auto", without) is None  # auto is float32 on a CPU
+    assert emulation_warning("auto", without) is None  # auto never picks emulated bfloat16
+
+
+def _skip_on_a_gpu() -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible")
+
+
+def _two_convolutions(channels: int) -> keras.Model:
+    """1 -> ``channels`` (cheap), then ``channels`` -> ``channels``: median width ``channels``."""
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(channels, 3, padding="same")(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(channels, 3, padding="same")(x))
+
+
+def test_auto_picks_bfloat16_on_a_bfloat16_cpu_only_for_wide_models() -> None:
+    _skip_on_a_gpu()
+    wide = _two_convolutions(BFLOAT16_MIN_CONVOLUTION_WIDTH)
+    narrow = _two_convolutions(BFLOAT16_MIN_CONVOLUTION_WIDTH // 2)
+    assert resolve_precision("auto", wide, cpuinfo=BFLOAT16_CPU) == "mixed_bfloat16"
+    assert resolve_precision("auto", narrow, cpuinfo=BFLOAT16_CPU) == "float32"
+    assert resolve_precision("auto", wide, cpuinfo=AVX512_CPU) == "float32"  # emulated there
+    assert resolve_precision("float32", wide, cpuinfo=BFLOAT16_CPU) == "float32"
+    assert bfloat16_is_faster(wide, cpuinfo=BFLOAT16_CPU, has_gpu=False)
+    assert not bfloat16_is_faster(wide, cpuinfo=BFLOAT16_CPU, has_gpu=True)
+
+
+def _wide_tiny_config(precision: str):
+    """A joint U-Net of median width 128 at 16 x 16: depth 2 at 64 base filters."""
+    return load_config(None).replace(
+        {
+            "data.image_size": [16, 16],
+            "model.base_filters": 64,
+            "model.unet-joint.depth": 2,
+            "training.precision": precision,
+        }
+    )
+
+
+def test_auto_builds_a_wide_model_in_bfloat16_with_the_weights_of_a_float32_build() -> None:
+    _skip_on_a_gpu()
+    config = _wide_tiny_config("auto")
+    builder = models.builder(config.arch)
+    kwargs = config.model.builder_kwargs(config.arch)
+
+    def build() -> keras.Model:
+        return builder(input_shape=(16, 16, 1), **kwargs)
+
+    keras.utils.set_random_seed(3)
+    assert precision_for("auto", build, cpuinfo=BFLOAT16_CPU) == "mixed_bfloat16"
+    with dtype_policy("mixed_bfloat16"):
+        looked_first = build()
+    keras.utils.set_random_seed(3)
+    with dtype_policy("mixed_bfloat16"):
+        built_directly = build()
+    assert looked_first.get_layer("encoder1_conv1").compute_dtype == "bfloat16"
+    # The float32 look at the model drew no seeds: the same initial weights as without it.
+    for looked, direct in zip(looked_first.weights, built_directly.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(looked), np.asarray(direct))
+    assert precision_for("auto", build, cpuinfo=AVX512_CPU) == "float32"
+    assert precision_for("float32", build, cpuinfo=BFLOAT16_CPU) == "float32"
+
+
+def test_compile_resolves_xla_for_the_policy_the_model_was_built_with(monkeypatch) -> None:
+    from cervixnet.training import compilation
+
+    _skip_on_a_gpu()
+    config = _wide_tiny_config("auto")
+    with dtype_policy("float32"):
+        model = build_model(config.replace({"training.precision": "mixed_bfloat16"}))
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    asked = []
+    monkeypatch.setattr(
+        compilation, "xla_is_faster", lambda model, precision: asked.append(precision) or False
+    )
+    compile_model(model, config, positive_weight=1.0)  # training.precision is still auto
+    assert asked == ["mixed_bfloat16"]

@@ -10,8 +10,9 @@ architecture name with :func:`get`::
     model = models.get("unet-joint", input_shape=(256, 256, 1))
     model.output_names  # ["mask", "label"]
 
-For inference, :func:`fold_batch_norms` gives a copy with each batch norm folded into the
-convolution before it (what ``cervixnet export`` serves).
+For inference, :func:`float32_copy` gives a copy of a mixed-precision model that computes in
+float32, and :func:`fold_batch_norms` one with each batch norm folded into the convolution
+before it (``cervixnet export`` serves both).
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ import keras
 from cervixnet.models.batch_norm import FusedBatchNormalization
 from cervixnet.models.deeplabv3 import build_deeplabv3
 from cervixnet.models.fcn import build_fcn
-from cervixnet.models.folding import fold_batch_norms, foldable_pairs
+from cervixnet.models.folding import (
+    float32_copy,
+    fold_batch_norms,
+    foldable_pairs,
+    policy_name,
+)
 from cervixnet.models.unet import build_unet
 from cervixnet.models.unet_joint import build_unet_joint
 
@@ -34,11 +40,13 @@ __all__ = [
     "build_unet",
     "build_unet_joint",
     "builder",
+    "float32_copy",
     "fold_batch_norms",
     "foldable_pairs",
     "get",
     "is_joint",
     "names",
+    "policy_name",
 ]
 
 

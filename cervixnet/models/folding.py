@@ -1,4 +1,10 @@
-"""Batch norms folded into the convolutions before them, for inference.
+"""Copies of a model for inference: in float32, and with its batch norms folded.
+
+A model trained under a mixed policy (``mixed_bfloat16``, ``mixed_float16``) keeps float32
+weights; :func:`float32_copy` computes with them in float32, as ``cervixnet export`` serves
+every model (portable to CPUs without 16-bit arithmetic, and the folding below needs it).
+
+Batch norms folded into the convolutions before them:
 
 In inference a batch norm is a per-channel affine map of its input,
 ``y = x * scale + offset`` with ``scale = gamma / sqrt(moving_variance + epsilon)`` and
@@ -37,6 +43,42 @@ def _called_once(layer: keras.layers.Layer) -> bool:
 
 def _float32(layer: keras.layers.Layer) -> bool:
     return layer.compute_dtype == "float32" and layer.variable_dtype == "float32"
+
+
+def policy_name(model: keras.Model) -> str:
+    """The dtype policy most of ``model``'s layers with weights take, e.g. ``"mixed_bfloat16"``.
+
+    What a model was built or trained under: a model loaded from a ``.keras`` file keeps its
+    layers' policies but not the global one it was built with. ``model.dtype_policy`` where no
+    layer has weights.
+    """
+    names = [layer.dtype_policy.name for layer in model.layers if layer.weights]
+    return max(names, key=names.count) if names else model.dtype_policy.name
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """``model`` with every layer computing in float32, and the same (float32) weights.
+
+    Returns ``model`` itself when every layer already computes and stores in float32.
+    Otherwise a clone whose layers take the ``float32`` policy, each layer's weights copied
+    exactly (a mixed policy stores them in float32): the function the model's weights define,
+    computed without 16-bit rounding. Layers inside nested models are cloned as they are.
+    """
+    if all(_float32(layer) for layer in model.layers if not isinstance(layer, keras.Model)):
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, keras.Model):
+            return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        if layer.weights:
+            copy.get_layer(layer.name).set_weights(layer.get_weights())
+    return copy
 
 
 def foldable_pairs(model: keras.Model) -> list[tuple[keras.layers.Conv2D, keras.layers.Layer]]:

@@ -9,10 +9,12 @@ whatever the image size: the joint U-Net trained 1.2 to 1.5 x as fast with XLA a
 filters (median width 256), 1.0 to 1.16 x at 32 (128), and 0.55 to 0.7 x at 8 and 16 (32 and
 64).
 
-Everywhere else ``auto`` means ``false``: on the AMX CPU XLA was the slower at both sizes;
-on other AVX-512 CPUs, in 16-bit precisions and on GPUs with TensorFlow it has not been timed
-here, and ``true`` is worth a try. (Keras' own ``"auto"`` compiles every model it can; it is
-not what cervixnet's ``auto`` passes on.)
+Everywhere else ``auto`` means ``false``. On the CPUs with AVX-512 XLA was the slower: on the
+AMX CPU at both sizes, and on the AVX-512 BF16 CPU at paper size, 0.79 x in float32 and
+0.45 x in ``mixed_bfloat16`` (oneDNN's own convolutions run there at about 90 % of the
+float32 matmul ceiling). On GPUs with TensorFlow it has not been timed here, and ``true`` is
+worth a try. (Keras' own ``"auto"`` compiles every model it can; it is not what cervixnet's
+``auto`` passes on.)
 """
 
 from __future__ import annotations

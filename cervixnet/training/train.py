@@ -51,7 +51,7 @@ from cervixnet.training.checkpoint import (
 )
 from cervixnet.training.compilation import resolve_jit_compile
 from cervixnet.training.distribution import build_distribution, distribute_input
-from cervixnet.training.precision import dtype_policy, emulation_warning, resolve_precision
+from cervixnet.training.precision import dtype_policy, emulation_warning, precision_for
 from cervixnet.training.threads import onednn_enabled, set_thread_pools, thread_pools
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
@@ -70,6 +70,10 @@ class TrainResult:
 def build_model(config: Config) -> keras.Model:
     """Builds ``config.arch`` at ``config.data.image_size`` with the config's builder options.
 
+    The layers take the dtype policy of ``training.precision``, ``auto`` resolved for this
+    machine and, on a CPU with bfloat16 instructions, for how wide the model is
+    (``cervixnet.training.precision``).
+
     Raises:
         ConfigError: an option the builder does not take, or a value it rejects.
     """
@@ -84,9 +88,13 @@ def build_model(config: Config) -> keras.Model:
                 f"unknown key 'model.{config.arch}.{key}' for {builder.__name__}; "
                 f"expected one of: {options}"
             )
+
+    def build() -> keras.Model:
+        return builder(input_shape=(height, width, config.data.channels), **kwargs)
+
     try:
-        with dtype_policy(resolve_precision(config.training.precision)):
-            return builder(input_shape=(height, width, config.data.channels), **kwargs)
+        with dtype_policy(precision_for(config.training.precision, build)):
+            return build()
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(f"model '{config.arch}': {error}") from None
 
@@ -123,9 +131,7 @@ def compile_model(
     ``replicas`` its number of replicas (for ``training.scale_learning_rate``).
     """
     mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
-    jit_compile = resolve_jit_compile(
-        config.training.jit_compile, model, resolve_precision(config.training.precision)
-    )
+    jit_compile = resolve_jit_compile(config.training.jit_compile, model, models.policy_name(model))
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate(config, steps_per_epoch, replicas),
         weight_decay=config.training.weight_decay,
@@ -238,6 +244,7 @@ def train(
         )
         restore(model, shared_dir, state)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
+    policy = models.policy_name(model)
     added = len(inputs.train_positions) - len(indices["train"])
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
@@ -245,6 +252,7 @@ def train(
         + (f" (resumed after epoch {done})" if done else "")
         + (f"; {added} augmented copies balance the training split" if added else "")
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
+        + ("" if policy == "float32" else f"; in {policy}")
         + ("; the step compiled by XLA" if model.jit_compile else "")
     )
 
@@ -329,7 +337,7 @@ def train(
         "best_epoch": state.best_epoch,
         "evaluation": config.data.balance.eval,
         "prepared_data": str(manifest.root),
-        "reproducibility": _environment(config, fingerprint)
+        "reproducibility": _environment(config, fingerprint, models.policy_name(model))
         | {"jit_compile": bool(model.jit_compile)}
         | distribution.describe(),
         "seconds": round(seconds, 1),
@@ -531,8 +539,11 @@ def _fingerprint(source_manifest: Path) -> str:
     return source_fingerprint(source_manifest)
 
 
-def _environment(config: Config, fingerprint: str) -> dict[str, Any]:
-    """What a repeat of the run needs besides ``config.yaml``: seed, versions, data fingerprint."""
+def _environment(config: Config, fingerprint: str, precision: str) -> dict[str, Any]:
+    """What a repeat of the run needs besides ``config.yaml``: seed, versions, data fingerprint.
+
+    ``precision`` is the dtype policy the model was built with (``training.precision`` resolved).
+    """
     import platform
 
     import tensorflow as tf
@@ -541,7 +552,7 @@ def _environment(config: Config, fingerprint: str) -> dict[str, Any]:
 
     return {
         "seed": config.seed,
-        "precision": resolve_precision(config.training.precision),
+        "precision": precision,
         "data_fingerprint": fingerprint,
         "versions": {
             "cervixnet": cervixnet.__version__,
