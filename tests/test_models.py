@@ -480,6 +480,7 @@ def test_registry_names_and_is_joint() -> None:
     assert set(models.__all__) == {
         "build_unet", "build_fcn", "build_deeplabv3", "build_unet_joint", "get", "names",
         "is_joint", "builder", "FusedBatchNormalization", "fold_batch_norms", "foldable_pairs",
+        "float32_copy", "policy_name",
     }  # fmt: skip
     assert models.builder("unet-joint") is build_unet_joint
     assert models.builder("fcn") is build_fcn

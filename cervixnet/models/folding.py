@@ -45,6 +45,14 @@ def _float32(layer: keras.layers.Layer) -> bool:
     return layer.compute_dtype == "float32" and layer.variable_dtype == "float32"
 
 
+def _all_float32(model: keras.Model) -> bool:
+    """Whether every layer of ``model``, nested models' too, computes and stores in float32."""
+    return all(
+        _all_float32(layer) if isinstance(layer, keras.Model) else _float32(layer)
+        for layer in model.layers
+    )
+
+
 def policy_name(model: keras.Model) -> str:
     """The dtype policy most of ``model``'s layers with weights take, e.g. ``"mixed_bfloat16"``.
 
@@ -62,14 +70,14 @@ def float32_copy(model: keras.Model) -> keras.Model:
     Returns ``model`` itself when every layer already computes and stores in float32.
     Otherwise a clone whose layers take the ``float32`` policy, each layer's weights copied
     exactly (a mixed policy stores them in float32): the function the model's weights define,
-    computed without 16-bit rounding. Layers inside nested models are cloned as they are.
+    computed without 16-bit rounding. A nested model becomes its own ``float32_copy``.
     """
-    if all(_float32(layer) for layer in model.layers if not isinstance(layer, keras.Model)):
+    if _all_float32(model):
         return model
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, keras.Model):
-            return layer.__class__.from_config(layer.get_config())
+            return float32_copy(layer)
         config = layer.get_config()
         config["dtype"] = "float32"
         return layer.__class__.from_config(config)
