@@ -69,6 +69,9 @@ def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_outputs_and_trai
     assert model.get_layer("encoder1_conv1").variable_dtype == "float32"
     assert model.get_layer("mask").compute_dtype == "float32"
     assert model.get_layer("label").compute_dtype == "float32"
+    # The classification branch computes in float32 from its pooling on.
+    for name in ("label_head_concat", "label_head_dense1", "label_head_bottleneck_maxpool"):
+        assert model.get_layer(name).compute_dtype == "float32", name
     compile_model(model, _tiny_config("mixed_bfloat16"), positive_weight=2.0)
     rng = np.random.default_rng(0)
     x = rng.random((4, 32, 32, 1), dtype=np.float32)
