@@ -33,6 +33,7 @@ import cv2
 import keras
 import numpy as np
 
+from cervixnet.models.folding import clone_with_weights
 from cervixnet.models.stop_gradient import StopGradient
 
 __all__ = [
@@ -205,10 +206,7 @@ def _explainer_model(model: keras.Model) -> keras.Model:
             config["activation"] = "linear"
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
-    for layer in model.layers:
-        if layer.weights:
-            clone.get_layer(layer.name).set_weights(layer.get_weights())
+    clone = clone_with_weights(model, clone_layer)
     logit = clone.get_layer(label.name).output
     logits = keras.layers.Concatenate(name="label_logits", dtype="float32")(
         [keras.ops.zeros_like(logit), logit]

@@ -51,11 +51,12 @@ def test_config_refuses_an_unknown_precision(tmp_path) -> None:
         load_config(path)
 
 
-def _tiny_config(precision: str):
+def _tiny_config(precision: str, *, base_filters: int = 4, size: int = 32):
+    """A depth-2 joint U-Net; at 64 base filters its median convolution width is 128."""
     return load_config(None).replace(
         {
-            "data.image_size": [32, 32],
-            "model.base_filters": 4,
+            "data.image_size": [size, size],
+            "model.base_filters": base_filters,
             "model.unet-joint.depth": 2,
             "training.precision": precision,
         }
@@ -142,15 +143,7 @@ def test_auto_picks_bfloat16_on_a_bfloat16_cpu_only_for_wide_models() -> None:
 
 
 def _wide_tiny_config(precision: str):
-    """A joint U-Net of median width 128 at 16 x 16: depth 2 at 64 base filters."""
-    return load_config(None).replace(
-        {
-            "data.image_size": [16, 16],
-            "model.base_filters": 64,
-            "model.unet-joint.depth": 2,
-            "training.precision": precision,
-        }
-    )
+    return _tiny_config(precision, base_filters=64, size=16)
 
 
 def test_auto_builds_a_wide_model_in_bfloat16_with_the_weights_of_a_float32_build() -> None:

@@ -20,6 +20,8 @@ statistics are not constants there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import numpy as np
 
@@ -82,7 +84,17 @@ def float32_copy(model: keras.Model) -> keras.Model:
         config["dtype"] = "float32"
         return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    return clone_with_weights(model, clone)
+
+
+def clone_with_weights(
+    model: keras.Model, clone_function: Callable[[keras.layers.Layer], keras.layers.Layer]
+) -> keras.Model:
+    """``keras.models.clone_model(model, clone_function=...)`` with each layer's weights copied.
+
+    The weights are copied layer by layer, by name, into the clone's layer of the same name.
+    """
+    copy = keras.models.clone_model(model, clone_function=clone_function)
     for layer in model.layers:
         if layer.weights:
             copy.get_layer(layer.name).set_weights(layer.get_weights())
