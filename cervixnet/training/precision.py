@@ -96,12 +96,9 @@ def precision_for(
     which seeds Keras' initialisers and dropout, is put back afterwards, so the model built
     next has the weights it would have had without this look.
     """
-    if precision != "auto" or not cpu_has_bfloat16(cpuinfo):
-        return resolve_precision(precision)
-    import tensorflow as tf
-
-    if tf.config.list_physical_devices("GPU"):
-        return resolve_precision(precision)
+    resolved = resolve_precision(precision)  # a GPU's policy, or float32 on a CPU
+    if precision != "auto" or resolved != "float32" or not cpu_has_bfloat16(cpuinfo):
+        return resolved
     state = random.getstate()
     try:
         with dtype_policy("float32"):

@@ -337,7 +337,7 @@ def train(
         "best_epoch": state.best_epoch,
         "evaluation": config.data.balance.eval,
         "prepared_data": str(manifest.root),
-        "reproducibility": _environment(config, fingerprint, models.policy_name(model))
+        "reproducibility": _environment(config, fingerprint, policy)
         | {"jit_compile": bool(model.jit_compile)}
         | distribution.describe(),
         "seconds": round(seconds, 1),
