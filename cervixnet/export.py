@@ -500,6 +500,11 @@ def _input_description(spec: _Spec) -> dict[str, Any]:
     }
 
 
+def _dtype_policy(loaded: LoadedModel) -> dict[str, str]:
+    """The policy the model was trained under, and float32, which every export computes in."""
+    return {"trained": models.policy_name(loaded.model), "served": "float32"}
+
+
 def _metadata(
     loaded: LoadedModel,
     model_path: str | Path,
@@ -559,8 +564,7 @@ def _metadata(
         "outputs": outputs,
         # Batch norms folded into the convolution before them in the served graph.
         "batch_norms_folded": batch_norms_folded,
-        # The graph computes in float32 whatever policy the model was trained under.
-        "dtype_policy": {"trained": models.policy_name(loaded.model), "served": "float32"},
+        "dtype_policy": _dtype_policy(loaded),
         "preprocessing": {
             "serving_default": {
                 "in_graph": [],
@@ -682,7 +686,7 @@ def export_onnx(
             "label_output": spec.joint,
             "threshold": spec.threshold if spec.joint else None,
             "threshold_source": loaded.threshold_source if spec.joint else None,
-            "dtype_policy": {"trained": models.policy_name(loaded.model), "served": "float32"},
+            "dtype_policy": _dtype_policy(loaded),
             "onnx_outputs": {
                 "mask": onnx_outputs["mask"],
                 **({"probability": onnx_outputs["label"]} if spec.joint else {}),
