@@ -201,7 +201,9 @@ def train_throughput(
             ``dropout``, ``features``, ``pooling``, ``trains_encoder``); None: the paper's.
 
     Returns:
-        A dict with ``images_per_second``, ``parameters``, ``final_loss`` and the settings.
+        A dict with ``images_per_second``, ``warmup_seconds`` (the warm-up steps' wall time,
+        ``torch.compile``'s compilation included), ``parameters``, ``final_loss`` and the
+        settings.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -256,9 +258,11 @@ def train_throughput(
             torch.cuda.synchronize()
 
     model.train()
+    warmup_started = time.perf_counter()
     for index in range(warmup_steps):
-        step(index)
+        step(index)  # torch.compile compiles in the first one
     synchronize()
+    warmup_seconds = time.perf_counter() - warmup_started
     if after_warmup is not None:
         after_warmup()
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -269,6 +273,7 @@ def train_throughput(
     return {
         "images_per_second": batch_size * steps / seconds,
         "cpu_ms_per_image": 1000 * (time.process_time() - cpu_started) / (batch_size * steps),
+        "warmup_seconds": round(warmup_seconds, 2),
         "parameters": parameters,
         "final_loss": float(loss.detach()),
         "device": device,

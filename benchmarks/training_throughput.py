@@ -12,14 +12,17 @@ For the joint U-Net at the default size (96 x 96, 8 base filters, batch 16) or t
   model of the same size; the run ends with an error if their parameter counts differ by more
   than 1 %),
   AdamW, in float32 and bfloat16 autocast, channels-last or the default layout, optionally
-  ``torch.compile``;
+  ``torch.compile`` (its compilation falls in the warm-up steps; the default cases include it,
+  which needs a C++ compiler on a CPU);
 - the matrix-multiply ceiling of the machine in the same precision, so that each row also
   reports its achieved GFLOP/s (counted from the model's layers, ``cervixnet.models.flops``) as a
   percentage of that ceiling.
 
 Every case runs in its own subprocess (fresh precision policy, thread pools and device
 memory), one after another. The Keras cases time the steps of one ``fit``, from the first
-step's start to the last one's end (``timing.py``), not ``fit``'s set-up and tear-down. One
+step's start to the last one's end (``timing.py``), not ``fit``'s set-up and tear-down. Each
+case also reports ``warmup_seconds``, the untimed steps' wall time: tracing, and XLA's or
+``torch.compile``'s compilation (which ``torch.compile`` caches on disk for later runs). One
 table is printed and the figures are written as JSON.
 
     python benchmarks/training_throughput.py --model paper --out training_paper.json
@@ -81,7 +84,9 @@ DEFAULT_CASES = (
     "keras:mixed_bfloat16:xla",
     "torch:float32",
     "torch:float32:cl",
+    "torch:float32:cl:compile",
     "torch:bfloat16:cl",
+    "torch:bfloat16:cl:compile",
 )
 
 
@@ -209,7 +214,9 @@ def run_keras(spec: dict) -> dict:
             "label": np.concatenate([labels] * repeat)[: len(x)],
         }
         fit_args = {"x": x, "y": y, "batch_size": batch}
+    started = time.perf_counter()
     model.fit(**fit_args, epochs=1, steps_per_epoch=warmup, verbose=0)  # tracing, compilation
+    warmup_seconds = time.perf_counter() - started
     clock = step_clock()  # the steps, not fit's set-up and tear-down (timing.py)
     started = time.perf_counter()
     history = model.fit(**fit_args, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
@@ -218,6 +225,7 @@ def run_keras(spec: dict) -> dict:
         "images_per_second": batch * steps / clock.seconds,
         "cpu_ms_per_image": 1000 * clock.cpu_seconds / (batch * steps),
         "fit_seconds": round(fit_seconds, 2),
+        "warmup_seconds": round(warmup_seconds, 2),
         "parameters": trainable_parameters(model),
         "training_flops_per_image": training_flops_per_image(model),
         "final_loss": float(history.history["loss"][-1]),
@@ -415,13 +423,14 @@ def gpu_bf16_peak() -> float | None:
     return None
 
 
-MERGED_FIGURES = ("images_per_second", "cpu_ms_per_image")
+MERGED_FIGURES = ("images_per_second", "cpu_ms_per_image", "warmup_seconds")
 
 
 def merge_repeats(rows: list[dict]) -> list[dict]:
-    """One row per case and batch: the medians of its repeats' images/s and CPU ms per image.
+    """One row per case and batch: the medians of its repeats' figures (``MERGED_FIGURES``).
 
-    Each run's figure is kept in a list, ``images_per_second_runs`` and ``cpu_ms_per_image_runs``.
+    Each run's figure is kept in a list, ``images_per_second_runs`` and so on; the first run's
+    ``warmup_seconds`` is the one that compiled without the on-disk caches of later runs.
     """
     merged: dict[tuple[str, int], dict] = {}
     for row in rows:

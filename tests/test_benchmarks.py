@@ -27,6 +27,8 @@ import training_throughput
         ("keras:float32:amp:fpmath", {"precision": "float32", "onednn_amp": True, "fpmath": True}),
         ("keras:mixed_float16:xla", {"precision": "mixed_float16", "xla": True}),
         ("torch:bfloat16:cl", {"kind": "torch", "precision": "bfloat16", "channels_last": True}),
+        ("torch:float32:cl:compile", {"kind": "torch", "channels_last": True, "compile": True}),
+        ("torch:float32", {"kind": "torch", "channels_last": False, "compile": False}),
     ],
 )
 def test_case_names_give_their_settings(case: str, expected: dict) -> None:
@@ -82,15 +84,34 @@ def test_precisions_are_compared_with_float32_seed_by_seed() -> None:
 
 def test_repeats_are_merged_into_their_median() -> None:
     rows = [
-        {"case": "a", "batch": 4, "images_per_second": 1.0, "cpu_ms_per_image": 20.0},
+        {
+            "case": "a",
+            "batch": 4,
+            "images_per_second": 1.0,
+            "cpu_ms_per_image": 20.0,
+            "warmup_seconds": 90.0,
+        },
         {"case": "b", "batch": 4, "error": "timed out"},
-        {"case": "a", "batch": 4, "images_per_second": 3.0, "cpu_ms_per_image": 10.0},
+        {
+            "case": "a",
+            "batch": 4,
+            "images_per_second": 3.0,
+            "cpu_ms_per_image": 10.0,
+            "warmup_seconds": 8.0,
+        },
         {"case": "b", "batch": 4, "images_per_second": 5.0},
-        {"case": "a", "batch": 4, "images_per_second": 2.5, "cpu_ms_per_image": 12.0},
+        {
+            "case": "a",
+            "batch": 4,
+            "images_per_second": 2.5,
+            "cpu_ms_per_image": 12.0,
+            "warmup_seconds": 9.0,
+        },
     ]
     a, b = training_throughput.merge_repeats(rows)
     assert a["images_per_second"] == 2.5 and a["images_per_second_runs"] == [1.0, 3.0, 2.5]
     assert a["cpu_ms_per_image"] == 12.0 and a["cpu_ms_per_image_runs"] == [20.0, 10.0, 12.0]
+    assert a["warmup_seconds"] == 9.0 and a["warmup_seconds_runs"] == [90.0, 8.0, 9.0]
     assert b["images_per_second"] == 5.0 and b["images_per_second_runs"] == [5.0]
     assert "cpu_ms_per_image" not in b
     table = training_throughput.format_table(
