@@ -39,7 +39,8 @@ on JAX every step is compiled by XLA anyway), ``noxla`` (``cervixnet-train`` onl
 ``auto_mixed_precision_onednn_bfloat16``, for CPUs), ``fpmath`` (oneDNN's
 ``ONEDNN_DEFAULT_FPMATH_MODE=BF16``: float32 convolutions and matmuls computed in bfloat16
 inside oneDNN), ``kerasbn`` (Keras' own ``BatchNormalization`` instead of cervixnet's
-fused one), ``intra=N`` and ``inter=N`` (TensorFlow's intra- and inter-op thread
+fused one), ``noaug`` (``cervixnet-train`` only: the config's augmentation off, to show its
+cost), ``intra=N`` and ``inter=N`` (TensorFlow's intra- and inter-op thread
 pools); ``torch:PRECISION[:cl][:compile]`` with PRECISION ``float32``, ``bfloat16`` or
 ``float16`` (``:cl`` channels-last).
 """
@@ -270,6 +271,8 @@ def _real_training_input(spec: dict):
     )
     model_config = dataclasses.replace(config.model, base_filters=spec["base_filters"])
     data = dataclasses.replace(config.data, image_size=(spec["size"], spec["size"]))
+    if spec.get("no_augment"):
+        data = dataclasses.replace(data, augment=dataclasses.replace(data.augment, enabled=False))
     config = dataclasses.replace(config, training=training, model=model_config, data=data)
     manifest = read_manifest(prepared_data(config, resolve_data(config), echo=lambda _: None))
     indices = split_patients(manifest, config.data.split, config.seed).indices(manifest)
@@ -312,10 +315,11 @@ def _keras_flags(flags: list[str], real: bool = False) -> dict | None:
 
     ``xla`` is ``False`` for the bare fit unless asked for; for ``cervixnet train``'s path
     (``real``) it is ``None``, the config's ``training.jit_compile`` (``auto``), unless ``xla``
-    (``True``) or ``noxla`` (``False``) is given.
+    (``True``) or ``noxla`` (``False``) is given; ``noaug`` (``real`` only) turns the
+    config's augmentation off.
     """
     settings: dict = {"xla": None if real else False}
-    settings |= {"onednn_amp": False, "fpmath": False, "keras_bn": False}
+    settings |= {"onednn_amp": False, "fpmath": False, "keras_bn": False, "no_augment": False}
     names = {"xla": "xla", "amp": "onednn_amp", "fpmath": "fpmath", "kerasbn": "keras_bn"}
     for flag in flags:
         key, _, value = flag.partition("=")
@@ -323,6 +327,8 @@ def _keras_flags(flags: list[str], real: bool = False) -> dict | None:
             settings[names[flag]] = True
         elif flag == "noxla" and real:
             settings["xla"] = False
+        elif flag == "noaug" and real:
+            settings["no_augment"] = True
         elif key in ("intra", "inter") and value.isdigit():
             settings[f"{key}_op_threads"] = int(value)
         else:
