@@ -111,6 +111,58 @@ def test_outputs_float32_under_mixed_precision(name: str, mixed_precision: None)
     )
 
 
+@pytest.mark.parametrize(
+    ("policy", "narrow", "wide"),
+    [
+        ("mixed_bfloat16", "float32", "bfloat16"),
+        ("mixed_float16", "float16", "float16"),
+        ("float32", "float32", "float32"),
+    ],
+)
+def test_levels_narrower_than_16_channels_compute_in_float32_under_bfloat16(
+    policy: str, narrow: str, wide: str
+) -> None:
+    # oneDNN's bfloat16 kernels work on blocks of 16 channels (blocks.layer_dtype).
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = models.get("unet-joint", input_shape=(32, 32, 1), base_filters=8, depth=2)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    computes = {layer.name: layer.compute_dtype for layer in model.layers}
+    level1 = [n for n in computes if n.startswith(("encoder1_", "decoder1_"))]
+    assert {"encoder1_conv1", "encoder1_bn2", "encoder1_pool", "decoder1_up", "decoder1_concat",
+            "decoder1_relu2"} <= set(level1)  # fmt: skip
+    assert {computes[n] for n in level1} == {narrow}
+    level2 = [n for n in computes if n.startswith(("encoder2_", "decoder2_"))]
+    assert level2 and {computes[n] for n in level2} == {wide}
+    assert computes["mask"] == computes["label"] == "float32"
+    float32_model = models.get("unet-joint", input_shape=(32, 32, 1), base_filters=8, depth=2)
+    assert [w.shape for w in model.weights] == [w.shape for w in float32_model.weights]
+    assert {w.dtype for w in model.weights} == {"float32"}
+
+
+def test_conv_bn_relu_follows_the_16_channel_rule_for_every_architecture() -> None:
+    from cervixnet.models.blocks import BFLOAT16_MIN_CHANNELS, layer_dtype
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        assert layer_dtype(BFLOAT16_MIN_CHANNELS - 1) == "float32"
+        assert layer_dtype(BFLOAT16_MIN_CHANNELS) is None
+        model = models.get("fcn", input_shape=(32, 32, 1), **TINY["fcn"])
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert layer_dtype(8) is None  # float32 policy: the policy's own
+    seen = set()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.name.endswith("_conv1"):
+            expected = "float32" if layer.filters < BFLOAT16_MIN_CHANNELS else "bfloat16"
+            assert layer.compute_dtype == expected, layer.name
+            seen.add(expected)
+    assert seen == {"float32", "bfloat16"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Layer names
 # ---------------------------------------------------------------------------------------------

@@ -66,7 +66,8 @@ def _tiny_config(precision: str, *, base_filters: int = 4, size: int = 32):
 def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_outputs_and_trains() -> None:
     model = build_model(_tiny_config("mixed_bfloat16"))
     assert keras.config.dtype_policy().name == "float32"  # nothing leaked
-    assert model.get_layer("encoder1_conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("bottleneck_conv1").compute_dtype == "bfloat16"  # 16 channels
+    assert model.get_layer("encoder1_conv1").compute_dtype == "float32"  # 4: too narrow
     assert model.get_layer("encoder1_conv1").variable_dtype == "float32"
     assert model.get_layer("mask").compute_dtype == "float32"
     assert model.get_layer("label").compute_dtype == "float32"

@@ -14,6 +14,24 @@ from keras import layers, ops
 
 from cervixnet.models.batch_norm import FusedBatchNormalization
 
+# oneDNN's bfloat16 convolutions and batch norms work on blocks of 16 channels. Narrower
+# layers ran slower in bfloat16 than in float32 on a 2-core AVX-512 BF16 CPU; with them in
+# float32 the default-width joint U-Net trained 1.03 x (bare fit) to 1.12 x (cervixnet
+# train's path) as fast in mixed_bfloat16 as with every layer in bfloat16
+# (docs/performance.md#bfloat16-by-width).
+BFLOAT16_MIN_CHANNELS = 16
+
+
+def layer_dtype(channels: int) -> str | None:
+    """The dtype for a layer of ``channels`` output channels, under the global dtype policy.
+
+    ``"float32"`` where the policy computes in bfloat16 (``mixed_bfloat16``) and ``channels``
+    is below ``BFLOAT16_MIN_CHANNELS`` (16); otherwise ``None``: the policy's. Under float32 or
+    ``mixed_float16`` every layer keeps the policy. The weights are float32 either way.
+    """
+    narrow = channels < BFLOAT16_MIN_CHANNELS
+    return "float32" if narrow and keras.config.dtype_policy().compute_dtype == "bfloat16" else None
+
 
 def conv_bn_relu(
     x: keras.KerasTensor,
@@ -45,8 +63,11 @@ def conv_bn_relu(
         activation: add a ``ReLU`` at the end.
 
     Returns:
-        Tensor of shape ``(batch, H / strides, W / strides, filters)``.
+        Tensor of shape ``(batch, H / strides, W / strides, filters)``. Under
+        ``mixed_bfloat16`` the three layers compute in float32 when ``filters`` is below 16
+        (:func:`layer_dtype`).
     """
+    dtype = layer_dtype(filters)
     x = layers.Conv2D(
         filters,
         kernel_size,
@@ -55,12 +76,13 @@ def conv_bn_relu(
         dilation_rate=dilation_rate,
         use_bias=not batch_norm,
         kernel_initializer="he_normal",
+        dtype=dtype,
         name=f"{prefix}_conv{index}",
     )(x)
     if batch_norm:
-        x = FusedBatchNormalization(name=f"{prefix}_bn{index}")(x)
+        x = FusedBatchNormalization(dtype=dtype, name=f"{prefix}_bn{index}")(x)
     if activation:
-        x = layers.ReLU(name=f"{prefix}_relu{index}")(x)
+        x = layers.ReLU(dtype=dtype, name=f"{prefix}_relu{index}")(x)
     return x
 
 

@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from cervixnet.models import _validation as v
-from cervixnet.models.blocks import conv_bn_relu
+from cervixnet.models.blocks import conv_bn_relu, layer_dtype
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ def unet_graph(
 ) -> tuple[keras.KerasTensor, dict[str, keras.KerasTensor]]:
     """Build the U-Net graph on ``inputs``.
 
+    Under ``mixed_bfloat16`` the layers of a level narrower than 16 channels compute in
+    float32 (``blocks.layer_dtype``), its pooling, up-sampling and concatenation included.
+
     Returns:
         ``(mask, features)``: the sigmoid mask ``(batch, H, W, 1)`` and the feature maps by
         name: ``"encoder{i}"`` (level ``i`` output before pooling, ``(H / 2**(i-1), ...,
@@ -67,7 +70,7 @@ def unet_graph(
             # End of the contracting path, as in the original U-Net.
             x = layers.Dropout(args.dropout, name=f"{prefix}_dropout")(x)
         features[prefix] = x
-        x = layers.MaxPooling2D(2, name=f"{prefix}_pool")(x)
+        x = layers.MaxPooling2D(2, dtype=layer_dtype(filters), name=f"{prefix}_pool")(x)
 
     # Bottleneck.
     x = conv_bn_relu(x, base * 2**depth, "bottleneck", 1, batch_norm=bn)
@@ -86,9 +89,12 @@ def unet_graph(
             strides=2,
             padding="same",
             kernel_initializer="he_normal",
+            dtype=layer_dtype(filters),
             name=f"{prefix}_up",
         )(x)
-        x = layers.Concatenate(name=f"{prefix}_concat")([x, features[f"encoder{level}"]])
+        x = layers.Concatenate(dtype=layer_dtype(filters), name=f"{prefix}_concat")(
+            [x, features[f"encoder{level}"]]
+        )
         x = conv_bn_relu(x, filters, prefix, 1, batch_norm=bn)
         x = conv_bn_relu(x, filters, prefix, 2, batch_norm=bn)
         features[prefix] = x
