@@ -107,12 +107,24 @@ def test_what_is_not_foldable_is_left_as_it_was():
 
 def test_a_16_bit_model_is_not_folded():
     keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        model = models.get("unet", **TINY["unet"])
+    try:  # 16 base filters: every level wide enough to compute in bfloat16
+        model = models.get("unet", **{**TINY["unet"], "base_filters": 16})
     finally:
         keras.config.set_dtype_policy("float32")
     assert models.foldable_pairs(model) == []
     assert models.fold_batch_norms(model) is model
+
+
+def test_only_the_float32_layers_of_a_mixed_model_are_foldable():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:  # levels of 4 and 8 channels compute in float32, the 16-channel bottleneck in bf16
+        model = models.get("unet", **TINY["unet"])
+    finally:
+        keras.config.set_dtype_policy("float32")
+    folded = {conv.name for conv, _ in models.foldable_pairs(model)}
+    assert folded == {f"{level}_conv{i}" for level in ("encoder1", "encoder2", "decoder2",
+                                                       "decoder1") for i in (1, 2)}  # fmt: skip
+    assert model.get_layer("bottleneck_conv1").compute_dtype == "bfloat16"
 
 
 def _mixed(arch: str = "unet") -> keras.Model:

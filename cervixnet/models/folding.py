@@ -56,14 +56,20 @@ def _all_float32(model: keras.Model) -> bool:
 
 
 def policy_name(model: keras.Model) -> str:
-    """The dtype policy most of ``model``'s layers with weights take, e.g. ``"mixed_bfloat16"``.
+    """The policy ``model`` was built under, e.g. ``"mixed_bfloat16"``, read from its layers.
 
-    What a model was built or trained under: a model loaded from a ``.keras`` file keeps its
-    layers' policies but not the global one it was built with. ``model.dtype_policy`` where no
-    layer has weights.
+    A model loaded from a ``.keras`` file keeps its layers' policies but not the global one it
+    was built with. Under a mixed policy some layers with weights still compute in float32
+    (the joint model's classification branch, layers narrower than 16 channels under
+    ``mixed_bfloat16``), so the model's policy is the 16-bit one most of its other layers with
+    weights take; ``"float32"`` when there is none, ``model.dtype_policy`` where no layer has
+    weights.
     """
     names = [layer.dtype_policy.name for layer in model.layers if layer.weights]
-    return max(names, key=names.count) if names else model.dtype_policy.name
+    mixed = [name for name in names if name != "float32"]
+    if mixed:
+        return max(mixed, key=mixed.count)
+    return "float32" if names else model.dtype_policy.name
 
 
 def float32_copy(model: keras.Model) -> keras.Model:
