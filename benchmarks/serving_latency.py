@@ -6,7 +6,10 @@ depend on the weights),
 exports a SavedModel with ``cervixnet export``'s code, then times in one process, one after
 the other:
 
-- ``keras.Model.predict`` on float images (what ``cervixnet predict`` runs);
+- ``keras.Model.predict`` on float images (what ``cervixnet predict`` runs), in the dtype
+  policy ``training.precision: auto`` builds the model in on this machine (``policy`` in the
+  JSON) and, where that is a 16-bit one, also as the model's float32 copy
+  (``keras_predict_float32``), the computation the export serves;
 - the SavedModel's ``serving_default`` signature on the same float images, as exported (each
   batch norm folded into its convolution) and exported with ``fold_batch_norms=False``;
 - its ``predict_image_bytes`` signature on PNGs of a typical export size (560 x 420), which
@@ -60,6 +63,7 @@ def main() -> None:
     import numpy as np
     import tensorflow as tf
 
+    from cervixnet import models
     from cervixnet.config import load_config, save_config
     from cervixnet.export import export_savedmodel
     from cervixnet.training import build_model
@@ -94,15 +98,24 @@ def main() -> None:
             figures = {
                 "parameters": int(model.count_params()),
                 "batch_norms_folded": exported.metadata["batch_norms_folded"],
+                "policy": models.policy_name(model),
+                "served_policy": exported.metadata["dtype_policy"]["served"],
             }
+            exact = models.float32_copy(model)
             for batch in (int(b) for b in args.batches.split(",")):
                 images = rng.random((batch, height, width, 1)).astype(np.float32)
                 tensor = tf.constant(images)
                 pngs = tf.constant([png] * batch)
-                figures[f"batch_{batch}"] = {
+                figures[f"batch_{batch}"] = timings = {
                     "keras_predict": median_ms(
                         lambda m=model, x=images: m.predict(x, verbose=0), args.repeats
                     ),
+                }
+                if exact is not model:
+                    timings["keras_predict_float32"] = median_ms(
+                        lambda m=exact, x=images: m.predict(x, verbose=0), args.repeats
+                    )
+                timings |= {
                     "savedmodel_float": median_ms(
                         lambda f=floats, x=tensor: f(images=x), args.repeats
                     ),
