@@ -83,16 +83,17 @@ def unet_graph(
     for level in range(depth, 0, -1):
         prefix = f"decoder{level}"
         filters = base * 2 ** (level - 1)
+        dtype = layer_dtype(filters)
         x = layers.Conv2DTranspose(
             filters,
             2,
             strides=2,
             padding="same",
             kernel_initializer="he_normal",
-            dtype=layer_dtype(filters),
+            dtype=dtype,
             name=f"{prefix}_up",
         )(x)
-        x = layers.Concatenate(dtype=layer_dtype(filters), name=f"{prefix}_concat")(
+        x = layers.Concatenate(dtype=dtype, name=f"{prefix}_concat")(
             [x, features[f"encoder{level}"]]
         )
         x = conv_bn_relu(x, filters, prefix, 1, batch_norm=bn)
