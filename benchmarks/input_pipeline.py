@@ -46,7 +46,9 @@ def images_per_second(dataset, passes: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=None, help="YAML config or shipped name")
+    parser.add_argument(
+        "--config", default="plain", help="YAML config or shipped name (fixed sizes)"
+    )
     parser.add_argument("--passes", type=int, default=5, help="timed passes over the input")
     parser.add_argument("--epochs", type=int, default=2, help="timed training epochs")
     parser.add_argument("--repeats", type=int, default=3, help="alternated training timings")
@@ -135,7 +137,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "config": args.config or "default",
+        "config": args.config,
         "arch": config.arch,
         "image_size": list(config.data.image_size),
         "batch_size": config.training.batch_size,

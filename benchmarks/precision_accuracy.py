@@ -116,7 +116,9 @@ def compare(runs: list[dict], tolerance: float) -> list[dict]:
 
 def main() -> None:
     parser = parser_from_docstring(__doc__)
-    parser.add_argument("--config", default=None, help="YAML config or shipped name")
+    parser.add_argument(
+        "--config", default="plain", help="YAML config or shipped name (fixed sizes)"
+    )
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
                         default=["float32", "mixed_bfloat16"])  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -164,7 +166,7 @@ def main() -> None:
     if args.out:
         report = {
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "config": args.config or "default",
+            "config": args.config,
             "epochs": args.epochs,
             "last": args.last,
             "tolerance": args.tolerance,

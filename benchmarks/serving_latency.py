@@ -81,7 +81,9 @@ def main() -> None:
     for name in args.sizes.split(","):
         if name not in SIZES:
             parser.error(f"--sizes takes {', '.join(SIZES)}. Received: {name!r}")
-        config = load_config(name, overrides={"arch": "unet-joint"})
+        # "default": the unplanned CPU model (configs/plain.yaml), 96 x 96.
+        shipped = "plain" if name == "default" else name
+        config = load_config(shipped, overrides={"arch": "unet-joint"})
         height, width = config.data.image_size
         with tempfile.TemporaryDirectory() as folder:
             run = Path(folder) / "run"

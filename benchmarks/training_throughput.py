@@ -66,7 +66,7 @@ from script import cervixnet_first, parser_from_docstring  # noqa: E402
 
 MODELS = {
     # name: (config, image size, base filters, batch)
-    "default": (None, 96, 8, 16),
+    "default": ("plain", 96, 8, 16),  # the unplanned CPU recipe (configs/plain.yaml)
     "paper": ("paper", 256, 64, 4),
 }
 # The paper's joint model: the label branch on the bottleneck, dense 256 and 64.
@@ -112,7 +112,7 @@ def _head(model_name: str) -> dict:
         return dict(PAPER_HEAD)
     from cervixnet.config import load_config
 
-    return dict(load_config(None).model.builder_kwargs("unet-joint"))
+    return dict(load_config("plain").model.builder_kwargs("unet-joint"))
 
 
 def torch_head(model_name: str) -> dict:

@@ -26,6 +26,12 @@ from cervixnet.errors import ConfigError
 
 ARCHITECTURES = ("unet", "fcn", "deeplabv3", "unet-joint")
 
+# The value of a key that ``cervixnet plan`` decides from the data (cervixnet.training.plan).
+AUTO = "auto"
+
+# data.resize: how an image is fitted into data.image_size (cervixnet.data.letterbox).
+RESIZE_MODES = ("letterbox", "stretch")
+
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticDataConfig:
@@ -83,7 +89,8 @@ class DataConfig:
     """Where the data is and how it becomes model input."""
 
     path: str | None = None
-    image_size: tuple[int, int] = (96, 96)
+    image_size: tuple[int, int] | str = "auto"
+    resize: str = "letterbox"
     channels: int = 1
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     splits_file: str | None = None
@@ -100,11 +107,11 @@ class DataConfig:
 class ModelConfig:
     """Builder arguments: ``base_filters`` for every network, then one mapping per architecture."""
 
-    base_filters: int = 8
-    unet: dict[str, Any] = dataclasses.field(default_factory=lambda: {"depth": 4})
+    base_filters: int | str = "auto"
+    unet: dict[str, Any] = dataclasses.field(default_factory=lambda: {"depth": "auto"})
     unet_joint: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {
-            "depth": 4,
+            "depth": "auto",
             "classifier_features": ("bottleneck", "decoder1"),
             "classifier_pooling": "avgmax",
             "classifier_units": (32,),
@@ -145,10 +152,13 @@ LEARNING_RATE_SCALINGS = ("none", "linear")
 class TrainingConfig:
     """Optimiser and loop settings (AdamW: Adam with decoupled weight decay)."""
 
-    epochs: int = 24
-    batch_size: int = 16
+    steps: int | str = "auto"
+    epochs: int | None = None
+    budget_minutes: float | str = "auto"
+    batch_size: int | str = "auto"
     learning_rate: float = 1e-3
     lr_schedule: str = "cosine"
+    warmup_fraction: float = 0.05
     weight_decay: float = 5e-4
     beta_1: float = 0.9
     beta_2: float = 0.999
@@ -163,6 +173,14 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """How a trained model predicts when it is scored, and later in ``predict``."""
+
+    tta: bool = True
+    largest_component: bool | str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A fully resolved run configuration."""
 
@@ -172,6 +190,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-ready mapping (tuples as lists, ``unet_joint`` as ``unet-joint``)."""
@@ -195,9 +214,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
     "data.synthetic.seed": (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)"),
     "data.image_size": (
-        lambda v: len(v) == 2 and min(v) > 0,
-        "two positive integers [height, width]",
+        lambda v: v == AUTO or (len(v) == 2 and min(v) > 0),
+        "auto or two positive integers [height, width]",
     ),
+    "data.resize": (lambda v: v in RESIZE_MODES, "letterbox or stretch"),
     "data.channels": (lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
     "data.split": (
         lambda v: len(v) == 3 and min(v) >= 0 and v[0] > 0 and abs(sum(v) - 1.0) < 1e-6,
@@ -228,12 +248,15 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.augment.contrast": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "data.augment.noise_std": (lambda v: v >= 0, "a non-negative number"),
     "data.cache": (lambda v: v in (True, False, "auto"), "true, false or auto"),
-    "model.base_filters": (lambda v: v > 0, "a positive integer"),
+    "model.base_filters": (lambda v: v == AUTO or v > 0, "auto or a positive integer"),
     "loss.alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "loss.beta": (lambda v: v >= 0, "a non-negative number"),
     "loss.positive_weight": (lambda v: v is None or v > 0, "a positive number or null"),
-    "training.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "training.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "training.steps": (lambda v: v == AUTO or v >= 1, "auto or an integer >= 1"),
+    "training.epochs": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "training.budget_minutes": (lambda v: v == AUTO or v > 0, "auto or a positive number"),
+    "training.batch_size": (lambda v: v == AUTO or v >= 1, "auto or an integer >= 1"),
+    "training.warmup_fraction": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
     "training.learning_rate": (lambda v: v > 0, "a positive number"),
     "training.lr_schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
     "training.weight_decay": (lambda v: v >= 0, "a non-negative number"),
@@ -248,6 +271,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.cpu_devices": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "training.intra_op_threads": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "training.inter_op_threads": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "evaluation.largest_component": (
+        lambda v: v in (True, False, AUTO),
+        "true, false or auto",
+    ),
     "training.scale_learning_rate": (
         lambda v: v in LEARNING_RATE_SCALINGS,
         "none or linear",
@@ -290,11 +317,14 @@ def load_config(
     return config
 
 
-def save_config(config: Config, path: str | Path) -> None:
-    """Writes the fully resolved configuration as YAML (atomically: the old file or the new)."""
+def save_config(config: Config, path: str | Path, comment: str = "") -> None:
+    """Writes the fully resolved configuration as YAML (atomically: the old file or the new).
+
+    ``comment``: YAML comment lines (each starting with ``#``) written above the keys.
+    """
     from cervixnet.fileio import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, comment + yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def from_dict(values: Mapping[str, Any], source: str = "config") -> Config:

@@ -1,10 +1,11 @@
 """Per-split figures of a trained model: the paper's segmentation and classification tables.
 
-Segmentation is scored per image at the network's input size (mean and std of IoU and Dice
-over the images that have a mask); classification over the images that have a label (AUC,
-precision, recall, specificity at a threshold). When the manifest carries the synthetic
-generator's latent ``risk`` column, the AUC that risk reaches on the same images is reported
-as ``best_auc``: no model can do better on average.
+Segmentation is scored per image at each scan's own size (the predicted probabilities mapped
+back through the letterbox, thresholded, cleaned by the run's validated post-processing):
+mean and std of IoU, Dice, HD95 and ASSD over the images that have a mask; classification
+over the images that have a label (AUC, precision, recall, specificity at a threshold). When
+the manifest carries the synthetic generator's latent ``risk`` column, the AUC that risk
+reaches on the same images is reported as ``best_auc``: no model can do better on average.
 """
 
 from __future__ import annotations
@@ -19,15 +20,34 @@ import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from cervixnet import analysis
 from cervixnet import metrics as cx_metrics
 from cervixnet.config import AugmentConfig
+from cervixnet.data import imagefile
+from cervixnet.data.letterbox import unfit_probabilities
 from cervixnet.data.manifest import Manifest
 from cervixnet.data.pipeline import make_dataset
+from cervixnet.ensemble import PostprocessingChoice, Run, apply_postprocessing, predict_members
 from cervixnet.fileio import atomic_path
 
 
+def model_run(model: keras.Model) -> Run:
+    """``model`` as an ensemble :data:`~cervixnet.ensemble.Run`: images ->
+    (mask probabilities ``(N, H, W, 1)``, p(label) ``(N,)`` or ``None``), float32."""
+    joint = len(model.outputs) == 2
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = model(images, training=False)
+        mask = keras.ops.convert_to_numpy(outputs[0] if joint else outputs).astype(np.float32)
+        if not joint:
+            return mask, None
+        return mask, keras.ops.convert_to_numpy(outputs[1])[:, 0].astype(np.float32)
+
+    return run
+
+
 def predict_records(
-    model: keras.Model,
+    model: keras.Model | Sequence[keras.Model],
     manifest: Manifest,
     indices: Sequence[int],
     *,
@@ -38,19 +58,26 @@ def predict_records(
     augment: AugmentConfig | None = None,
     seed: int = 0,
     keep_images: bool = False,
+    tta: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Runs ``model`` over records and returns arrays aligned with ``indices``.
+    """Runs ``model`` (or an ensemble of models) over records; arrays aligned with ``indices``.
 
     ``copies`` flags positions that are augmented copies (the paper's balanced evaluation,
     ``cervixnet.data.balance``): those images get ``augment``'s transforms with ``seed``, the
-    others are used as they are.
+    others are used as they are. With several models, or ``tta`` (a left-right flipped pass
+    of each model, flipped back), the members' probabilities are averaged
+    (``cervixnet.ensemble.predict_members``).
 
     Returns:
-        ``mask_true`` (N, H, W) in {0, 1}, ``has_mask`` (N,), ``mask_prob`` (N, H, W),
-        ``label`` (N,) with NaN where unknown, for a joint model ``probability`` (N,), and
-        with ``keep_images`` the network inputs ``images`` (N, H, W, C).
+        ``mask_true`` (N, H, W) in {0, 1} at the input size, ``has_mask`` (N,), ``mask_prob``
+        (N, H, W), ``mask_std`` (N, H, W) the spread over members (0 for one), ``uncertainty``
+        (N,) (``MemberPredictions.uncertainty_scores``), ``label`` (N,) with NaN where
+        unknown, for a joint model ``probability`` (N,), and with ``keep_images`` the network
+        inputs ``images`` (N, H, W, C).
     """
-    joint = len(model.outputs) == 2
+    members = [model] if isinstance(model, keras.Model) else list(model)
+    joint = len(members[0].outputs) == 2
+    runs = [model_run(m) for m in members]
     dataset = make_dataset(
         manifest,
         indices,
@@ -63,45 +90,126 @@ def predict_records(
         augment=augment,
         seed=seed,
     )
-    masks, has_mask, labels, has_label, mask_prob, probability = [], [], [], [], [], []
-    inputs = []
+    parts: dict[str, list[np.ndarray]] = {
+        name: []
+        for name in ("mask_true", "has_mask", "label", "has_label", "mask_prob", "mask_std")
+    }
+    parts.update(uncertainty=[], probability=[], images=[])
     for images, (mask, label), (mask_weight, label_weight) in dataset:
+        images = np.asarray(images)
         if keep_images:
-            inputs.append(np.asarray(images))
-        outputs = model(images, training=False)
-        mask_out = outputs[0] if joint else outputs
-        masks.append(np.asarray(mask)[..., 0])
-        has_mask.append(np.asarray(mask_weight))
-        labels.append(np.asarray(label)[:, 0])
-        has_label.append(np.asarray(label_weight))
-        mask_prob.append(keras.ops.convert_to_numpy(mask_out)[..., 0].astype(np.float32))
+            parts["images"].append(images)
+        predicted = predict_members(runs, images, horizontal_flip=tta, batch_size=len(images))
+        parts["mask_true"].append(np.asarray(mask)[..., 0])
+        parts["has_mask"].append(np.asarray(mask_weight))
+        parts["label"].append(np.asarray(label)[:, 0])
+        parts["has_label"].append(np.asarray(label_weight))
+        parts["mask_prob"].append(predicted.mean_mask())
+        parts["mask_std"].append(predicted.std_mask())
+        parts["uncertainty"].append(predicted.uncertainty_scores())
         if joint:
-            probability.append(keras.ops.convert_to_numpy(outputs[1])[:, 0].astype(np.float32))
+            parts["probability"].append(predicted.mean_probability())
+    joined = {name: np.concatenate(values) for name, values in parts.items() if values}
     result = {
-        "mask_true": np.concatenate(masks),
-        "has_mask": np.concatenate(has_mask) > 0,
-        "mask_prob": np.concatenate(mask_prob),
-        "label": np.where(np.concatenate(has_label) > 0, np.concatenate(labels), np.nan),
+        "mask_true": joined["mask_true"],
+        "has_mask": joined["has_mask"] > 0,
+        "mask_prob": joined["mask_prob"],
+        "mask_std": joined["mask_std"],
+        "uncertainty": joined["uncertainty"],
+        "label": np.where(joined["has_label"] > 0, joined["label"], np.nan),
     }
     if joint:
-        result["probability"] = np.concatenate(probability)
+        result["probability"] = joined["probability"]
     if keep_images:
-        result["images"] = np.concatenate(inputs)
+        result["images"] = joined["images"]
     return result
+
+
+# Per-image segmentation scores, in the order of the report's tables.
+SEGMENTATION_SCORES = ("iou", "dice", "hd95", "assd")
+
+
+def source_size_pairs(
+    manifest: Manifest,
+    indices: Sequence[int],
+    mask_prob: np.ndarray,
+    resize: str = "letterbox",
+) -> list[tuple[np.ndarray | None, np.ndarray]]:
+    """Per record, ``(true mask, predicted probabilities)`` at the scan's own size.
+
+    The probabilities ``mask_prob`` ``(N, H, W)`` at the network's input size are cropped to
+    the letterbox's content and resized bilinearly to the scan
+    (``cervixnet.data.letterbox.unfit_probabilities``); the truth is the prepared copy's
+    ``native_mask``. A record without one (no mask, or a copy prepared before native masks
+    were kept) is paired at the input size with its prepared mask, or ``None``.
+    """
+    pairs = []
+    for k, index in enumerate(indices):
+        record = manifest.records[index]
+        native = record.extra.get("native_mask")
+        if native:
+            truth = imagefile.mask_values(imagefile.read_image(manifest.root / native)) > 0
+            prob = unfit_probabilities(mask_prob[k], truth.shape, resize)
+            pairs.append((truth, prob))
+        elif record.mask is not None:
+            truth = imagefile.mask_values(imagefile.read_image(record.mask)) > 0
+            pairs.append((truth, np.asarray(mask_prob[k], np.float32)))
+        else:
+            pairs.append((None, np.asarray(mask_prob[k], np.float32)))
+    return pairs
+
+
+def segmentation_scores(
+    pairs: Sequence[tuple[np.ndarray | None, np.ndarray]],
+    postprocessing: PostprocessingChoice | None = None,
+    threshold: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """IoU, Dice, HD95 and ASSD of every ``(truth, probabilities)`` pair (``source_size_pairs``).
+
+    The prediction is ``probabilities > threshold``, then ``postprocessing`` (the run's
+    validated largest-component step, ``cervixnet.ensemble``). Distances are in pixels of the
+    pair (the scan's own). Returns ``(N,)`` float64 arrays, NaN where there is no truth (and
+    for the distances where either mask is empty).
+    """
+    scores = {name: np.full(len(pairs), np.nan) for name in SEGMENTATION_SCORES}
+    for k, (truth, prob) in enumerate(pairs):
+        if truth is None:
+            continue
+        prediction = apply_postprocessing(prob > threshold, postprocessing)
+        scores["iou"][k] = cx_metrics.iou_per_image(truth[None], prediction[None])[0]
+        scores["dice"][k] = cx_metrics.dice_per_image(truth[None], prediction[None])[0]
+        scores["hd95"][k], scores["assd"][k] = analysis.surface_distances(truth, prediction)
+    return scores
 
 
 def split_metrics(
     predictions: Mapping[str, np.ndarray],
     risk: Sequence[float | None] | None = None,
     threshold: float = 0.5,
+    scores: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Segmentation and (for a joint model) classification figures for one split."""
+    """Segmentation and (for a joint model) classification figures for one split.
+
+    ``scores``: the per-image :func:`segmentation_scores` at each scan's own size; without
+    them the masks are scored at the network's input size.
+    """
     has_mask = predictions["has_mask"]
     result: dict[str, Any] = {"n_images": len(has_mask)}
-    if has_mask.any():
-        result["segmentation"] = cx_metrics.segmentation_summary(
-            predictions["mask_true"][has_mask], predictions["mask_prob"][has_mask]
-        )
+    if scores is not None and has_mask.any():
+        summary: dict[str, Any] = {"n_images": int(has_mask.sum()), "scored_at": "source size"}
+        for name in SEGMENTATION_SCORES:
+            values = np.asarray(scores[name])[has_mask]
+            finite = values[np.isfinite(values)]
+            summary[f"{name}_mean"] = float(finite.mean()) if finite.size else None
+            summary[f"{name}_std"] = float(finite.std()) if finite.size else None
+        result["segmentation"] = summary
+    elif has_mask.any():
+        result["segmentation"] = {
+            **cx_metrics.segmentation_summary(
+                predictions["mask_true"][has_mask], predictions["mask_prob"][has_mask]
+            ),
+            "scored_at": "input size",
+        }
     if "probability" in predictions:
         labels = predictions["label"]
         known = ~np.isnan(labels)
@@ -126,11 +234,15 @@ def write_predictions(
     path: str | Path,
     manifest: Manifest,
     per_split: Mapping[str, tuple[Sequence[int], Mapping, Sequence[bool]]],
+    scores: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> None:
-    """Writes one CSV row per image: split, image, patient, label, probability, IoU, Dice.
+    """Writes one CSV row per image: split, image, patient, label, probability, IoU, Dice,
+    HD95 and ASSD (pixels of the scan), and the uncertainty score.
 
     ``per_split`` maps a split name to ``(indices, predictions, copies)``; ``copies`` flags
-    augmented copies, written in the ``augmented_copy`` column (1 for a copy).
+    augmented copies, written in the ``augmented_copy`` column (1 for a copy). ``scores``
+    maps a split name to its :func:`segmentation_scores` (at each scan's own size); a split
+    without them is scored at the network's input size (IoU and Dice only).
     """
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
@@ -144,12 +256,24 @@ def write_predictions(
                 "probability",
                 "iou",
                 "dice",
+                "hd95",
+                "assd",
+                "uncertainty",
                 "augmented_copy",
             ]
         )
         for split, (indices, predictions, copies) in per_split.items():
-            iou = cx_metrics.iou_per_image(predictions["mask_true"], predictions["mask_prob"])
-            dice = cx_metrics.dice_per_image(predictions["mask_true"], predictions["mask_prob"])
+            split_scores = (scores or {}).get(split)
+            if split_scores is None:
+                split_scores = {
+                    "iou": cx_metrics.iou_per_image(
+                        predictions["mask_true"], predictions["mask_prob"]
+                    ),
+                    "dice": cx_metrics.dice_per_image(
+                        predictions["mask_true"], predictions["mask_prob"]
+                    ),
+                }
+            uncertainty = predictions.get("uncertainty")
             probability = predictions.get("probability")
             for k, index in enumerate(indices):
                 record = manifest.records[index]
@@ -161,16 +285,27 @@ def write_predictions(
                         record.patient_id,
                         "" if record.label is None else record.label,
                         "" if probability is None else f"{probability[k]:.6f}",
-                        f"{iou[k]:.6f}" if predictions["has_mask"][k] else "",
-                        f"{dice[k]:.6f}" if predictions["has_mask"][k] else "",
+                        *(
+                            _cell(split_scores.get(name), k, predictions["has_mask"][k])
+                            for name in SEGMENTATION_SCORES
+                        ),
+                        "" if uncertainty is None else f"{uncertainty[k]:.6f}",
                         int(bool(copies[k])),
                     ]
                 )
 
 
+def _cell(values: np.ndarray | None, k: int, has_mask: bool) -> str:
+    if values is None or not has_mask or not math.isfinite(values[k]):
+        return ""
+    return f"{values[k]:.6f}"
+
+
 def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
-    """A plain-text table of IoU/Dice (mean ± std) and label figures per split."""
-    columns = ["split", "images", "IoU", "Dice"]
+    """A plain-text table of IoU/Dice (mean ± std), HD95 (pixels of the scans, when scored
+    there) and label figures per split."""
+    distances = any("hd95_mean" in m.get("segmentation", {}) for m in metrics.values())
+    columns = ["split", "images", "IoU", "Dice"] + (["HD95 px"] if distances else [])
     joint = any("classification" in m for m in metrics.values())
     if joint:
         columns += ["AUC", "best AUC", "recall", "precision", "specificity"]
@@ -182,7 +317,7 @@ def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
             str(figures.get("n_images", "")),
             _mean_std(seg.get("iou_mean"), seg.get("iou_std")),
             _mean_std(seg.get("dice_mean"), seg.get("dice_std")),
-        ]
+        ] + ([_mean_std(seg.get("hd95_mean"), seg.get("hd95_std"), 1)] if distances else [])
         if joint:
             cls = figures.get("classification", {})
             row += [
@@ -202,7 +337,7 @@ def _number(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def _mean_std(mean: float | None, std: float | None) -> str:
+def _mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
     if mean is None:
         return "n/a"
-    return f"{mean:.3f} ± {std:.3f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"

@@ -450,6 +450,25 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _model_folder(model_path: str | Path) -> Path:
+    model_path = Path(model_path)
+    return model_path if model_path.is_dir() else model_path.parent
+
+
+def _prediction_settings(loaded: LoadedModel, folder: Path) -> dict[str, Any]:
+    """How ``cervixnet predict`` treats the exported model's output, as it treated the run's:
+    the input's ``resize`` mode, test-time augmentation, and the validated post-processing
+    (``postprocessing.json``; ``None`` when the run chose none)."""
+    from cervixnet.reporting import load_postprocessing
+
+    choice = load_postprocessing(folder)
+    return {
+        "resize": loaded.config.data.resize,
+        "tta": loaded.config.evaluation.tta,
+        "postprocessing": None if choice is None else choice.to_dict(),
+    }
+
+
 def _training_data(folder: Path, config: Config, from_run: bool) -> dict[str, Any]:
     if not from_run:
         return {"run_record": False, "note": "exported from a bare .keras file: no run record"}
@@ -560,6 +579,7 @@ def _metadata(
         ),
         "threshold": spec.threshold if spec.joint else None,
         "threshold_source": loaded.threshold_source if spec.joint else None,
+        **_prediction_settings(loaded, model_file.parent),
         "signatures": signatures,
         "outputs": outputs,
         # Batch norms folded into the convolution before them in the served graph.
@@ -686,6 +706,7 @@ def export_onnx(
             "label_output": spec.joint,
             "threshold": spec.threshold if spec.joint else None,
             "threshold_source": loaded.threshold_source if spec.joint else None,
+            **_prediction_settings(loaded, _model_folder(model_path)),
             "dtype_policy": _dtype_policy(loaded),
             "onnx_outputs": {
                 "mask": onnx_outputs["mask"],

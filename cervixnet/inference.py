@@ -2,7 +2,8 @@
 
 Images are prepared exactly as ``cervixnet data prepare`` prepares training images (caliper
 marks filled by Telea inpainting with the run's ``data.calipers`` settings, grayscale, area or
-bilinear resize to the network's input size, intensities scaled to [0, 1]), so a model sees
+bilinear resize into the network's input size, letterboxed or stretched as ``data.resize``
+says, intensities scaled to [0, 1]), so a model sees
 new images as it saw its training images. Predicted masks are mapped back to each image's own
 size.
 """
@@ -19,7 +20,9 @@ import keras
 import numpy as np
 
 from cervixnet.config import Config, default_config, load_config
-from cervixnet.data.prepare import clean_image, read_image, resize_image
+from cervixnet.data.letterbox import fit_image, unfit_probabilities
+from cervixnet.data.prepare import clean_image, read_image
+from cervixnet.ensemble import PostprocessingChoice, apply_postprocessing, predict_members
 from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
 from cervixnet.model_file import load_keras_model
 
@@ -101,6 +104,7 @@ class Predictor:
         threshold: the label threshold; ``threshold_source`` says where it came from.
         joint: whether the model has the label output.
         run: ``fn(images (N, H, W, C) float32) -> (mask (N, H, W, 1), probability (N,) | None)``.
+        postprocessing: a run folder's validated post-processing (``postprocessing.json``).
     """
 
     kind: str
@@ -109,6 +113,7 @@ class Predictor:
     threshold_source: str
     joint: bool
     run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+    postprocessing: PostprocessingChoice | None = None
 
     def predict(self, images: np.ndarray, batch_size: int = 8):
         """Mask probabilities ``(N, H, W, 1)`` and p(preterm) ``(N,)`` (``None`` if not joint)."""
@@ -144,8 +149,17 @@ def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
             return keras.ops.convert_to_numpy(outputs[0]), keras.ops.convert_to_numpy(outputs[1])
         return keras.ops.convert_to_numpy(outputs), None
 
+    from cervixnet.reporting import load_postprocessing
+
+    folder = path if path.is_dir() else path.parent
     return Predictor(
-        "keras", loaded.config, loaded.threshold, loaded.threshold_source, loaded.joint, run
+        "keras",
+        loaded.config,
+        loaded.threshold,
+        loaded.threshold_source,
+        loaded.joint,
+        run,
+        load_postprocessing(folder),
     )
 
 
@@ -164,7 +178,17 @@ def _config_from_metadata(metadata: dict) -> Config:
         "data.channels": metadata["input"]["channels"],
     }
     overrides.update({f"data.calipers.{key}": value for key, value in calipers.items()})
+    if "resize" in metadata:  # exports of cervixnet versions that letterbox
+        overrides["data.resize"] = metadata["resize"]
+        overrides["evaluation.tta"] = bool(metadata.get("tta"))
+    else:  # earlier exports squashed every scan and predicted once
+        overrides.update({"data.resize": "stretch", "evaluation.tta": False})
     return default_config().replace(overrides)
+
+
+def _postprocessing_from_metadata(metadata: dict) -> PostprocessingChoice | None:
+    choice = metadata.get("postprocessing")
+    return None if choice is None else PostprocessingChoice.from_dict(choice)
 
 
 def _savedmodel_predictor(folder: Path) -> Predictor:
@@ -183,7 +207,15 @@ def _savedmodel_predictor(folder: Path) -> Predictor:
 
     threshold = float(metadata.get("threshold") or 0.5)
     source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
-    return Predictor("savedmodel", _config_from_metadata(metadata), threshold, source, joint, run)
+    return Predictor(
+        "savedmodel",
+        _config_from_metadata(metadata),
+        threshold,
+        source,
+        joint,
+        run,
+        _postprocessing_from_metadata(metadata),
+    )
 
 
 def _onnx_predictor(path: Path) -> Predictor:
@@ -214,7 +246,15 @@ def _onnx_predictor(path: Path) -> Predictor:
 
     threshold = float(metadata.get("threshold") or 0.5)
     source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
-    return Predictor("onnx", _config_from_metadata(metadata), threshold, source, joint, run)
+    return Predictor(
+        "onnx",
+        _config_from_metadata(metadata),
+        threshold,
+        source,
+        joint,
+        run,
+        _postprocessing_from_metadata(metadata),
+    )
 
 
 def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImages:
@@ -227,7 +267,7 @@ def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImage
     inputs, sizes, grays = [], [], []
     for path in paths:
         gray, _ = clean_image(read_image(path), config.data.calipers, name=path)
-        resized = resize_image(gray, (height, width))
+        resized = fit_image(gray, (height, width), config.data.resize)
         scale = 65535.0 if resized.dtype == np.uint16 else 255.0
         image = resized.astype(np.float32)[..., None] / scale
         if config.data.channels == 3:
@@ -250,10 +290,16 @@ def predict_files(
     ``model_path`` is anything :func:`load_predictor` reads: a run folder, a ``.keras`` file,
     a SavedModel export or an ``.onnx`` file; all give the same results within float tolerance.
 
+    The model predicts each image as the run was scored: with ``evaluation.tta`` the plain
+    and the left-right flipped prediction are averaged, and the run's validated
+    post-processing (``postprocessing.json``) is applied.
+
     ``out_dir`` gets ``masks/<name>.png`` (0/255, each image's own size),
-    ``overlays/<name>.png`` (the predicted outline on the image, with p(preterm)) and
-    ``predictions.csv`` (image, width, height, probability, predicted class at the run's
-    operating threshold, threshold, mask area in pixels).
+    ``uncertainty/<name>.png`` (the per-pixel spread of the averaged predictions, 0-255 for
+    0-0.5; black for a model without test-time augmentation), ``overlays/<name>.png`` (the
+    predicted outline on the image, with p(preterm)) and ``predictions.csv`` (image, width,
+    height, probability, predicted class at the run's operating threshold, threshold, mask
+    area in pixels, and an uncertainty score that ranks the images most worth a human look).
 
     Output files are named after each image's file name only (``a/b/scan.png`` ->
     ``scan.png``), so no input path can put a file outside ``out_dir``. ``unsafe`` lets a
@@ -266,16 +312,26 @@ def predict_files(
     check_output_folder(out_dir)
     prepared = prepare_images(images, loaded.config)  # a broken image stops before any output
     out_dir = _new_folder(out_dir)
-    mask_prob, probability = loaded.predict(prepared.inputs)
-    (out_dir / "masks").mkdir()
-    (out_dir / "overlays").mkdir()
+    members = predict_members(
+        [loaded.run], prepared.inputs, horizontal_flip=loaded.config.evaluation.tta
+    )
+    mask_prob, mask_std = members.mean_mask(), members.std_mask()
+    probability = members.mean_probability() if loaded.joint else None
+    uncertainty = members.uncertainty_scores()
+    for folder in ("masks", "overlays", "uncertainty"):
+        (out_dir / folder).mkdir()
     names = _unique_names(images)
+    resize = loaded.config.data.resize
     rows = []
     for k, (path, name) in enumerate(zip(images, names, strict=True)):
         height, width = prepared.sizes[k]
-        full = cv2.resize(mask_prob[k, ..., 0], (width, height), interpolation=cv2.INTER_LINEAR)
-        mask = (full > 0.5).astype(np.uint8)
+        full = unfit_probabilities(mask_prob[k], (height, width), resize)
+        mask = apply_postprocessing(full > 0.5, loaded.postprocessing).astype(np.uint8)
         _write_png(inside_folder(out_dir, f"masks/{name}"), mask * 255)
+        spread = unfit_probabilities(mask_std[k], (height, width), resize)
+        # The spread of probabilities is at most 0.5: 0.5 maps to 255.
+        spread = np.clip(np.rint(spread * 510), 0, 255).astype(np.uint8)
+        _write_png(inside_folder(out_dir, f"uncertainty/{name}"), spread)
         p = None if probability is None else float(probability[k])
         overlay = _outline_overlay(prepared.grays[k], mask, p)
         _write_png(inside_folder(out_dir, f"overlays/{name}"), overlay)
@@ -289,7 +345,9 @@ def predict_files(
                 "threshold": f"{loaded.threshold:.6f}" if p is not None else "",
                 "threshold_source": loaded.threshold_source if p is not None else "",
                 "mask_pixels": int(mask.sum()),
+                "uncertainty": f"{uncertainty[k]:.6f}",
                 "mask": f"masks/{name}",
+                "uncertainty_map": f"uncertainty/{name}",
             }
         )
     table = out_dir / "predictions.csv"

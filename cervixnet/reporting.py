@@ -6,8 +6,9 @@ another data set:
 - the **operating threshold** is chosen on the run's **validation** split (Youden's J by
   default, or a target sensitivity or false positive rate, or a fixed value) and applied
   unchanged to the evaluated split, so the test data cannot move it;
-- segmentation: per-image IoU, Dice and 95th-percentile Hausdorff distance (pixels at the
-  network's input size), mean and standard deviation;
+- segmentation: per-image IoU, Dice, 95th-percentile Hausdorff distance and average
+  symmetric surface distance at each scan's own size (distances in its pixels), with the
+  run's test-time augmentation and validated post-processing, mean and standard deviation;
 - classification: AUC, average precision, recall (sensitivity), precision, specificity,
   false positive rate, F1, accuracy, Brier score and the confusion matrix at that threshold;
 - 95 % confidence intervals for every figure by bootstrap over **patients**;
@@ -36,20 +37,25 @@ import keras
 import numpy as np
 
 from cervixnet import analysis
-from cervixnet import metrics as cx_metrics
 from cervixnet.config import Config, load_config
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits
+from cervixnet.ensemble import PostprocessingChoice
 from cervixnet.errors import ConfigError, DataError, inside_folder
-from cervixnet.evaluation import predict_records
+from cervixnet.evaluation import (
+    SEGMENTATION_SCORES,
+    predict_records,
+    segmentation_scores,
+    source_size_pairs,
+)
 from cervixnet.fileio import atomic_write_text
 from cervixnet.model_file import load_keras_model
 
 EVALUATED_SPLITS = (*SPLIT_NAMES, "all")
 OPERATING_POINT_NAME = "operating_point.json"
 # Figures that get a bootstrap interval, and the table rows they appear in.
-SEGMENTATION_FIGURES = ("iou", "dice", "hd95")
+SEGMENTATION_FIGURES = SEGMENTATION_SCORES
 CLASSIFICATION_FIGURES = (
     "auc",
     "average_precision",
@@ -236,7 +242,9 @@ def evaluate_run(
     predictions = _predict(model, config, manifest, evaluated, keep_images=True)
     patients = np.array([manifest.records[i].patient_id for i in evaluated])
     risk = _float_column(manifest, "risk", evaluated)
-    per_image = per_image_segmentation(predictions)
+    per_image = per_image_segmentation(
+        predictions, manifest, evaluated, config, load_postprocessing(run_dir)
+    )
     report = build_report(
         predictions, patients, choice, risk=risk, n_bootstrap=n_bootstrap, seed=config.seed,
         per_image=per_image,
@@ -281,8 +289,8 @@ def build_report(
 ) -> dict[str, Any]:
     """Figures with patient-bootstrap 95 % intervals from the arrays of ``predict_records``.
 
-    ``per_image`` is :func:`per_image_segmentation` of the same predictions, when already
-    computed.
+    ``per_image`` is :func:`per_image_segmentation` of the same predictions; without it the
+    masks are scored at the network's input size.
 
     Returns:
         ``{"segmentation": {...}, "classification": {...}, "calibration": {...},
@@ -296,11 +304,10 @@ def build_report(
             per_image = per_image_segmentation(predictions)
         per_image = {name: np.asarray(values)[has_mask] for name, values in per_image.items()}
 
-        def segmentation(iou, dice, hd95):
+        def segmentation(*values):
             return {
-                "iou": float(np.mean(iou)),
-                "dice": float(np.mean(dice)),
-                "hd95": float(np.nanmean(hd95)) if np.isfinite(hd95).any() else math.nan,
+                name: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+                for name, v in zip(SEGMENTATION_FIGURES, values, strict=True)
             }
 
         point = segmentation(*per_image.values())
@@ -352,14 +359,40 @@ def build_report(
     return report
 
 
-def per_image_segmentation(predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """IoU, Dice and HD95 (pixels) of every image, ``(N,)`` each (meaningless without a mask)."""
+def per_image_segmentation(
+    predictions: Mapping[str, np.ndarray],
+    manifest: Manifest | None = None,
+    indices: Sequence[int] | None = None,
+    config: Config | None = None,
+    postprocessing: PostprocessingChoice | None = None,
+) -> dict[str, np.ndarray]:
+    """IoU, Dice, HD95 and ASSD of every image, ``(N,)`` each (NaN without a mask).
+
+    With the ``manifest``, ``indices`` and ``config`` the predictions were made from, each
+    mask is scored at its scan's own size (``cervixnet.evaluation.segmentation_scores``,
+    distances in the scan's pixels) after ``postprocessing``; without them, at the network's
+    input size.
+    """
+    if manifest is not None and indices is not None and config is not None:
+        pairs = source_size_pairs(manifest, indices, predictions["mask_prob"], config.data.resize)
+        return segmentation_scores(pairs, postprocessing)
     truth, prob = predictions["mask_true"], predictions["mask_prob"]
-    return {
-        "iou": cx_metrics.iou_per_image(truth, prob),
-        "dice": cx_metrics.dice_per_image(truth, prob),
-        "hd95": analysis.hausdorff95_per_image(truth, prob),
-    }
+    pairs = [(t > 0.5, p) for t, p in zip(truth, prob, strict=True)]
+    scores = segmentation_scores(pairs)
+    return {name: np.where(predictions["has_mask"], v, np.nan) for name, v in scores.items()}
+
+
+def load_postprocessing(run_dir: str | Path) -> PostprocessingChoice | None:
+    """The run's validated post-processing (``postprocessing.json``), or ``None``."""
+    from cervixnet.training.train import POSTPROCESSING_NAME
+
+    path = Path(run_dir) / POSTPROCESSING_NAME
+    if not path.is_file():
+        return None
+    try:
+        return PostprocessingChoice.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: not a post-processing choice ({error})") from None
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -377,13 +410,18 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines += [
             "## Segmentation",
             "",
-            f"Per image at the network's input size, over {segmentation['n_images']} images "
-            "with a mask.",
+            f"Per image at each scan's own size, over {segmentation['n_images']} images "
+            "with a mask; distances in the scan's pixels.",
             "",
             "| figure | mean ± std | 95 % CI |",
             "|---|---|---|",
         ]
-        names = {"iou": "IoU", "dice": "Dice", "hd95": "Hausdorff 95 % (pixels)"}
+        names = {
+            "iou": "IoU",
+            "dice": "Dice",
+            "hd95": "Hausdorff 95 % (pixels)",
+            "assd": "Average symmetric surface distance (pixels)",
+        }
         for key in SEGMENTATION_FIGURES:
             f = segmentation[key]
             lines.append(f"| {names[key]} | {_num(f['value'])} ± {_num(f.get('std'))} | {_ci(f)} |")
@@ -440,7 +478,8 @@ def format_tables(report: Mapping[str, Any]) -> str:
     """Plain-text tables for the terminal."""
     rows = [["figure", "value", "95 % CI"]]
     segmentation = report.get("segmentation", {})
-    for key, name in (("iou", "IoU"), ("dice", "Dice"), ("hd95", "HD95 (px)")):
+    names = (("iou", "IoU"), ("dice", "Dice"), ("hd95", "HD95 (px)"), ("assd", "ASSD (px)"))
+    for key, name in names:
         if key in segmentation:
             f = segmentation[key]
             rows.append([name, f"{_num(f['value'])} ± {_num(f.get('std'))}", _ci(f)])
@@ -517,6 +556,7 @@ def _predict(
         channels=config.data.channels,
         batch_size=config.training.batch_size,
         keep_images=keep_images,
+        tta=config.evaluation.tta,
     )
 
 
@@ -565,14 +605,14 @@ def _write_outputs(
         files.append(path)
 
     has_mask = predictions["has_mask"]
-    iou, dice, hd95 = per_image["iou"], per_image["dice"], per_image["hd95"]
+    iou = per_image["iou"]
     probability = predictions.get("probability")
     threshold = choice.threshold if choice is not None else None
     with (out_dir / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["image", "source_image", "patient_id", "label", "probability", "predicted_class",
-             "iou", "dice", "hd95"]
+             *SEGMENTATION_FIGURES, "uncertainty"]
         )  # fmt: skip
         for k, index in enumerate(indices):
             record = manifest.records[index]
@@ -584,9 +624,13 @@ def _write_outputs(
                     "" if record.label is None else record.label,
                     "" if probability is None else f"{probability[k]:.6f}",
                     "" if probability is None else int(probability[k] >= threshold),
-                    f"{iou[k]:.6f}" if has_mask[k] else "",
-                    f"{dice[k]:.6f}" if has_mask[k] else "",
-                    f"{hd95[k]:.3f}" if has_mask[k] and math.isfinite(hd95[k]) else "",
+                    *(
+                        f"{per_image[name][k]:.6f}"
+                        if has_mask[k] and math.isfinite(per_image[name][k])
+                        else ""
+                        for name in SEGMENTATION_FIGURES
+                    ),
+                    f"{predictions['uncertainty'][k]:.6f}",
                 ]
             )
     files.append(out_dir / "predictions.csv")

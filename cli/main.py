@@ -57,8 +57,34 @@ _unsafe_option = click.option(
 )
 
 _epochs_option = click.option(
-    "--epochs", type=click.IntRange(min=1), default=None, help="Override training.epochs."
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Passes over the training split (training.epochs); wins over --steps and the plan.",
 )
+_steps_option = click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Optimizer steps in all (training.steps), rounded up to whole passes "
+    "[default: planned to fill the budget].",
+)
+_budget_option = click.option(
+    "--budget-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Training time the plan fills with steps (training.budget_minutes) "
+    "[default: 5 on a CPU, 30 on a GPU].",
+)
+
+
+def _training_overrides(epochs, steps, budget_minutes, batch_size) -> dict:
+    return {
+        "training.epochs": epochs,
+        "training.steps": steps,
+        "training.budget_minutes": budget_minutes,
+        "training.batch_size": batch_size,
+    }
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,8 +116,13 @@ def main() -> None:
     help="Run folder to create [default: runs/<arch>-<date>-<time>].",
 )
 @_epochs_option
+@_steps_option
+@_budget_option
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Override training.batch_size."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The global batch (training.batch_size) [default: planned].",
 )
 @click.option("--seed", type=int, default=None, help="Override seed (split, shuffling, init).")
 @click.option(
@@ -123,6 +154,8 @@ def train(
     data,
     out,
     epochs,
+    steps,
+    budget_minutes,
     batch_size,
     seed,
     folds,
@@ -131,6 +164,10 @@ def train(
     cache_dir,
 ) -> None:
     """Train a network and write a run folder.
+
+    Settings left `auto` in the config (input size, width, depth, batch size, steps) are
+    first planned from the data and this device, as `cervixnet plan` prints them; the plan
+    and its reasons head the run's config.yaml. A value you set wins.
 
     DATA may be a raw data folder (prepared once into the cache: calipers removed, masks
     built from Bézier points, resized) or a folder written by `cervixnet data prepare`.
@@ -155,6 +192,8 @@ def train(
             "--data": data,
             "--out": out,
             "--epochs": epochs,
+            "--steps": steps,
+            "--budget-minutes": budget_minutes,
             "--batch-size": batch_size,
             "--seed": seed,
             "--folds": folds,
@@ -178,8 +217,7 @@ def train(
         overrides={
             "arch": arch,
             "data.path": str(data) if data is not None else None,
-            "training.epochs": epochs,
-            "training.batch_size": batch_size,
+            **_training_overrides(epochs, steps, budget_minutes, batch_size),
             "seed": seed,
             "data.splits_file": str(splits_file) if splits_file is not None else None,
         },
@@ -197,6 +235,69 @@ def train(
     click.echo("")
     click.echo(format_table(result.metrics["splits"]))
     click.echo(f"\nRun folder: {result.run_dir}  ({result.seconds / 60:.1f} min)")
+
+
+@main.command()
+@click.argument("data", required=False, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--arch",
+    type=click.Choice(ARCHITECTURES),
+    default=None,
+    help="Network to plan for [default: from the config, unet-joint].",
+)
+@_config_option("YAML config merged over the defaults, or a shipped config name: default, paper.")
+@_epochs_option
+@_steps_option
+@_budget_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The global batch (training.batch_size) [default: planned].",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the planned configuration, with the reasons, to this YAML file "
+    "(train with it: cervixnet train --config FILE).",
+)
+@_cache_dir_option()
+@_user_errors
+def plan(data, arch, config_path, epochs, steps, budget_minutes, batch_size, out, cache_dir):
+    """Plan a run from a data set's fingerprint and this device, and print why.
+
+    DATA is a data folder with manifest.csv (or the manifest) [default: the built-in
+    synthetic set]. The fingerprint: image sizes and aspect ratios, pixel spacing, how much
+    of each image the mask covers, the label balance, images and patients. Every setting left
+    `auto` is then decided: an input size that keeps the median aspect ratio (long side up to
+    192 on a CPU, 512 on a GPU), the network's width and depth, the batch size that fits the
+    device's memory, and as many optimizer steps as fit 90 % of the time budget, timed on a
+    few real training steps here (budget: 5 minutes on a CPU, 30 on a GPU, or
+    --budget-minutes). `cervixnet train` makes the same plan. A value you set wins.
+    """
+    from cervixnet.config import load_config, save_config
+    from cervixnet.data.fingerprint import fingerprint
+    from cervixnet.data.sources import resolve_data
+    from cervixnet.training.plan import make_plan, this_device
+
+    config = load_config(
+        config_path,
+        overrides={
+            "arch": arch,
+            "data.path": str(data) if data is not None else None,
+            **_training_overrides(epochs, steps, budget_minutes, batch_size),
+        },
+    )
+    if out is not None and out.exists():
+        raise click.UsageError(f"--out {out}: exists; choose a new file so nothing is overwritten")
+    source = resolve_data(config, cache_dir)
+    made = make_plan(config, fingerprint(source), this_device())
+    click.echo(made.format())
+    if out is not None:
+        planned = made.apply(config).replace({"data.path": str(source.parent)})
+        save_config(planned, out, comment=made.comment())
+        click.echo(f"Planned configuration: {out}")
 
 
 @main.command()
@@ -520,9 +621,11 @@ def prepare(manifest, out, config_path, seed) -> None:
     from cervixnet.config import load_config
     from cervixnet.data.manifest import resolve_manifest_path
     from cervixnet.data.prepare import prepare as prepare_data
+    from cervixnet.training.plan import plan_run
 
     config = load_config(config_path, overrides={"seed": seed})
     source = resolve_manifest_path(manifest)
+    config, _ = plan_run(config, source, keys=("data.image_size",))
     with source.open(encoding="utf-8-sig", errors="replace") as handle:
         rows = max(0, sum(1 for _ in handle) - 1)
     with click.progressbar(

@@ -276,7 +276,9 @@ CONFIGS = {
     "loss-alpha-2": ("loss:\n  alpha: 2\n", "'loss.alpha' must be a number in [0, 1]"),
     "image-size-one-value": ("data:\n  image_size: [32]\n", "a list of 2 values"),
     "image-size-not-divisible": (
-        "data:\n  image_size: [30, 30]\n", "must be divisible by 16",
+        "data:\n  image_size: [30, 30]\nmodel:\n  unet:\n    depth: 4\n"
+        "  unet-joint:\n    depth: 4\n",
+        "must be divisible by 16",
     ),
     "split-not-summing-to-1": ("data:\n  split: [0.5, 0.5, 0.5]\n", "summing to 1"),
     "channels-2": ("data:\n  channels: 2\n", "'data.channels' must be 1 (grayscale) or 3"),

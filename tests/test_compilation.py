@@ -72,8 +72,9 @@ def test_the_median_width_is_where_half_the_convolution_flops_are() -> None:
 @pytest.mark.parametrize(("base_filters", "width"), [(8, 32), (16, 64), (32, 128), (64, 256)])
 def test_the_joint_unets_width_follows_its_base_filters(base_filters: int, width: int) -> None:
     config = load_config(None).replace(
-        {"data.image_size": [32, 32], "model.base_filters": base_filters}
-    )
+        {"data.image_size": [32, 32], "model.base_filters": base_filters,
+         "model.unet-joint.depth": 4}
+    )  # fmt: skip
     assert median_convolution_width(build_model(config)) == width
 
 
@@ -104,7 +105,9 @@ def test_cpu_flags_are_the_first_flags_line() -> None:
 
 
 def test_the_default_config_is_auto_and_leaves_a_small_model_uncompiled() -> None:
-    config = load_config(None).replace({"data.image_size": [32, 32], "model.base_filters": 4})
+    config = load_config(None).replace(
+        {"data.image_size": [32, 32], "model.base_filters": 4, "training.epochs": 1}
+    )
     assert config.training.jit_compile == "auto"
     model = build_model(config)
     compile_model(model, config, positive_weight=1.0)

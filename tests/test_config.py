@@ -21,6 +21,11 @@ def test_shipped_configs_load():
     assert paper.training.learning_rate == pytest.approx(1e-4)
     assert paper.training.weight_decay == pytest.approx(5e-4)
     assert (paper.loss.alpha, paper.loss.beta) == (0.5, 0.8)
+    # The plain recipe fixes everything the plan would decide, for either U-Net.
+    from cervixnet.training.plan import auto_keys
+
+    for arch in ("unet", "unet-joint"):
+        assert auto_keys(load_config("plain", overrides={"arch": arch})) == []
 
 
 def test_user_file_merges_over_defaults(tmp_path: Path):
@@ -61,8 +66,14 @@ def test_scientific_notation_strings_are_numbers(tmp_path: Path):
             "training:\n  epoch: 2\n",
             "unknown key 'training.epoch' (did you mean 'training.epochs'?)",
         ),
-        ("training:\n  epochs: two\n", "'training.epochs' must be an integer. Received: 'two'"),
-        ("training:\n  epochs: 0\n", "'training.epochs' must be an integer >= 1. Received: 0"),
+        (
+            "training:\n  epochs: two\n",
+            "'training.epochs' must be an integer or null. Received: 'two'",
+        ),
+        (
+            "training:\n  epochs: 0\n",
+            "'training.epochs' must be an integer >= 1 or null. Received: 0",
+        ),
         ("loss:\n  alpha: 1.7\n", "'loss.alpha' must be a number in [0, 1]. Received: 1.7"),
         ("arch: resnet\n", "'arch' must be one of unet, fcn, deeplabv3, unet-joint"),
         ("data:\n  image_size: 128\n", "'data.image_size' must be a list of 2 values"),

@@ -144,7 +144,12 @@ def test_a_worker_that_is_not_the_chief_writes_to_a_temporary_folder(tmp_path: P
 @pytest.mark.parametrize(("scaling", "expected"), [("none", 1e-3), ("linear", 4e-3)])
 def test_learning_rate_scales_with_the_replicas(scaling, expected):
     config = load_config(
-        overrides={"training.scale_learning_rate": scaling, "training.lr_schedule": "constant"}
+        overrides={
+            "training.scale_learning_rate": scaling,
+            "training.lr_schedule": "constant",
+            "training.epochs": 1,
+            "training.warmup_fraction": 0.0,  # so that the schedule starts at the peak
+        }
     )
     assert learning_rate(config, steps_per_epoch=10, replicas=4) == pytest.approx(expected)
     cosine = learning_rate(config.replace({"training.lr_schedule": "cosine"}), 10, replicas=4)

@@ -47,3 +47,70 @@ def test_format_table_lists_splits_and_columns():
     assert header.split()[:4] == ["split", "images", "IoU", "Dice"]
     assert "best AUC" in header and set(rule) <= {"-", " "}
     assert row.startswith("test") and "±" in row and "1.000" in row
+
+
+# Scores at each scan's own size, on a data set of non-square scans of two shapes.
+
+
+def _prepared(tmp_path, resize: str):
+    from cervixnet.config import load_config
+    from cervixnet.data.manifest import read_manifest
+    from cervixnet.data.prepare import prepare
+    from tests.conftest import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data", n_patients=3)  # 48 x 64 and 56 x 64 scans
+    config = load_config(overrides={"data.image_size": [32, 32], "data.resize": resize})
+    return read_manifest(prepare(tmp_path / "data", tmp_path / f"prepared-{resize}", config))
+
+
+def test_masks_are_scored_at_each_scans_own_size(tmp_path):
+    import cv2
+
+    from cervixnet.evaluation import segmentation_scores, source_size_pairs
+
+    manifest = _prepared(tmp_path, "letterbox")
+    indices = list(range(len(manifest.records)))
+    # The prepared masks themselves as predictions: what a perfect network would output.
+    fitted = np.stack(
+        [cv2.imread(str(r.mask), cv2.IMREAD_GRAYSCALE) / 255.0 for r in manifest.records]
+    ).astype(np.float32)
+    pairs = source_size_pairs(manifest, indices, fitted, "letterbox")
+    for (truth, prob), record in zip(pairs, manifest.records, strict=True):
+        width, height = (int(v) for v in record.extra["source_size"].split("x"))
+        assert truth.shape == prob.shape == (height, width)  # the scan's, not 32 x 32
+    scores = segmentation_scores(pairs)
+    # Only the round trip through the 32 x 32 input costs anything: the outline moves by
+    # about a source pixel (48 / 32 = 1.5 source pixels an input pixel, a 14 x 8 ellipse).
+    assert 0.8 < scores["iou"].min() < 1.0
+    assert np.all(scores["hd95"] <= 3.0) and np.all(scores["assd"] < 1.5)
+    # Scored at the input size instead, the same predictions are perfect: a different figure.
+    at_input = segmentation_scores([(t > 0.5, t) for t in fitted])
+    np.testing.assert_array_equal(at_input["iou"], 1.0)
+
+
+def test_the_letterbox_keeps_the_scans_shape_and_stretch_does_not(tmp_path):
+    import cv2
+
+    letterbox = _prepared(tmp_path, "letterbox")
+    stretch = _prepared(tmp_path, "stretch")
+    record = letterbox.records[0]  # a 48 x 64 scan into 32 x 32: 24 x 32 content, 4 rows pad
+    image = cv2.imread(str(record.image), cv2.IMREAD_GRAYSCALE)
+    assert image.shape == (32, 32)
+    assert not image[:4].any() and not image[-4:].any() and image[4:28].any()
+    squashed = cv2.imread(str(stretch.records[0].image), cv2.IMREAD_GRAYSCALE)
+    assert squashed[:4].any()
+
+
+def test_split_metrics_reports_the_source_size_scores():
+    predictions = _predictions()
+    scores = {
+        "iou": np.array([0.9, 0.8, 1.0, 0.7, 0.6, np.nan]),
+        "dice": np.array([0.95, 0.9, 1.0, 0.8, 0.75, np.nan]),
+        "hd95": np.array([1.0, 2.0, np.nan, 3.0, 4.0, np.nan]),
+        "assd": np.array([0.5, 1.0, np.nan, 1.5, 2.0, np.nan]),
+    }
+    segmentation = split_metrics(predictions, scores=scores)["segmentation"]
+    assert segmentation["scored_at"] == "source size"
+    assert segmentation["iou_mean"] == np.mean([0.9, 0.8, 1.0, 0.7, 0.6])
+    assert segmentation["hd95_mean"] == np.mean([1.0, 2.0, 3.0, 4.0])  # NaN: an empty mask
+    assert "HD95 px" in format_table({"test": {"n_images": 6, "segmentation": segmentation}})

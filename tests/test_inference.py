@@ -9,6 +9,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from cervixnet.cli.main import main
+from cervixnet.ensemble import predict_members
+from cervixnet.evaluation import model_run
 from cervixnet.inference import load_model, prepare_images
 
 
@@ -47,6 +49,9 @@ def test_predict_writes_masks_of_each_images_own_size(tiny_run: Path, tmp_path: 
         assert float(row["threshold"]) == round(saved["threshold"], 6)
         assert int(row["predicted_class"]) == int(probability >= saved["threshold"])
         assert int(row["mask_pixels"]) == int((mask > 0).sum())
+        spread = cv2.imread(str(out / row["uncertainty_map"]), cv2.IMREAD_UNCHANGED)
+        assert spread.shape == (height, width) and spread.dtype == np.uint8
+        assert 0 <= float(row["uncertainty"]) <= 0.5
 
 
 def test_new_images_are_prepared_exactly_as_training_images(tiny_run: Path):
@@ -59,8 +64,12 @@ def test_new_images_are_prepared_exactly_as_training_images(tiny_run: Path):
     prepared = prepare_images([source / first["source_image"]], loaded.config)
     stored = cv2.imread(str(data / first["image"]), cv2.IMREAD_UNCHANGED)
     np.testing.assert_allclose(prepared.inputs[0, ..., 0], stored / 255.0, atol=1e-6)
-    probability = loaded.model.predict(prepared.inputs, verbose=0)[1][0, 0]
-    assert abs(probability - float(first["probability"])) < 1e-4
+    # Scored as the run predicts: the plain and the flipped prediction averaged.
+    members = predict_members(
+        [model_run(loaded.model)], prepared.inputs, horizontal_flip=loaded.config.evaluation.tta
+    )
+    assert len(members.masks) == 2
+    assert abs(members.mean_probability()[0] - float(first["probability"])) < 1e-4
 
 
 def test_gradcam_writes_one_overlay_per_input(tiny_run: Path, tmp_path: Path):

@@ -59,6 +59,7 @@ def _tiny_config(precision: str, *, base_filters: int = 4, size: int = 32):
             "model.base_filters": base_filters,
             "model.unet-joint.depth": 2,
             "training.precision": precision,
+            "training.epochs": 1,
         }
     )
 

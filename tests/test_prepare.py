@@ -11,6 +11,7 @@ import pytest
 
 from cervixnet.config import load_config
 from cervixnet.data import bezier
+from cervixnet.data.letterbox import fit_image, letterbox_geometry
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.prepare import (
     fuse_masks,
@@ -81,7 +82,7 @@ def test_synthetic_calipers_are_gone_and_filled_close_to_the_clean_image(
         marked_error = np.abs(cv2.cvtColor(raw, cv2.COLOR_BGR2GRAY).astype(int) - clean)[pure]
         assert filled_error < 25 and filled_error < 0.6 * marked_error.mean()
         # The prepared (resized) image is the clean image resized, up to a gray level or two.
-        clean_small = cv2.resize(clean, SIZE[::-1], interpolation=cv2.INTER_AREA).astype(int)
+        clean_small = fit_image(clean, SIZE).astype(int)  # letterboxed: area, zero padding
         assert np.abs(image.astype(int) - clean_small).mean() < 1.0
         assert np.abs(image.astype(int) - clean_small).max() < 40
         checked += 1
@@ -265,9 +266,14 @@ def test_image_formats_depths_channels_and_paths(tmp_path: Path):
         assert set(np.unique(mask)) == {0, 255}
         stored = read_image(data / "images" / name)  # JPEG is lossy: compare with what it holds
         plain = stored if stored.ndim == 2 else cv2.cvtColor(stored[..., :3], cv2.COLOR_BGR2GRAY)
-        # Documented: area interpolation when shrinking, bilinear when enlarging (30 x 30).
-        method = cv2.INTER_AREA if height * width > 32 * 32 else cv2.INTER_LINEAR
-        expected = cv2.resize(plain, (32, 32), interpolation=method)
+        # Documented: letterboxed, area interpolation when shrinking, bilinear when enlarging.
+        box = letterbox_geometry((height, width), (32, 32))
+        method = cv2.INTER_AREA if box.scale < 1 else cv2.INTER_LINEAR
+        (content_h, content_w), top, left = box.content_size, box.top, box.left
+        expected = np.zeros((32, 32), plain.dtype)
+        expected[top : top + content_h, left : left + content_w] = cv2.resize(
+            plain, (content_w, content_h), interpolation=method
+        )
         tolerance = 1 if array.dtype == np.uint8 else 256
         assert np.abs(image.astype(int) - expected.astype(int)).max() <= tolerance
 

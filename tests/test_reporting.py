@@ -69,7 +69,9 @@ def test_figures_agree_with_scikit_learn(evaluated: Path, tiny_run: Path):
     tp = int(((predicted == 1) & (labels == 1)).sum())
     assert report["classification"]["confusion_matrix"]["tp"] == tp
     # Per-image IoU against scikit-learn's Jaccard score on the same masks.
-    from cervixnet.evaluation import predict_records
+    from cervixnet.ensemble import apply_postprocessing
+    from cervixnet.evaluation import predict_records, source_size_pairs
+    from cervixnet.reporting import load_postprocessing
 
     config = load_config(tiny_run / "config.yaml")
     import keras
@@ -78,12 +80,16 @@ def test_figures_agree_with_scikit_learn(evaluated: Path, tiny_run: Path):
     manifest = read_manifest(report["data"])
     test = Splits.load(tiny_run / "splits.json").indices(manifest)["test"]
     predictions = predict_records(
-        model, manifest, test, image_size=config.data.image_size, channels=1
+        model, manifest, test, image_size=config.data.image_size, channels=1, tta=True
     )
-    for k, row in enumerate(rows):
-        truth = predictions["mask_true"][k].ravel() > 0.5
-        guess = predictions["mask_prob"][k].ravel() > 0.5
-        assert float(row["iou"]) == pytest.approx(jaccard_score(truth, guess), abs=1e-5)
+    # Scored at each scan's own size, with the run's post-processing.
+    pairs = source_size_pairs(manifest, test, predictions["mask_prob"], config.data.resize)
+    choice = load_postprocessing(tiny_run)
+    for (truth, prob), row in zip(pairs, rows, strict=True):
+        guess = apply_postprocessing(prob > 0.5, choice)
+        assert truth.shape == guess.shape != tuple(config.data.image_size)
+        score = jaccard_score(truth.ravel(), guess.ravel())
+        assert float(row["iou"]) == pytest.approx(score, abs=1e-5)
     ious = np.array([float(r["iou"]) for r in rows])
     assert report["segmentation"]["iou"]["value"] == pytest.approx(ious.mean(), abs=1e-5)
 

@@ -8,10 +8,12 @@
 3. builds the mask: the ``mask`` file when the row has one, otherwise the ``bezier`` control
    points of each annotator rasterised (:mod:`cervixnet.data.bezier`) and fused by majority
    vote, union or intersection, recording the annotators' mean pairwise IoU,
-4. resizes image (area interpolation when shrinking, bilinear when enlarging) and mask
-   (nearest neighbour) to ``data.image_size``,
+4. fits image (area interpolation when shrinking, bilinear when enlarging) and mask
+   (nearest neighbour) into ``data.image_size``: letterboxed (aspect ratio kept, zero padding)
+   or stretched, as ``data.resize`` says (:mod:`cervixnet.data.letterbox`),
 
-and writes ``images/``, ``masks/``, ``manifest.csv`` (the source's columns plus what was done
+and writes ``images/``, ``masks/``, ``native_masks/`` (each mask at its scan's own size, which
+segmentation is scored against), ``manifest.csv`` (the source's columns plus what was done
 to each row), ``splits.json`` (the patient-level split a run with the same seed makes),
 ``report.json`` and ``report.md`` (counts per class, site and split, filled pixels and
 inter-annotator agreement) and ``prepared.json`` (the settings, for reuse checks).
@@ -40,11 +42,12 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from cervixnet.config import AnnotationConfig, CaliperConfig, Config
+from cervixnet.config import AUTO, AnnotationConfig, CaliperConfig, Config
 from cervixnet.data import bezier, imagefile
 from cervixnet.data.calipers import CaliperSpec, remove_calipers
+from cervixnet.data.letterbox import fit_image, letterbox_geometry
 from cervixnet.data.manifest import MANIFEST_NAME, REQUIRED_COLUMNS, Manifest, Record, read_manifest
-from cervixnet.errors import DataError, check_output_folder, inside_folder
+from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
 
 if TYPE_CHECKING:
     from cervixnet.data.splits import Splits
@@ -52,13 +55,14 @@ if TYPE_CHECKING:
 PREPARED_INFO_NAME = "prepared.json"
 # Bumped whenever prepare writes different pixels for the same input and settings, so that
 # cached prepared copies (cervixnet.data.sources) are rebuilt.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 FUSIONS = ("majority", "union", "intersection")
 # Columns prepare adds to the manifest, after the source's own.
 ADDED_COLUMNS = (
     "source_image",
     "source_row",
     "source_size",
+    "native_mask",
     "mask_source",
     "annotators",
     "inter_annotator_iou",
@@ -71,24 +75,30 @@ class PreparedRow:
     """What :func:`prepare_record` made of one manifest row.
 
     Attributes:
-        image: grayscale ``(height, width)`` uint8 or uint16, calipers filled, resized.
+        image: grayscale ``(height, width)`` uint8 or uint16, calipers filled, fitted into the
+            network's input size.
         mask: ``(height, width)`` uint8 in {0, 1}, or ``None`` when the row has no annotation.
+        native_mask: the same mask at the source image's size, or ``None``.
         mask_source: ``"file"``, ``"bezier"`` or ``"none"``.
         annotators: number of Bézier annotations on the row (0 without a ``bezier`` column).
         inter_annotator_iou: mean pairwise IoU of the annotators' masks; NaN below two.
         filled_pixels: caliper pixels filled, at the source resolution.
         source_size: ``(height, width)`` of the source image.
         scale: ``(sx, sy)`` from source to prepared pixels.
+        offset: ``(x, y)`` of the source's top-left corner in the prepared image (the
+            letterbox's padding).
     """
 
     image: np.ndarray
     mask: np.ndarray | None
+    native_mask: np.ndarray | None
     mask_source: str
     annotators: int
     inter_annotator_iou: float
     filled_pixels: int
     source_size: tuple[int, int]
     scale: tuple[float, float]
+    offset: tuple[int, int] = (0, 0)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -147,12 +157,14 @@ def prepare_record(
     image_size: Sequence[int],
     annotations: AnnotationConfig | None = None,
     calipers: CaliperConfig | None = None,
+    resize: str = "letterbox",
 ) -> PreparedRow:
     """Cleans, annotates and resizes one manifest row (see the module docstring).
 
     Args:
         record: a validated manifest row.
         image_size: ``(height, width)`` of the prepared image.
+        resize: ``"letterbox"`` (aspect kept, zero padding) or ``"stretch"``.
         annotations: how ``bezier`` points become a mask; default ``AnnotationConfig()``.
         calipers: caliper removal settings (``enabled: false`` converts to gray only);
             default ``CaliperConfig()``.
@@ -180,18 +192,20 @@ def prepare_record(
     elif annotation_masks:
         mask, mask_source = fuse_masks(annotation_masks, annotations.fusion), "bezier"
 
-    image = resize_image(gray, (out_h, out_w))
-    if mask is not None:
-        mask = cv2.resize(mask, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
+    box = letterbox_geometry((height, width), (out_h, out_w), resize)
+    image = fit_image(gray, (out_h, out_w), resize)
+    fitted_mask = None if mask is None else fit_image(mask, (out_h, out_w), resize, "nearest")
     return PreparedRow(
         image=image,
-        mask=mask,
+        mask=fitted_mask,
+        native_mask=mask,
         mask_source=mask_source,
         annotators=n_annotators,
         inter_annotator_iou=agreement,
         filled_pixels=filled,
         source_size=(height, width),
-        scale=(out_w / width, out_h / height),
+        scale=(box.content_size[1] / width, box.content_size[0] / height),
+        offset=(box.left, box.top),
     )
 
 
@@ -217,14 +231,6 @@ def clean_image(
         cleaned = remove_calipers(source, caliper_spec(calipers))
         return cleaned.image, cleaned.filled_pixels
     return imagefile.to_gray(source), 0
-
-
-def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-    """Resizes to ``(height, width)``: area interpolation when shrinking, bilinear otherwise."""
-    height, width = (int(s) for s in size)
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    method = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=method)
 
 
 def parse_annotations(text: str | None) -> list[np.ndarray]:
@@ -254,6 +260,7 @@ def prepare_settings(config: Config) -> dict[str, Any]:
     return {
         "prepare_version": PREPARE_VERSION,
         "image_size": data["image_size"],
+        "resize": data["resize"],
         "annotations": data["annotations"],
         "calipers": data["calipers"],
         "split": data["split"],
@@ -323,23 +330,36 @@ def prepare(
     out_dir = check_output_folder(out_dir)
     manifest = read_manifest(source, decode=True)
     image_size = config.data.image_size
+    if image_size == AUTO:
+        raise ConfigError(
+            "data.image_size is 'auto': plan it first (cervixnet.training.plan.plan_run) or set it"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         (staging / "images").mkdir()
         (staging / "masks").mkdir()
+        (staging / "native_masks").mkdir()
         names = _output_names(manifest.records)
 
         def work(position: int) -> dict[str, str]:
             record = manifest.records[position]
-            row = prepare_record(record, image_size, config.data.annotations, config.data.calipers)
+            row = prepare_record(
+                record,
+                image_size,
+                config.data.annotations,
+                config.data.calipers,
+                config.data.resize,
+            )
             image_name = f"images/{names[position]}"
             _write_png(inside_folder(staging, image_name), row.image)
-            mask_name = ""
+            mask_name = native_name = ""
             if row.mask is not None:
                 mask_name = f"masks/{names[position]}"
                 _write_png(inside_folder(staging, mask_name), row.mask * 255)
-            return _output_row(manifest, record, row, image_name, mask_name)
+                native_name = f"native_masks/{names[position]}"
+                _write_png(inside_folder(staging, native_name), row.native_mask * 255)
+            return _output_row(manifest, record, row, image_name, mask_name, native_name)
 
         rows: list[dict[str, str]] = []
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -508,13 +528,18 @@ def _source_columns(manifest: Manifest) -> list[str]:
 
 
 def _output_row(
-    manifest: Manifest, record: Record, row: PreparedRow, image_name: str, mask_name: str
+    manifest: Manifest,
+    record: Record,
+    row: PreparedRow,
+    image_name: str,
+    mask_name: str,
+    native_name: str = "",
 ) -> dict[str, str]:
     values = dict(record.extra)
     annotations = parse_annotations(record.extra.get("bezier"))
     if annotations:  # control points follow the resize
-        sx, sy = row.scale
-        values["bezier"] = ";".join(bezier.format_points(p * [sx, sy]) for p in annotations)
+        scale, offset = np.asarray(row.scale), np.asarray(row.offset)
+        values["bezier"] = ";".join(bezier.format_points(p * scale + offset) for p in annotations)
     try:
         source_image = str(record.image.relative_to(manifest.root))
     except ValueError:
@@ -528,6 +553,7 @@ def _output_row(
             "source_image": source_image,
             "source_row": str(record.row),
             "source_size": f"{row.source_size[1]}x{row.source_size[0]}",
+            "native_mask": native_name,
             "mask_source": row.mask_source,
             "annotators": str(row.annotators),
             "inter_annotator_iou": (

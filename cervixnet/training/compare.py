@@ -22,6 +22,7 @@ from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.errors import ConfigError, check_output_folder
+from cervixnet.training.plan import plan_run
 from cervixnet.training.train import TrainResult, build_model, train
 
 DEFAULT_ARCHITECTURES = ("unet", "fcn", "deeplabv3")
@@ -61,13 +62,20 @@ def compare_architectures(
         )
     out_dir = check_output_folder(out_dir)
     source = resolve_data(config, cache_root)
+    # One plan for every network (input size, width, batch, steps); each plans its own depth.
+    config, plan = plan_run(
+        config.replace({"arch": archs[0]}), source, size_multiple=32 if "fcn" in archs else None
+    )
+    if plan is not None:
+        echo(plan.format())
+        config = config.replace({k: v for k, v in plan.values.items() if ".depth" not in k})
     manifest = read_manifest(prepared_data(config, source, cache_root, echo=echo))
     if config.data.splits_file is not None:
         splits = Splits.load(config.data.splits_file)
     else:
         splits = split_patients(manifest, config.data.split, seed=config.seed)
     for arch in archs:  # every network's options are checked before anything is written
-        build_model(config.replace({"arch": arch}))
+        build_model(plan_run(config.replace({"arch": arch}), source)[0])  # its depth planned
         keras.backend.clear_session()
     out_dir.mkdir(parents=True, exist_ok=True)
     splits.save(out_dir / "splits.json", manifest)

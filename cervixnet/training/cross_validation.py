@@ -25,12 +25,16 @@ from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, cross_validation_splits
 from cervixnet.errors import ConfigError, check_output_folder
-from cervixnet.training.train import TrainResult, train
+from cervixnet.fileio import atomic_write_json
+from cervixnet.training.plan import plan_run
+from cervixnet.training.train import PLAN_NAME, TrainResult, train
 
 # Test-split figures summarised across folds: (name in the summary, section, key).
 SUMMARY_FIGURES = (
     ("iou", "segmentation", "iou_mean"),
     ("dice", "segmentation", "dice_mean"),
+    ("hd95", "segmentation", "hd95_mean"),
+    ("assd", "segmentation", "assd_mean"),
     ("auc", "classification", "auc"),
     ("best_auc", "classification", "best_auc"),
     ("recall", "classification", "recall"),
@@ -76,12 +80,17 @@ def cross_validate(
         )
     out_dir = check_output_folder(out_dir)
     source = resolve_data(config, cache_root)
+    config, plan = plan_run(config, source)  # one plan for every fold
+    if plan is not None:
+        echo(plan.format())
     manifest = read_manifest(prepared_data(config, source, cache_root, echo=echo))
     train_share, val_share, _ = config.data.split
     val_fraction = val_share / (train_share + val_share)
     fold_splits = cross_validation_splits(manifest, folds, val_fraction, seed=config.seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if plan is not None:
+        atomic_write_json(out_dir / PLAN_NAME, plan.to_dict())
     (out_dir / "folds.json").write_text(
         json.dumps(
             [{name: list(s.patients(name)) for name in SPLIT_NAMES} for s in fold_splits],

@@ -154,7 +154,7 @@ def build_distribution(training: TrainingConfig) -> Distribution:
         distribution = Distribution(kind, _mirrored_strategy(training.cpu_devices))
     else:
         distribution = _multi_worker(os.environ.get("TF_CONFIG"))
-    if training.batch_size < distribution.replicas:
+    if isinstance(training.batch_size, int) and training.batch_size < distribution.replicas:
         raise ConfigError(
             f"'training.batch_size' is the global batch, split between "
             f"{distribution.replicas} replicas; it must be at least {distribution.replicas}. "

@@ -32,14 +32,21 @@ import keras
 import numpy as np
 
 from cervixnet import losses, metrics, models
-from cervixnet.config import Config, save_config
+from cervixnet.config import AUTO, Config, save_config
 from cervixnet.data.balance import oversample
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.pipeline import make_dataset
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
+from cervixnet.ensemble import PostprocessingChoice, choose_postprocessing
 from cervixnet.errors import ConfigError, DataError, TrainingError
-from cervixnet.evaluation import predict_records, split_metrics, write_predictions
+from cervixnet.evaluation import (
+    predict_records,
+    segmentation_scores,
+    source_size_pairs,
+    split_metrics,
+    write_predictions,
+)
 from cervixnet.fileio import atomic_write_json, check_writable, remove_temporaries
 from cervixnet.training.checkpoint import (
     CHECKPOINT_DIR,
@@ -51,10 +58,13 @@ from cervixnet.training.checkpoint import (
 )
 from cervixnet.training.compilation import resolve_jit_compile
 from cervixnet.training.distribution import build_distribution, distribute_input
+from cervixnet.training.plan import plan_model, plan_run
 from cervixnet.training.precision import dtype_policy, emulation_warning, precision_for
 from cervixnet.training.threads import onednn_enabled, set_thread_pools, thread_pools
 
 RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
+PLAN_NAME = "plan.json"
+POSTPROCESSING_NAME = "postprocessing.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +80,9 @@ class TrainResult:
 def build_model(config: Config) -> keras.Model:
     """Builds ``config.arch`` at ``config.data.image_size`` with the config's builder options.
 
+    A U-Net ``depth`` or ``model.base_filters`` left ``auto`` is decided as the plan decides it
+    (``cervixnet.training.plan.plan_model``); ``data.image_size`` must be set or planned.
+
     The layers take the dtype policy of ``training.precision``, ``auto`` resolved for this
     machine and, on a CPU with bfloat16 instructions, for how wide the model is
     (``cervixnet.training.precision``).
@@ -77,6 +90,12 @@ def build_model(config: Config) -> keras.Model:
     Raises:
         ConfigError: an option the builder does not take, or a value it rejects.
     """
+    if config.data.image_size == AUTO:
+        raise ConfigError(
+            "data.image_size is 'auto': plan the run first (cervixnet.training.plan.plan_run) "
+            "or set it"
+        )
+    config = plan_model(config)
     height, width = config.data.image_size
     kwargs = config.model.builder_kwargs(config.arch)
     builder = models.builder(config.arch)
@@ -100,20 +119,41 @@ def build_model(config: Config) -> keras.Model:
 
 
 def learning_rate(config: Config, steps_per_epoch: int, replicas: int = 1):
-    """The configured learning rate: constant, or cosine decay to 1 % over the whole run.
+    """The configured learning rate: constant, or a linear warm-up over the first
+    ``training.warmup_fraction`` of the run's steps (from 0), then cosine decay to 1 % by the
+    last step.
 
     With ``training.scale_learning_rate: linear`` the rate is multiplied by ``replicas``.
     """
-    initial = config.training.learning_rate
+    peak = config.training.learning_rate
     if config.training.scale_learning_rate == "linear":
-        initial *= replicas
+        peak *= replicas
     if config.training.lr_schedule == "constant":
-        return initial
+        return peak
+    total = max(1, steps_per_epoch * run_epochs(config, steps_per_epoch))
+    warmup = min(total - 1, round(config.training.warmup_fraction * total))
+    if warmup <= 0:
+        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total, alpha=0.01)
     return keras.optimizers.schedules.CosineDecay(
-        initial,
-        decay_steps=max(1, steps_per_epoch * config.training.epochs),
-        alpha=0.01,
+        0.0, decay_steps=total - warmup, alpha=0.01, warmup_target=peak, warmup_steps=warmup
     )
+
+
+def run_epochs(config: Config, steps_per_epoch: int) -> int:
+    """Passes over the training split: ``training.epochs`` when set, else ``training.steps``
+    rounded up to whole passes of ``steps_per_epoch`` steps.
+
+    Raises:
+        ConfigError: both are unset or ``auto`` (the plan decides them: ``plan_run``).
+    """
+    if config.training.epochs is not None:
+        return config.training.epochs
+    if not isinstance(config.training.steps, int):
+        raise ConfigError(
+            "training.steps is 'auto': plan the run first (cervixnet.training.plan_run) "
+            "or set training.steps or training.epochs"
+        )
+    return max(1, math.ceil(config.training.steps / max(1, steps_per_epoch)))
 
 
 def compile_model(
@@ -210,17 +250,26 @@ def train(
     # system) but writes only to its own temporary folder.
     shared_dir = _check_run_dir(run_dir, resume, writes=distribution.is_chief)
     run_dir = distribution.write_dir(shared_dir)
-    keras.utils.set_random_seed(config.seed)
 
     source_path = resolve_data(config, cache_root)
     if config.data.path is None:
         echo(f"Data: built-in synthetic set at {source_path.parent}")
+    config, plan = plan_run(config, source_path)
+    if plan is not None:
+        echo(plan.format())
+    keras.utils.set_random_seed(config.seed)
     manifest = read_manifest(prepared_data(config, source_path, cache_root, echo=echo))
     config = config.replace({"data.path": str(source_path.parent)})
     joint = models.is_joint(config.arch)
     splits = splits if splits is not None else _make_splits(config, manifest)
     indices = splits.indices(manifest)
     _check_trainable(manifest, indices, joint)
+    if config.training.epochs is None:  # planned or set steps, in whole passes
+        balanced, _ = _balanced(
+            config, manifest, indices["train"], config.data.balance.train_preterm_fraction
+        )
+        steps_per_epoch = math.ceil(len(balanced) / config.training.batch_size)
+        config = config.replace({"training.epochs": run_epochs(config, steps_per_epoch)})
 
     with distribution.scope():
         model = build_model(config)
@@ -231,7 +280,9 @@ def train(
     if state is None:
         # Only now, with configuration and data checked, does the run folder appear.
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
+        save_config(config, run_dir / "config.yaml", comment=plan.comment() if plan else "")
+        if plan is not None:
+            atomic_write_json(run_dir / PLAN_NAME, plan.to_dict())
         splits.save(run_dir / "splits.json", manifest)
         state = TrainingState(data_fingerprint=fingerprint)
         state.save(run_dir)
@@ -248,7 +299,7 @@ def train(
     added = len(inputs.train_positions) - len(indices["train"])
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
-        f"for {config.training.epochs} epochs"
+        f"for {config.training.epochs} epochs of {inputs.steps_per_epoch} steps"
         + (f" (resumed after epoch {done})" if done else "")
         + (f"; {added} augmented copies balance the training split" if added else "")
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
@@ -307,7 +358,7 @@ def train(
 
     best = keras.models.load_model(best_path)
     risk = _float_column(manifest, "risk")
-    figures, per_split = {}, {}
+    per_split, pairs = {}, {}
     for name in SPLIT_NAMES:
         positions, copies = evaluated[name]
         if not positions:
@@ -322,11 +373,19 @@ def train(
             copies=copies,
             augment=config.data.augment,
             seed=config.seed,
+            tta=config.evaluation.tta,
         )
-        split_risk = None if risk is None else [risk[i] for i in positions]
-        figures[name] = split_metrics(predictions, risk=split_risk)
         per_split[name] = (positions, predictions, copies)
-    write_predictions(run_dir / "predictions.csv", manifest, per_split)
+        pairs[name] = source_size_pairs(
+            manifest, positions, predictions["mask_prob"], config.data.resize
+        )
+    postprocessing = _choose_postprocessing(config, pairs.get("val"), run_dir, echo)
+    figures, scores = {}, {}
+    for name, (positions, predictions, _) in per_split.items():
+        scores[name] = segmentation_scores(pairs[name], postprocessing)
+        split_risk = None if risk is None else [risk[i] for i in positions]
+        figures[name] = split_metrics(predictions, risk=split_risk, scores=scores[name])
+    write_predictions(run_dir / "predictions.csv", manifest, per_split, scores)
     if joint:
         _save_operating_point(per_split.get("val"), run_dir, echo)
     seconds = time.perf_counter() - started
@@ -408,11 +467,12 @@ def training_inputs(
         "autotune": config.data.autotune,
         "cache": config.data.cache,
     }
+    steps_per_epoch = math.ceil(len(train_positions) / config.training.batch_size)
     train_data = make_dataset(
         manifest,
         train_positions,
         training=True,
-        epochs=max(1, config.training.epochs - first_epoch),
+        epochs=max(1, run_epochs(config, steps_per_epoch) - first_epoch),
         first_epoch=first_epoch,
         **common,
     )
@@ -424,7 +484,7 @@ def training_inputs(
         train_positions=train_positions,
         evaluated=evaluated,
         positive_weight=positive_weight,
-        steps_per_epoch=math.ceil(len(train_positions) / config.training.batch_size),
+        steps_per_epoch=steps_per_epoch,
         train_data=train_data,
         val_data=val_data,
     )
@@ -565,6 +625,28 @@ def _environment(config: Config, fingerprint: str, precision: str) -> dict[str, 
         "onednn": onednn_enabled(),
         **thread_pools(),
     }
+
+
+def _choose_postprocessing(
+    config: Config, val_pairs, run_dir: Path, echo: Callable[[str], None]
+) -> PostprocessingChoice | None:
+    """Keeps the largest connected component only if it raises the mean validation Dice at
+    the scans' own size (nnU-Net's rule; ``evaluation.largest_component: auto``), and saves
+    the choice as ``postprocessing.json`` for ``evaluate`` and ``predict``."""
+    setting = config.evaluation.largest_component
+    if setting == "auto" and val_pairs:
+        known = [(t, p) for t, p in val_pairs if t is not None]
+        choice = choose_postprocessing([t for t, _ in known], [p for _, p in known])
+        echo(
+            f"Largest-component post-processing {'on' if choice.largest_component else 'off'}:"
+            f" validation Dice {choice.dice_with:.4f} with it, {choice.dice_without:.4f} without"
+        )
+    elif setting == "auto":
+        return None
+    else:
+        choice = PostprocessingChoice(setting is True, math.nan, math.nan, 0)
+    atomic_write_json(run_dir / POSTPROCESSING_NAME, choice.to_dict())
+    return choice
 
 
 def _save_operating_point(val, run_dir: Path, echo: Callable[[str], None]) -> None:

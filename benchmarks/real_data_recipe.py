@@ -1,0 +1,210 @@
+"""The default recipe against a plain reference on real scans, in patient-level folds.
+
+For each of K folds (scikit-learn's StratifiedGroupKFold by patient, as `cervixnet train
+--folds`), the same split trains two recipes one after the other:
+
+- `default`: `cervixnet train --data DATA` as a user runs it: the plan (input size with the
+  aspect ratio kept, width, depth, batch, steps filling --budget-minutes), warm-up and cosine
+  decay, test-time flip, largest-component post-processing where validation keeps it;
+- `plain`: `configs/plain.yaml`, the recipe before the plan, the same builder: 96 x 96
+  squashed, 8 base filters, depth 4, batch 16, 24 epochs, cosine decay without warm-up, no
+  test-time augmentation, no post-processing.
+
+Both are scored on the fold's test patients at each scan's own size: IoU, Dice, HD95 and ASSD
+(in source pixels and, with the manifest's `pixel_spacing_mm`, in mm), the head circumference
+error (an ellipse fitted to the predicted mask, Ramanujan's perimeter, times the spacing,
+against the manifest's `head_circumference_mm`), the AUC of the label, and the minutes each
+run took. The figures per fold, their mean and spread, and the difference default - plain with
+its spread go to --out (JSON) and are printed as a table.
+
+    python benchmarks/real_data_recipe.py --data DATA --folds 3 --out recipe.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from script import cervixnet_first, parser_from_docstring
+
+FIGURES = ("iou", "dice", "hd95_px", "assd_px", "hd95_mm", "hc_mae_mm", "hc_bias_mm", "auc")
+
+
+def ellipse_circumference_px(mask: np.ndarray) -> float:
+    """Ramanujan's perimeter of the ellipse fitted (``cv2.fitEllipse``) to the mask's
+    largest outer contour, in pixels; NaN for a mask with no contour of 5 points."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return math.nan
+    contour = max(contours, key=cv2.contourArea)
+    if len(contour) < 5:
+        return math.nan
+    _, (width, height), _ = cv2.fitEllipse(contour)
+    a, b = width / 2, height / 2
+    return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
+
+
+def score_run(run_dir: Path, manifest, indices) -> dict[str, float]:
+    """Test figures of a finished run, at each scan's own size, with its own TTA and
+    post-processing."""
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    from cervixnet.config import load_config
+    from cervixnet.ensemble import apply_postprocessing
+    from cervixnet.evaluation import predict_records, segmentation_scores, source_size_pairs
+    from cervixnet.reporting import load_postprocessing
+
+    config = load_config(run_dir / "config.yaml")
+    model = keras.models.load_model(run_dir / "model.keras")
+    predictions = predict_records(
+        model,
+        manifest,
+        indices,
+        image_size=config.data.image_size,
+        channels=config.data.channels,
+        batch_size=config.training.batch_size,
+        tta=config.evaluation.tta,
+    )
+    pairs = source_size_pairs(manifest, indices, predictions["mask_prob"], config.data.resize)
+    postprocessing = load_postprocessing(run_dir)
+    scores = segmentation_scores(pairs, postprocessing)
+    spacing = np.array(
+        [float(manifest.records[i].extra.get("pixel_spacing_mm") or "nan") for i in indices]
+    )
+    reference = np.array(
+        [float(manifest.records[i].extra.get("head_circumference_mm") or "nan") for i in indices]
+    )
+    circumference = np.array(
+        [
+            ellipse_circumference_px(apply_postprocessing(prob > 0.5, postprocessing))
+            for _, prob in pairs
+        ]
+    )
+    error = circumference * spacing - reference
+    figures = {
+        "iou": float(np.nanmean(scores["iou"])),
+        "dice": float(np.nanmean(scores["dice"])),
+        "hd95_px": float(np.nanmean(scores["hd95"])),
+        "assd_px": float(np.nanmean(scores["assd"])),
+        "hd95_mm": float(np.nanmean(scores["hd95"] * spacing)),
+        "hc_mae_mm": float(np.nanmean(np.abs(error))),
+        "hc_bias_mm": float(np.nanmean(error)),
+        "hc_p95_mm": float(np.nanpercentile(np.abs(error), 95)),
+        "images": len(indices),
+    }
+    labels, probability = predictions["label"], predictions.get("probability")
+    known = ~np.isnan(labels)
+    if probability is not None and 0 < labels[known].sum() < known.sum():
+        figures["auc"] = float(roc_auc_score(labels[known], probability[known]))
+    return figures
+
+
+def main() -> None:
+    parser = parser_from_docstring(__doc__)
+    parser.add_argument("--data", required=True, help="data folder with manifest.csv")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds (1-based)")
+    parser.add_argument("--budget-minutes", type=float, default=None, help="the default's budget")
+    parser.add_argument("--recipes", nargs="*", default=["default", "plain"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="recipe-runs", help="folder for the run folders")
+    parser.add_argument("--out", required=True, help="JSON file of the figures")
+    args = parser.parse_args()
+    cervixnet_first()
+    import keras
+
+    from cervixnet.config import load_config
+    from cervixnet.data.manifest import read_manifest
+    from cervixnet.data.sources import prepared_data, resolve_data
+    from cervixnet.data.splits import cross_validation_splits
+    from cervixnet.training import train
+
+    base = load_config(overrides={"data.path": args.data, "seed": args.seed})
+    source = resolve_data(base)
+    # The folds are by patient; any prepared copy of the data gives the same ones.
+    plain = load_config("plain", overrides={"data.path": args.data, "seed": args.seed})
+    listing = read_manifest(prepared_data(plain, source))
+    train_share, val_share, _ = base.data.split
+    folds = cross_validation_splits(
+        listing, args.folds, val_share / (train_share + val_share), seed=args.seed
+    )
+    recipes = {"default": base, "plain": plain}
+    if args.budget_minutes is not None:
+        recipes["default"] = base.replace({"training.budget_minutes": args.budget_minutes})
+    results: dict[str, list[dict]] = {name: [] for name in args.recipes}
+    work = Path(args.work)
+    for k, splits in enumerate(folds, start=1):
+        if args.only_folds and k not in args.only_folds:
+            continue
+        for name in args.recipes:
+            config = recipes[name]
+            keras.backend.clear_session()
+            started = time.perf_counter()
+            run = train(config, work / f"fold-{k}" / name, splits=splits, verbose=0)
+            minutes = (time.perf_counter() - started) / 60
+            manifest = read_manifest(Path(run.metrics["prepared_data"]) / "manifest.csv")
+            figures = score_run(run.run_dir, manifest, splits.indices(manifest)["test"])
+            figures.update(fold=k, minutes=round(minutes, 2), epochs=run.metrics["epochs"])
+            results[name].append(figures)
+            print(f"fold {k} {name}: " + json.dumps(figures), flush=True)
+            Path(args.out).write_text(json.dumps(summarise(results), indent=2), encoding="utf-8")
+    summary = summarise(results)
+    Path(args.out).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(format_summary(summary))
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    """Per recipe: the folds, their mean and standard deviation (ddof 1); and the paired
+    difference default - plain per fold with its mean and spread."""
+    summary: dict = {"recipes": {}}
+    for name, folds in results.items():
+        stats = {}
+        for figure in (*FIGURES, "minutes"):
+            values = np.array([f[figure] for f in folds if figure in f], float)
+            if values.size:
+                spread = float(values.std(ddof=1)) if values.size > 1 else 0.0
+                stats[figure] = {"mean": float(values.mean()), "std": spread}
+        summary["recipes"][name] = {"folds": folds, "summary": stats}
+    if {"default", "plain"} <= results.keys():
+        paired = {}
+        for figure in FIGURES:
+            pairs = [
+                (d[figure], p[figure])
+                for d, p in zip(results["default"], results["plain"], strict=False)
+                if figure in d and figure in p
+            ]
+            if pairs:
+                difference = np.array([d - p for d, p in pairs])
+                spread = float(difference.std(ddof=1)) if difference.size > 1 else 0.0
+                paired[figure] = {
+                    "per_fold": difference.tolist(),
+                    "mean": float(difference.mean()),
+                    "std": spread,
+                }
+        summary["difference_default_minus_plain"] = paired
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    names = list(summary["recipes"])
+    lines = ["figure     " + "".join(f"{n:>22}" for n in names)]
+    for figure in (*FIGURES, "minutes"):
+        cells = []
+        for name in names:
+            stat = summary["recipes"][name]["summary"].get(figure)
+            cells.append(f"{stat['mean']:>13.3f} ± {stat['std']:<6.3f}" if stat else f"{'':>22}")
+        lines.append(f"{figure:<11}" + "".join(cells))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
