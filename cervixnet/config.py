@@ -164,7 +164,7 @@ class TrainingConfig:
     beta_2: float = 0.999
     jit_compile: bool | str = "auto"
     precision: str = "auto"
-    monitor: str = "val_loss"
+    monitor: str = "auto"
     distribution: str = "none"
     cpu_devices: int | None = None
     scale_learning_rate: str = "none"

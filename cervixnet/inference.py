@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -22,8 +22,15 @@ import numpy as np
 from cervixnet.config import Config, default_config, load_config
 from cervixnet.data.letterbox import fit_image, unfit_probabilities
 from cervixnet.data.prepare import clean_image, read_image
-from cervixnet.ensemble import PostprocessingChoice, apply_postprocessing, predict_members
+from cervixnet.ensemble import (
+    MemberPredictions,
+    PostprocessingChoice,
+    Run,
+    apply_postprocessing,
+    predict_members,
+)
 from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
+from cervixnet.evaluation import model_run
 from cervixnet.model_file import load_keras_model
 
 # Grad-CAM overlays of small network inputs are enlarged to at least this many pixels.
@@ -95,16 +102,18 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
 
 @dataclasses.dataclass(frozen=True)
 class Predictor:
-    """A model in any saved form, behind one call.
+    """A model in any saved form, or an ensemble of fold models, behind one call.
 
     Attributes:
-        kind: ``"keras"`` (a run folder or ``.keras`` file), ``"savedmodel"`` (an export of
+        kind: ``"keras"`` (a run folder or ``.keras`` file), ``"folds"`` (the fold models of a
+            ``cervixnet train --folds`` folder), ``"savedmodel"`` (an export of
             ``cervixnet export``) or ``"onnx"``.
         config: the preprocessing settings (from the run or the export's metadata).
         threshold: the label threshold; ``threshold_source`` says where it came from.
         joint: whether the model has the label output.
-        run: ``fn(images (N, H, W, C) float32) -> (mask (N, H, W, 1), probability (N,) | None)``.
-        postprocessing: a run folder's validated post-processing (``postprocessing.json``).
+        runs: one call per member model, each ``fn(images (N, H, W, C) float32) -> (mask
+            (N, H, W, 1), probability (N,) | None)`` (``cervixnet.ensemble.Run``).
+        postprocessing: the run's validated post-processing (``postprocessing.json``).
     """
 
     kind: str
@@ -112,23 +121,27 @@ class Predictor:
     threshold: float
     threshold_source: str
     joint: bool
-    run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+    runs: tuple[Run, ...]
     postprocessing: PostprocessingChoice | None = None
 
+    def members(self, images: np.ndarray, batch_size: int = 8) -> MemberPredictions:
+        """Every member's predictions, with the left-right flipped pass of each where the
+        run was scored with it (``evaluation.tta``)."""
+        return predict_members(
+            self.runs, images, horizontal_flip=self.config.evaluation.tta, batch_size=batch_size
+        )
+
     def predict(self, images: np.ndarray, batch_size: int = 8):
-        """Mask probabilities ``(N, H, W, 1)`` and p(preterm) ``(N,)`` (``None`` if not joint)."""
-        masks, probabilities = [], []
-        for start in range(0, len(images), batch_size):
-            mask, probability = self.run(np.asarray(images[start : start + batch_size], np.float32))
-            masks.append(np.asarray(mask, np.float32))
-            if probability is not None:
-                probabilities.append(np.asarray(probability, np.float32).reshape(-1))
-        return np.concatenate(masks), (np.concatenate(probabilities) if self.joint else None)
+        """Mask probabilities ``(N, H, W, 1)`` and p(preterm) ``(N,)`` (``None`` if not joint),
+        averaged over the members (:meth:`members`)."""
+        members = self.members(images, batch_size)
+        return members.mean_mask()[..., None], members.mean_probability()
 
 
 def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
-    """A run folder, a ``.keras`` file, a SavedModel export (``BASE`` or ``BASE/<version>``)
-    or an ``.onnx`` file, ready to predict with its own preprocessing settings and threshold.
+    """A run folder, a ``--folds`` folder (its fold models averaged), a ``.keras`` file, a
+    SavedModel export (``BASE`` or ``BASE/<version>``) or an ``.onnx`` file, ready to predict
+    with its own preprocessing settings and threshold.
 
     ``unsafe`` lets a ``.keras`` file with Python code load (see :func:`load_model`).
 
@@ -141,16 +154,11 @@ def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
     savedmodel = _savedmodel_folder(path)
     if savedmodel is not None:
         return _savedmodel_predictor(savedmodel)
-    loaded = load_model(path, unsafe=unsafe)
-
-    def run(images):
-        outputs = loaded.model(images, training=False)
-        if loaded.joint:
-            return keras.ops.convert_to_numpy(outputs[0]), keras.ops.convert_to_numpy(outputs[1])
-        return keras.ops.convert_to_numpy(outputs), None
-
+    if fold_folders(path):
+        return _folds_predictor(path, unsafe=unsafe)
     from cervixnet.reporting import load_postprocessing
 
+    loaded = load_model(path, unsafe=unsafe)
     folder = path if path.is_dir() else path.parent
     return Predictor(
         "keras",
@@ -158,8 +166,55 @@ def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
         loaded.threshold,
         loaded.threshold_source,
         loaded.joint,
-        run,
+        (model_run(loaded.model),),
         load_postprocessing(folder),
+    )
+
+
+def fold_folders(path: str | Path) -> list[Path]:
+    """The fold run folders (``fold-1``, ``fold-2``, ...) of a ``cervixnet train --folds``
+    folder, in fold order; empty for any other path."""
+    path = Path(path)
+    if not (path / "folds.json").is_file():
+        return []
+    folds = [p for p in path.glob("fold-*") if (p / "model.keras").is_file()]
+    return sorted(folds, key=lambda p: int(p.name.split("-")[1]) if p.name[5:].isdigit() else 0)
+
+
+def _folds_predictor(path: Path, *, unsafe: bool = False) -> Predictor:
+    """The fold models of a ``--folds`` folder as one ensemble: their probabilities averaged,
+    the label threshold the mean of the folds' operating thresholds, and the largest-component
+    step kept when most folds' validation kept it."""
+    from cervixnet.reporting import load_postprocessing
+
+    folders = fold_folders(path)
+    loaded = [load_model(folder, unsafe=unsafe) for folder in folders]
+    first = loaded[0].config
+    for folder, fold in zip(folders, loaded, strict=True):
+        preprocessing = (fold.config.data.image_size, fold.config.data.channels)
+        if preprocessing != (first.data.image_size, first.data.channels):
+            raise ConfigError(
+                f"{folder}: input {list(preprocessing[0])} x {preprocessing[1]} differs from "
+                f"{folders[0].name}'s {list(first.data.image_size)} x {first.data.channels}; "
+                "the folds cannot be averaged"
+            )
+    choices = [c for c in (load_postprocessing(f) for f in folders) if c is not None]
+    postprocessing = None
+    if choices:
+        postprocessing = PostprocessingChoice(
+            largest_component=2 * sum(c.largest_component for c in choices) > len(choices),
+            dice_without=float(np.mean([c.dice_without for c in choices])),
+            dice_with=float(np.mean([c.dice_with for c in choices])),
+            images=sum(c.images for c in choices),
+        )
+    return Predictor(
+        "folds",
+        first,
+        float(np.mean([fold.threshold for fold in loaded])),
+        f"mean of {len(loaded)} folds' thresholds",
+        loaded[0].joint,
+        tuple(model_run(fold.model) for fold in loaded),
+        postprocessing,
     )
 
 
@@ -186,9 +241,20 @@ def _config_from_metadata(metadata: dict) -> Config:
     return default_config().replace(overrides)
 
 
-def _postprocessing_from_metadata(metadata: dict) -> PostprocessingChoice | None:
+def _export_predictor(kind: str, metadata: dict, run: Run) -> Predictor:
+    """A SavedModel or ONNX export's :data:`Run` with the settings its metadata records."""
+    threshold = float(metadata.get("threshold") or 0.5)
+    source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
     choice = metadata.get("postprocessing")
-    return None if choice is None else PostprocessingChoice.from_dict(choice)
+    return Predictor(
+        kind,
+        _config_from_metadata(metadata),
+        threshold,
+        source,
+        bool(metadata.get("label_output")),
+        (run,),
+        None if choice is None else PostprocessingChoice.from_dict(choice),
+    )
 
 
 def _savedmodel_predictor(folder: Path) -> Predictor:
@@ -205,17 +271,7 @@ def _savedmodel_predictor(folder: Path) -> Predictor:
         probability = outputs["probability"].numpy() if joint else None
         return outputs["mask"].numpy(), probability
 
-    threshold = float(metadata.get("threshold") or 0.5)
-    source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
-    return Predictor(
-        "savedmodel",
-        _config_from_metadata(metadata),
-        threshold,
-        source,
-        joint,
-        run,
-        _postprocessing_from_metadata(metadata),
-    )
+    return _export_predictor("savedmodel", metadata, run)
 
 
 def _onnx_predictor(path: Path) -> Predictor:
@@ -244,17 +300,7 @@ def _onnx_predictor(path: Path) -> Predictor:
         probability = outputs[metadata["onnx_outputs"]["probability"]] if joint else None
         return mask, probability
 
-    threshold = float(metadata.get("threshold") or 0.5)
-    source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
-    return Predictor(
-        "onnx",
-        _config_from_metadata(metadata),
-        threshold,
-        source,
-        joint,
-        run,
-        _postprocessing_from_metadata(metadata),
-    )
+    return _export_predictor("onnx", metadata, run)
 
 
 def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImages:
@@ -312,9 +358,7 @@ def predict_files(
     check_output_folder(out_dir)
     prepared = prepare_images(images, loaded.config)  # a broken image stops before any output
     out_dir = _new_folder(out_dir)
-    members = predict_members(
-        [loaded.run], prepared.inputs, horizontal_flip=loaded.config.evaluation.tta
-    )
+    members = loaded.members(prepared.inputs)
     mask_prob, mask_std = members.mean_mask(), members.std_mask()
     probability = members.mean_probability() if loaded.joint else None
     uncertainty = members.uncertainty_scores()

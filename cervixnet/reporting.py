@@ -90,6 +90,12 @@ def load_run(run_dir: str | Path, *, unsafe: bool = False) -> tuple[Config, kera
     """
     run_dir = Path(run_dir)
     missing = [n for n in ("config.yaml", "model.keras") if not (run_dir / n).is_file()]
+    if missing and (run_dir / "folds.json").is_file():
+        raise ConfigError(
+            f"{run_dir}: a cross-validation folder; evaluate one fold's run (e.g. "
+            f"{run_dir / 'fold-1'}), each on its own test patients (summary.csv holds them "
+            "all); `cervixnet predict` averages the fold models"
+        )
     if missing:
         raise ConfigError(
             f"{run_dir}: not a cervixnet run folder (missing {', '.join(missing)}); pass the "

@@ -77,6 +77,13 @@ _budget_option = click.option(
     "[default: 5 on a CPU, 30 on a GPU].",
 )
 
+_batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The global batch (training.batch_size) [default: planned].",
+)
+
 
 def _training_overrides(epochs, steps, budget_minutes, batch_size) -> dict:
     return {
@@ -118,12 +125,7 @@ def main() -> None:
 @_epochs_option
 @_steps_option
 @_budget_option
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="The global batch (training.batch_size) [default: planned].",
-)
+@_batch_size_option
 @click.option("--seed", type=int, default=None, help="Override seed (split, shuffling, init).")
 @click.option(
     "--folds",
@@ -249,12 +251,7 @@ def train(
 @_epochs_option
 @_steps_option
 @_budget_option
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="The global batch (training.batch_size) [default: planned].",
-)
+@_batch_size_option
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

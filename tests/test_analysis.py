@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +22,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-import cervixnet.analysis
 from cervixnet.analysis import (
     ThresholdChoice,
     binary_figures,
@@ -55,18 +52,6 @@ def _rates(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> t
 def _candidates(probabilities: np.ndarray) -> np.ndarray:
     """Every distinct probability, plus 1.0 ("no positive") when all are below 1."""
     return np.union1d(probabilities, [1.0])
-
-
-def test_module_imports_neither_keras_nor_tensorflow() -> None:
-    tree = ast.parse(Path(cervixnet.analysis.__file__).read_text())
-    imported = {
-        alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    }
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not {name for name in imported if name and name.split(".")[0] in ("keras", "tensorflow")}
 
 
 # binary_figures

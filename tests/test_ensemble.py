@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-import cervixnet.ensemble
 from cervixnet.ensemble import (
     MemberPredictions,
     PostprocessingChoice,
@@ -44,18 +41,6 @@ def _square(size: tuple[int, int], *boxes: tuple[int, int, int, int]) -> np.ndar
     for row, column, height, width in boxes:
         mask[row : row + height, column : column + width] = True
     return mask
-
-
-def test_module_imports_neither_keras_nor_tensorflow() -> None:
-    tree = ast.parse(Path(cervixnet.ensemble.__file__).read_text())
-    imported = {
-        alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    }
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not {name for name in imported if name and name.split(".")[0] in ("keras", "tensorflow")}
 
 
 # predict_members

@@ -1,6 +1,7 @@
 """Trained models on new files: `cervixnet predict` and `cervixnet gradcam`."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from cervixnet.cli.main import main
 from cervixnet.ensemble import predict_members
 from cervixnet.evaluation import model_run
-from cervixnet.inference import load_model, prepare_images
+from cervixnet.inference import load_model, load_predictor, prepare_images
 
 
 def _images_of_several_sizes(folder: Path) -> list[Path]:
@@ -97,3 +98,53 @@ def test_gradcam_refuses_a_segmentation_only_model(tmp_path: Path):
     )
     assert result.exit_code == 1 and "joint model" in result.output
     assert "Traceback" not in result.output
+
+
+def _folds_folder(tiny_run: Path, folder: Path, folds: int) -> Path:
+    """A ``--folds`` folder whose every fold is a copy of the tiny run."""
+    import shutil
+
+    folder.mkdir()
+    for k in range(1, folds + 1):
+        shutil.copytree(tiny_run, folder / f"fold-{k}")
+    (folder / "folds.json").write_text("[]", encoding="utf-8")
+    return folder
+
+
+def test_an_ensemble_of_identical_folds_predicts_as_one_model(tiny_run: Path, tmp_path: Path):
+    folds = _folds_folder(tiny_run, tmp_path / "cv", folds=3)
+    ensemble, single = load_predictor(folds), load_predictor(tiny_run)
+    assert ensemble.kind == "folds" and len(ensemble.runs) == 3
+    images = prepare_images(_images_of_several_sizes(tmp_path / "new"), single.config).inputs
+    members = ensemble.members(images)
+    assert len(members.masks) == 6  # 3 folds x (plain, flipped)
+    np.testing.assert_allclose(members.mean_mask(), single.members(images).mean_mask(), atol=1e-6)
+    np.testing.assert_allclose(ensemble.predict(images)[1], single.predict(images)[1], atol=1e-6)
+    # Identical folds: each fold's member equals the first fold's (no spread between folds).
+    for fold in range(1, 3):
+        np.testing.assert_array_equal(members.masks[2 * fold], members.masks[0])
+    assert ensemble.threshold == single.threshold
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, ["predict", str(folds), *map(str, _images_of_several_sizes(tmp_path / "more")),
+               "--out", str(out)]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "mean of 3 folds' thresholds" in (out / "predictions.csv").read_text()
+
+
+def test_an_ensemble_averages_its_members(tiny_run: Path, tmp_path: Path):
+    folds = _folds_folder(tiny_run, tmp_path / "cv", folds=2)
+    ensemble = load_predictor(folds)
+    # A second member that predicts the mask's complement: the average is 0.5 everywhere.
+    first = ensemble.runs[0]
+
+    def complement(images):
+        mask, probability = first(images)
+        return 1.0 - mask, 1.0 - probability
+
+    images = prepare_images(_images_of_several_sizes(tmp_path / "new"), ensemble.config).inputs
+    mixed = dataclasses.replace(ensemble, runs=(first, complement))
+    masks, probability = mixed.predict(images)
+    np.testing.assert_allclose(masks, 0.5, atol=1e-6)
+    np.testing.assert_allclose(probability, 0.5, atol=1e-6)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-import cervixnet.data.letterbox
 from cervixnet.data.letterbox import (
     Letterbox,
     fit_image,
@@ -29,18 +26,6 @@ def _ellipse(size: tuple[int, int] = (173, 256)) -> np.ndarray:
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return np.count_nonzero(a & b) / np.count_nonzero(a | b)
-
-
-def test_module_imports_neither_keras_nor_tensorflow() -> None:
-    tree = ast.parse(Path(cervixnet.data.letterbox.__file__).read_text())
-    imported = {
-        alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    }
-    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not {name for name in imported if name and name.split(".")[0] in ("keras", "tensorflow")}
 
 
 # letterbox_geometry

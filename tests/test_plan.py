@@ -266,3 +266,14 @@ def test_cli_plan_prints_the_reasons_and_writes_a_config(tiny_dataset: Path, tmp
     again = CliRunner().invoke(main, ["plan", str(tiny_dataset), "--out", str(out)])
     assert again.exit_code != 0 and "exists" in again.output
     assert np.isfinite(planned.training.learning_rate)
+
+
+def test_the_checkpoint_follows_the_validation_dice_unless_set() -> None:
+    from cervixnet.training.train import checkpoint_monitor
+
+    config = load_config()
+    assert checkpoint_monitor(config, joint=True) == "val_mask_dice"
+    assert checkpoint_monitor(config, joint=False) == "val_dice"
+    chosen = config.replace({"training.monitor": "val_loss"})
+    assert checkpoint_monitor(chosen, joint=True) == "val_loss"
+    assert load_config("plain").training.monitor == "val_loss"  # the recipe before the plan

@@ -4,7 +4,8 @@ The run folder holds:
 
 - ``config.yaml``: the fully resolved configuration (data path included);
 - ``splits.json``: patients and images per split;
-- ``model.keras``: the best epoch by ``training.monitor`` (reloads with ``import cervixnet``);
+- ``model.keras``: the best epoch by ``training.monitor`` (``checkpoint_monitor``; reloads with
+  ``import cervixnet``);
 - ``history.csv``: one row per epoch (losses and metrics, train and val);
 - ``checkpoint/``, while the run is going: the state after the last completed epoch, from
   which ``resume=True`` continues a killed run exactly (``cervixnet.training.checkpoint``);
@@ -137,6 +138,18 @@ def learning_rate(config: Config, steps_per_epoch: int, replicas: int = 1):
     return keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=total - warmup, alpha=0.01, warmup_target=peak, warmup_steps=warmup
     )
+
+
+def checkpoint_monitor(config: Config, joint: bool) -> str:
+    """The logged quantity that picks the kept epoch: ``training.monitor``, or for ``auto`` the
+    validation Dice (``val_mask_dice`` of a joint model, ``val_dice`` otherwise).
+
+    On the HC18 scans the validation loss of the joint model, moved by its noisy label loss,
+    kept epochs whose masks were worse (docs/training.md#the-checkpoint).
+    """
+    if config.training.monitor != AUTO:
+        return config.training.monitor
+    return "val_mask_dice" if joint else "val_dice"
 
 
 def run_epochs(config: Config, steps_per_epoch: int) -> int:
@@ -313,7 +326,7 @@ def train(
     train_data = distribute_input(inputs.train_data)  # auto-shard policy: see distribute_input
     val_data = None if inputs.val_data is None else distribute_input(inputs.val_data)
     epochs_left = config.training.epochs - done
-    monitor = config.training.monitor if val_data is not None else "loss"
+    monitor = checkpoint_monitor(config, joint) if val_data is not None else "loss"
     checkpoint = RunCheckpoint(run_dir, monitor, state)
     callbacks = [
         checkpoint,

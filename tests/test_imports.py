@@ -1,0 +1,24 @@
+"""The NumPy-only modules import neither Keras nor TensorFlow, so they serve any backend."""
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["cervixnet.analysis", "cervixnet.ensemble", "cervixnet.data.letterbox",
+     "cervixnet.data.fingerprint"],
+)  # fmt: skip
+def test_module_imports_neither_keras_nor_tensorflow(module: str) -> None:
+    tree = ast.parse(Path(importlib.import_module(module).__file__).read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name and name.split(".")[0] in ("keras", "tensorflow")}
