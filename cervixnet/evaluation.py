@@ -134,6 +134,9 @@ def source_size_pairs(
     indices: Sequence[int],
     mask_prob: np.ndarray,
     resize: str = "letterbox",
+    *,
+    copies: Sequence[bool] | None = None,
+    masks_true: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray | None, np.ndarray]]:
     """Per record, ``(true mask, predicted probabilities)`` at the scan's own size.
 
@@ -141,13 +144,18 @@ def source_size_pairs(
     the letterbox's content and resized bilinearly to the scan
     (``cervixnet.data.letterbox.unfit_probabilities``); the truth is the prepared copy's
     ``native_mask``. A record without one (no mask, or a copy prepared before native masks
-    were kept) is paired at the input size with its prepared mask, or ``None``.
+    were kept) is paired at the input size with its prepared mask, or ``None``. So is an
+    augmented copy of the paper's balanced evaluation (``copies``), with its augmented mask
+    from ``masks_true`` ``(N, H, W)``: no scan holds its pixels.
     """
     pairs = []
     for k, index in enumerate(indices):
         record = manifest.records[index]
         native = record.extra.get("native_mask")
-        if native:
+        if copies is not None and copies[k]:
+            truth = None if record.mask is None else np.asarray(masks_true[k]) > 0.5
+            pairs.append((truth, np.asarray(mask_prob[k], np.float32)))
+        elif native:
             truth = imagefile.mask_values(imagefile.read_image(manifest.root / native)) > 0
             prob = unfit_probabilities(mask_prob[k], truth.shape, resize)
             pairs.append((truth, prob))

@@ -100,8 +100,9 @@ def main() -> None:
     """cervixnet: segment the cervix and predict preterm birth from transvaginal ultrasound.
 
     Start with `cervixnet train --arch unet-joint`: it generates the built-in synthetic
-    data set, trains the joint U-Net on a patient-level 60/20/20 split and prints the
-    figures of the paper's tables for each split. Then `cervixnet evaluate RUN_DIR` writes
+    data set, plans the run for this machine (`cervixnet plan` shows how), trains the joint
+    U-Net on a patient-level 60/20/20 split and prints the figures of the paper's tables
+    for each split. Then `cervixnet evaluate RUN_DIR` writes
     the report, and `cervixnet export RUN_DIR --out BASE` a SavedModel for TF Serving.
     Your own data: `cervixnet data validate`, then `cervixnet data prepare`.
     """
@@ -114,7 +115,9 @@ def main() -> None:
     default=None,
     help="Network to train [default: from the config, unet-joint].",
 )
-@_config_option("YAML config merged over the defaults, or a shipped config name: default, paper.")
+@_config_option(
+    "YAML config merged over the defaults, or a shipped config name: default, paper, plain."
+)
 @_data_option()
 @click.option(
     "--out",
@@ -172,10 +175,12 @@ def train(
     and its reasons head the run's config.yaml. A value you set wins.
 
     DATA may be a raw data folder (prepared once into the cache: calipers removed, masks
-    built from Bézier points, resized) or a folder written by `cervixnet data prepare`.
-    The run folder holds config.yaml (fully resolved), splits.json, model.keras (best
-    epoch by validation loss), history.csv, TensorBoard logs, metrics.json and
-    predictions.csv. The figures of the best model are printed at the end. With --folds K,
+    built from Bézier points, letterboxed into the input) or a folder written by
+    `cervixnet data prepare`. The run folder holds config.yaml (fully resolved), plan.json,
+    splits.json, model.keras (best epoch by validation Dice), history.csv, TensorBoard logs,
+    metrics.json, predictions.csv and postprocessing.json. The figures of the best model,
+    scored at each scan's own size with the flipped prediction averaged in, are printed at
+    the end. With --folds K,
     OUT holds fold-1 ... fold-K run folders, summary.csv and summary.json, and the test
     figures of every fold with their mean ± std are printed.
 
@@ -247,7 +252,9 @@ def train(
     default=None,
     help="Network to plan for [default: from the config, unet-joint].",
 )
-@_config_option("YAML config merged over the defaults, or a shipped config name: default, paper.")
+@_config_option(
+    "YAML config merged over the defaults, or a shipped config name: default, paper, plain."
+)
 @_epochs_option
 @_steps_option
 @_budget_option

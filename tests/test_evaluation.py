@@ -114,3 +114,18 @@ def test_split_metrics_reports_the_source_size_scores():
     assert segmentation["iou_mean"] == np.mean([0.9, 0.8, 1.0, 0.7, 0.6])
     assert segmentation["hd95_mean"] == np.mean([1.0, 2.0, 3.0, 4.0])  # NaN: an empty mask
     assert "HD95 px" in format_table({"test": {"n_images": 6, "segmentation": segmentation}})
+
+
+def test_an_augmented_copy_is_scored_against_its_augmented_mask(tmp_path):
+    from cervixnet.evaluation import source_size_pairs
+
+    manifest = _prepared(tmp_path, "letterbox")
+    augmented = np.zeros((2, 32, 32), np.float32)
+    augmented[1, 4:20, 6:30] = 1.0  # the copy's mask after its augmentation
+    prob = np.full((2, 32, 32), 0.25, np.float32)
+    original, copy = source_size_pairs(
+        manifest, [0, 0], prob, "letterbox", copies=[False, True], masks_true=augmented
+    )
+    assert original[0].shape == (48, 64)  # the scan's own size and mask
+    np.testing.assert_array_equal(copy[0], augmented[1] > 0.5)  # no scan holds a copy's pixels
+    np.testing.assert_array_equal(copy[1], prob[1])

@@ -390,7 +390,12 @@ def train(
         )
         per_split[name] = (positions, predictions, copies)
         pairs[name] = source_size_pairs(
-            manifest, positions, predictions["mask_prob"], config.data.resize
+            manifest,
+            positions,
+            predictions["mask_prob"],
+            config.data.resize,
+            copies=copies,
+            masks_true=predictions["mask_true"],
         )
     postprocessing = _choose_postprocessing(config, pairs.get("val"), run_dir, echo)
     figures, scores = {}, {}
