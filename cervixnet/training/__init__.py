@@ -12,6 +12,7 @@ from cervixnet.training.cross_validation import (
     format_summary,
     summarize_folds,
 )
+from cervixnet.training.plan import Plan, make_plan, plan_run
 from cervixnet.training.train import (
     RUN_FILES,
     TrainingInputs,
@@ -27,6 +28,7 @@ __all__ = [
     "RUN_FILES",
     "ComparisonResult",
     "CrossValidationResult",
+    "Plan",
     "TrainResult",
     "TrainingInputs",
     "build_model",
@@ -36,6 +38,8 @@ __all__ = [
     "cross_validate",
     "format_comparison",
     "format_summary",
+    "make_plan",
+    "plan_run",
     "resume_training",
     "summarize_folds",
     "train",
