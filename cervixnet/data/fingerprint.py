@@ -10,22 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cervixnet.data.imagefile import ImageFileError, read_image
-from cervixnet.data.manifest import (
-    Manifest,
-    Problem,
-    Record,
-    read_manifest,
-    resolve_manifest_path,
-)
-from cervixnet.errors import DataError
+from cervixnet.data.imagefile import read_image
+from cervixnet.data.manifest import read_manifest, resolve_manifest_path
 
 # The manifest columns that give a row's pixel spacing in millimetres.
 SPACING_COLUMNS = ("pixel_spacing_mm", "spacing_x_mm", "spacing_y_mm")
@@ -103,11 +95,11 @@ def fingerprint(path: str | Path, max_images: int = 1000) -> DataFingerprint:
     sizes, channels, fractions = [], 1, []
     for position in chosen:
         record = records[position]
-        image = _read(manifest, record, "image")
+        image = read_image(record.image)
         sizes.append(image.shape[:2])
         channels = max(channels, 1 if image.ndim == 2 else min(3, image.shape[2]))
         if record.mask is not None:
-            mask = _read(manifest, record, "mask")
+            mask = read_image(record.mask)
             fractions.append(float(np.count_nonzero(mask.reshape(*mask.shape[:2], -1).max(-1)))
                              / (mask.shape[0] * mask.shape[1]))  # fmt: skip
     heights = np.array([s[0] for s in sizes], float)
@@ -138,17 +130,6 @@ def fingerprint(path: str | Path, max_images: int = 1000) -> DataFingerprint:
             "unknown": labels.count(None),
         },
     )
-
-
-def _read(manifest: Manifest, record: Record, column: str) -> np.ndarray:
-    """The row's image or mask file, decoded; a problem is named by manifest, row and column."""
-    path = getattr(record, column)
-    try:
-        return read_image(path)
-    except ImageFileError as error:
-        shown = os.path.relpath(path, manifest.root)
-        problem = Problem(manifest.path, record.row, column, f"{error.reason}: {shown}")
-        raise DataError(str(problem)) from None
 
 
 def _median_spacing(records: Sequence) -> float | None:
