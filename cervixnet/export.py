@@ -1,4 +1,4 @@
-"""A trained model as a TensorFlow SavedModel for TF Serving, with its preprocessing in the graph.
+"""A trained model, or a fold ensemble, as a TensorFlow SavedModel for TF Serving.
 
 :func:`export_savedmodel` writes ``BASE/<version>/`` (the layout TF Serving watches: one
 integer folder per version) holding ``saved_model.pb``, ``variables/`` and
@@ -7,24 +7,34 @@ the versions that made it and the training data it saw; read it with
 :func:`read_export_metadata`). The graph holds TensorFlow ops only: it loads with
 ``tf.saved_model.load`` (or TF Serving) in a process that has no cervixnet.
 
-Two signatures, for a model of input size ``(H, W, C)``:
+The graph predicts as ``cervixnet predict`` does: a run folder's model, or every fold model of
+a ``cervixnet train --folds`` folder, each on the image and (where the run was scored with
+``evaluation.tta``) on its left-right mirror, flipped back; the members' probabilities are
+averaged. For a model of input size ``(H, W, C)`` and M members:
 
 ``serving_default``
     input ``images``: float32 ``(N, H, W, C)`` in [0, 1], prepared as training images were
     (``cervixnet.inference.prepare_images``); outputs ``mask``: float32 ``(N, H, W, 1)``
-    probabilities, and for the joint model ``probability``: float32 ``(N,)`` p(preterm) and
-    ``label``: int32 ``(N,)``, 1 where ``probability >= threshold`` (the run's operating
-    point, 0.5 when it has none).
+    probabilities, ``uncertainty``: float32 ``(N, H, W, 1)``, the members' per-pixel
+    standard deviation, and for the joint model ``probability``: float32 ``(N,)`` p(preterm)
+    and ``label``: int32 ``(N,)``, 1 where ``probability >= threshold`` (the run's operating
+    point, the mean of the folds' for an ensemble, 0.5 when there is none).
+
+``members``
+    input ``images`` as above; outputs ``masks`` float32 ``(N, M, H, W)`` and, for the joint
+    model, ``probabilities`` float32 ``(N, M)``: each member's own prediction.
 
 ``predict_image_bytes``
     input ``image_bytes``: string ``(N,)``, encoded PNG, JPEG, BMP or GIF images of any size,
     8 or 16 bit, gray, colour or with alpha (TF Serving's REST API takes ``{"b64": ...}``).
-    Each is decoded, converted and resized in the graph by the training input pipeline's
-    code (``cervixnet.data.pipeline.decode_image``, then bilinear resize with antialiasing as
-    ``preprocess_image``). Outputs: ``mask`` float32 ``(N, mask_h, mask_w, 1)`` (probabilities
-    resized bilinearly to ``mask_size``), ``original_height`` and ``original_width`` int32
-    ``(N,)``, and for the joint model ``probability`` and ``label`` as above. Bytes that are
-    not an image make the call fail with ``InvalidArgumentError``; the model keeps serving.
+    Each is decoded and converted by the training input pipeline's code
+    (``cervixnet.data.pipeline.decode_image``) and fitted into the input as the run's
+    ``data.resize`` says (``fit_to_input``: letterboxed, one scale and zero padding, or
+    stretched). Outputs: ``mask`` and ``uncertainty`` float32 ``(N, mask_h, mask_w, 1)``
+    covering the whole decoded image (the content box, resized bilinearly to ``mask_size``),
+    ``original_height`` and ``original_width`` int32 ``(N,)``, and for the joint model
+    ``probability`` and ``label`` as above. Bytes that are not an image make the call fail
+    with ``InvalidArgumentError``; the model keeps serving.
 
 Caliper removal (Telea inpainting, OpenCV) is not in the graph: clients remove calipers with
 ``cervixnet.data.calipers.remove_calipers`` (or prepare whole files with
@@ -45,6 +55,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -52,9 +63,12 @@ import tensorflow as tf
 import cervixnet
 from cervixnet import models
 from cervixnet.config import ARCHITECTURES, Config
-from cervixnet.data.pipeline import decode_image, preprocess_image
+from cervixnet.data.letterbox import letterbox_geometry
+from cervixnet.data.pipeline import decode_image, fit_to_input, preprocess_image
+from cervixnet.ensemble import predict_members
 from cervixnet.errors import CervixnetError, ConfigError
-from cervixnet.inference import LoadedModel, load_model
+from cervixnet.evaluation import model_run
+from cervixnet.inference import LoadedEnsemble, LoadedModel, load_ensemble
 
 METADATA_NAME = "cervixnet.json"
 METADATA_FOLDER = "assets.extra"
@@ -96,6 +110,14 @@ class _Spec:
     mask_size: tuple[int, int]
     joint: bool
     threshold: float
+    resize: str  # how predict_image_bytes fits an image into the input: letterbox or stretch
+    horizontal_flip: bool  # test-time augmentation in the graph
+    models: int  # fold models averaged in the graph
+
+    @property
+    def members(self) -> int:
+        """Predictions averaged per image: each model, plain and (with TTA) flipped."""
+        return self.models * (2 if self.horizontal_flip else 1)
 
 
 def export_savedmodel(
@@ -109,24 +131,27 @@ def export_savedmodel(
     unsafe: bool = False,
     fold_batch_norms: bool = True,
 ) -> ExportResult:
-    """Exports a run folder (or a ``.keras`` file) as SavedModel version ``base_dir/<version>``.
+    """Exports a run folder, a ``--folds`` folder (every fold model, averaged in the graph) or
+    a ``.keras`` file as SavedModel version ``base_dir/<version>``.
 
     The SavedModel is written to a hidden staging folder in ``base_dir``, verified, and only
     then renamed to its version folder, so TF Serving never sees a half-written or failed
     version.
 
     Args:
-        model_path: a run folder (``model.keras``, ``config.yaml``, ``operating_point.json``)
-            or a ``.keras`` file (then the threshold is 0.5).
+        model_path: a run folder (``model.keras``, ``config.yaml``, ``operating_point.json``),
+            a ``cervixnet train --folds`` folder, or a ``.keras`` file (then the threshold is
+            0.5 and the default config's ``data.resize`` and ``evaluation.tta`` apply).
         base_dir: the model's base folder, created if absent.
         version: the version folder's number; default 1 + the highest integer folder in
             ``base_dir``, or 1.
         mask_size: ``(height, width)`` (or one int for a square) of the ``mask`` output of
             ``predict_image_bytes``; default the model's input size.
-        verify: reload the SavedModel with ``tf.saved_model.load`` and check both signatures
-            against the Keras model on synthetic images (random and structured; PNGs at the
-            model size, where the in-graph resize is the identity, and one at another size
-            checked against ``preprocess_image`` + Keras).
+        verify: reload the SavedModel with ``tf.saved_model.load`` and check every signature
+            against the Keras models, averaged by ``cervixnet.ensemble.predict_members``, on
+            synthetic images (random and structured; PNGs at the model size, where the
+            in-graph fitting is the identity, and one of another size and aspect checked
+            against ``preprocess_image`` + Keras + the letterbox's content box).
         tolerance: largest absolute difference allowed on mask and label probabilities;
             default ``VERIFY_TOLERANCE`` (1e-5).
         unsafe: load a ``.keras`` file that holds Python code (a ``Lambda`` layer) and run
@@ -154,11 +179,12 @@ def export_savedmodel(
             f"{final}: version {version} already exists; choose another version (or none, "
             "for the next free one) so that no exported model is overwritten"
         )
-    loaded = load_model(model_path, unsafe=unsafe)
-    spec = _spec(loaded, model_path, mask_size)
-    model = models.float32_copy(loaded.model)  # a mixed-precision model is served in float32
-    folded = len(models.foldable_pairs(model)) if fold_batch_norms else 0
-    served = models.fold_batch_norms(model) if folded else model
+    ensemble = load_ensemble(model_path, unsafe=unsafe)
+    spec = _spec(ensemble, model_path, mask_size)
+    # A mixed-precision model is served in float32.
+    members = [models.float32_copy(member.model) for member in ensemble.members]
+    folded = sum(len(models.foldable_pairs(m)) for m in members) if fold_batch_norms else 0
+    served = [models.fold_batch_norms(m) for m in members] if folded else members
     archive, functions = _build_archive(served, spec)
     signatures = {name: _describe(fn) for name, fn in functions.items()}
 
@@ -168,8 +194,8 @@ def export_savedmodel(
         archive.write_out(str(staging), verbose=False)
         max_diff = None
         if verify:
-            max_diff = _verify(staging, model, spec, tolerance)
-        metadata = _metadata(loaded, model_path, spec, signatures, max_diff, tolerance, folded)
+            max_diff = _verify(staging, members, spec, tolerance)
+        metadata = _metadata(ensemble, model_path, spec, signatures, max_diff, tolerance, folded)
         metadata = json.loads(json.dumps(metadata))  # as read back: lists, not tuples
         (staging / METADATA_FOLDER).mkdir(exist_ok=True)
         (staging / METADATA_FOLDER / METADATA_NAME).write_text(
@@ -232,8 +258,8 @@ def _choose_version(base_dir: Path, version: int | None) -> int:
     return int(version)
 
 
-def _spec(loaded: LoadedModel, model_path: str | Path, mask_size: Any) -> _Spec:
-    model, config = loaded.model, loaded.config
+def _spec(ensemble: LoadedEnsemble, model_path: str | Path, mask_size: Any) -> _Spec:
+    model, config = ensemble.members[0].model, ensemble.config
     names = list(model.output_names)
     if "mask" not in names or len(names) > 2 or (len(names) == 2 and "label" not in names):
         raise ConfigError(
@@ -270,24 +296,44 @@ def _spec(loaded: LoadedModel, model_path: str | Path, mask_size: Any) -> _Spec:
         channels,
         (int(mask_size[0]), int(mask_size[1])),
         joint="label" in names,
-        threshold=float(loaded.threshold),
+        threshold=float(ensemble.threshold),
+        resize=config.data.resize,
+        horizontal_flip=bool(config.evaluation.tta),
+        models=len(ensemble.members),
     )
 
 
 def _build_archive(
-    model: keras.Model, spec: _Spec
+    served: Sequence[keras.Model], spec: _Spec
 ) -> tuple[keras.export.ExportArchive, dict[str, Any]]:
     size = (spec.height, spec.width)
     threshold = tf.constant(spec.threshold, tf.float32)
+    flips = (False, True) if spec.horizontal_flip else (False,)
+
+    def members(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """Masks ``(M, N, H, W, 1)`` and label probabilities ``(M, N)`` (or None), in the
+        order of ``cervixnet.ensemble.predict_members``: model by model, plain then flipped."""
+        masks, probabilities = [], []
+        for model in served:
+            for flip in flips:
+                result = model(tf.reverse(images, axis=[2]) if flip else images, training=False)
+                if not isinstance(result, list | tuple):
+                    result = [result]
+                named = dict(zip(model.output_names, result, strict=True))
+                mask = tf.cast(named["mask"], tf.float32)
+                masks.append(tf.reverse(mask, axis=[2]) if flip else mask)
+                if spec.joint:
+                    probabilities.append(tf.cast(named["label"], tf.float32)[:, 0])
+        return tf.stack(masks), tf.stack(probabilities) if spec.joint else None
 
     def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        result = model(images, training=False)
-        if not isinstance(result, list | tuple):
-            result = [result]
-        named = dict(zip(model.output_names, result, strict=True))
-        out = {"mask": tf.cast(named["mask"], tf.float32)}
+        masks, probabilities = members(images)
+        out = {
+            "mask": tf.reduce_mean(masks, axis=0),
+            "uncertainty": tf.math.reduce_std(masks, axis=0),
+        }
         if spec.joint:
-            probability = tf.cast(named["label"], tf.float32)[:, 0]
+            probability = tf.reduce_mean(probabilities, axis=0)
             out["probability"] = probability
             out["label"] = tf.cast(probability >= threshold, tf.int32)
         return out
@@ -295,39 +341,58 @@ def _build_archive(
     def serving_default(images: tf.Tensor) -> dict[str, tf.Tensor]:
         return outputs(images)
 
+    def each_member(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        masks, probabilities = members(images)
+        out = {"masks": tf.transpose(masks[..., 0], [1, 0, 2, 3])}  # (N, M, H, W)
+        if spec.joint:
+            out["probabilities"] = tf.transpose(probabilities)  # (N, M)
+        return out
+
     def predict_image_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        def one(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            # decode_image + this resize is pipeline.preprocess_image, decoding once to keep
+        def fit(contents: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            # decode_image + fit_to_input is pipeline.preprocess_image, decoding once to keep
             # the size; verification checks it against preprocess_image itself.
             image = decode_image(contents, spec.channels)
-            shape = tf.shape(image)
-            image = tf.image.resize(image, size, method="bilinear", antialias=True)
-            return image, shape[0], shape[1]
+            fitted, box = fit_to_input(image, size, spec.resize)
+            return fitted, tf.shape(image)[:2], box
 
-        images, heights, widths = tf.map_fn(
-            one,
+        images, sizes, boxes = tf.map_fn(
+            fit,
             image_bytes,
             fn_output_signature=(
                 tf.TensorSpec((*size, spec.channels), tf.float32),
-                tf.TensorSpec((), tf.int32),
-                tf.TensorSpec((), tf.int32),
+                tf.TensorSpec((2,), tf.int32),
+                tf.TensorSpec((4,), tf.int32),
             ),
         )
         out = outputs(images)
-        if spec.mask_size != size:
-            out["mask"] = tf.image.resize(out["mask"], spec.mask_size, method="bilinear")
-        out["original_height"] = heights
-        out["original_width"] = widths
+
+        def unfit(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+            """The content box of one ``(H, W, 2)`` map, bilinearly resized to mask_size."""
+            maps, box = args
+            content = maps[box[0] : box[0] + box[2], box[1] : box[1] + box[3]]
+            return tf.cond(
+                tf.reduce_all(tf.shape(content)[:2] == spec.mask_size),
+                lambda: content,
+                lambda: tf.image.resize(content, spec.mask_size, method="bilinear"),
+            )
+
+        maps = tf.concat([out["mask"], out["uncertainty"]], axis=-1)
+        maps = tf.map_fn(
+            unfit, (maps, boxes), fn_output_signature=tf.TensorSpec((*spec.mask_size, 2))
+        )
+        out["mask"], out["uncertainty"] = maps[..., :1], maps[..., 1:]
+        out["original_height"] = sizes[:, 0]
+        out["original_width"] = sizes[:, 1]
         return out
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for model in served:
+        archive.track(model)
+    images_spec = tf.TensorSpec((None, *size, spec.channels), tf.float32, name="images")
     functions = {
-        "serving_default": archive.add_endpoint(
-            "serving_default",
-            serving_default,
-            [tf.TensorSpec((None, *size, spec.channels), tf.float32, name="images")],
-        ),
+        "serving_default": archive.add_endpoint("serving_default", serving_default, [images_spec]),
+        "members": archive.add_endpoint("members", each_member, [images_spec]),
         "predict_image_bytes": archive.add_endpoint(
             "predict_image_bytes",
             predict_image_bytes,
@@ -375,11 +440,41 @@ def _keras_outputs(model: keras.Model, images: np.ndarray, spec: _Spec) -> dict[
     return out
 
 
-def _verify(path: Path, model: keras.Model, spec: _Spec, tolerance: float) -> float:
-    """Largest difference between the reloaded signatures and the Keras model (see module doc)."""
+def _ensemble_outputs(
+    members: Sequence[keras.Model], images: np.ndarray, spec: _Spec
+) -> dict[str, np.ndarray]:
+    """What the graph must give, from the Keras models through ``cervixnet.ensemble``."""
+    predicted = predict_members(
+        [model_run(m) for m in members], images, horizontal_flip=spec.horizontal_flip,
+        batch_size=len(images),
+    )  # fmt: skip
+    out = {
+        "mask": predicted.mean_mask()[..., None],
+        "uncertainty": predicted.std_mask()[..., None],
+    }
+    if spec.joint:
+        out["probability"] = predicted.mean_probability()
+    return out
+
+
+def _unfit(maps: np.ndarray, sizes: Sequence[tuple[int, int]], spec: _Spec) -> np.ndarray:
+    """Maps ``(N, H, W, 1)`` at the input size -> the whole source image at ``mask_size``: the
+    content box of ``cervixnet.data.letterbox`` resized with OpenCV (as ``unfit_probabilities``
+    does to the source size)."""
+    out = []
+    for values, source in zip(maps[..., 0], sizes, strict=True):
+        box = letterbox_geometry(source, (spec.height, spec.width), spec.resize)
+        (ch, cw), (mh, mw) = box.content_size, spec.mask_size
+        content = np.ascontiguousarray(values[box.top : box.top + ch, box.left : box.left + cw])
+        if (ch, cw) != (mh, mw):
+            content = cv2.resize(content, (mw, mh), interpolation=cv2.INTER_LINEAR)
+        out.append(content)
+    return np.stack(out)[..., None]
+
+
+def _verify(path: Path, members: Sequence[keras.Model], spec: _Spec, tolerance: float) -> float:
+    """Largest difference between the reloaded signatures and the Keras models (module doc)."""
     reloaded = tf.saved_model.load(str(path))
-    serve = reloaded.signatures["serving_default"]
-    from_bytes = reloaded.signatures["predict_image_bytes"]
     images = _test_images(spec)
     differences: dict[str, float] = {}
 
@@ -391,7 +486,7 @@ def _verify(path: Path, model: keras.Model, spec: _Spec, tolerance: float) -> fl
                     f"{name}: output {key!r} has shape {value.shape}, expected {expected.shape}"
                 )
             differences[f"{name}/{key}"] = float(np.max(np.abs(value - expected), initial=0.0))
-        if spec.joint:
+        if spec.joint and "label" in got:
             probability = got["probability"].numpy()
             labels = (probability >= np.float32(spec.threshold)).astype(np.int32)
             if not np.array_equal(got["label"].numpy(), labels):
@@ -400,29 +495,36 @@ def _verify(path: Path, model: keras.Model, spec: _Spec, tolerance: float) -> fl
                     f"{spec.threshold} for probabilities {probability.tolist()}"
                 )
 
-    want = _keras_outputs(model, images, spec)
-    compare("serving_default", serve(images=tf.constant(images)), want)
+    want = _ensemble_outputs(members, images, spec)
+    compare("serving_default", reloaded.signatures["serving_default"](images=images), want)
+    predicted = predict_members(
+        [model_run(m) for m in members], images, horizontal_flip=spec.horizontal_flip
+    )
+    each = {"masks": np.moveaxis(predicted.masks, 0, 1)}
+    if spec.joint:
+        each["probabilities"] = np.moveaxis(predicted.probabilities, 0, 1)
+    compare("members", reloaded.signatures["members"](images=images), each)
 
-    # PNGs at the model's size: decoded and resized in the graph, the identity up to rounding.
+    # PNGs at the model's size: decoded and fitted in the graph, the identity up to rounding.
     quantised = np.round(images * 255).astype(np.uint8)
     pngs = [tf.io.encode_png(image).numpy() for image in quantised]
-    # One image at another size (larger, so the antialiasing counts), in the other colour
-    # mode, against preprocess_image + Keras.
+    # One image at another shape (larger, so the antialiasing counts, and of another aspect,
+    # so a letterbox pads it), in the other colour mode, against preprocess_image + Keras.
     odd = np.repeat(quantised[-1, :, :, :1], 2, axis=0)[:-3]
     odd = np.concatenate([odd, odd[:, :7]], axis=1)  # (2H - 3, W + 7)
     odd = np.repeat(odd, 3, axis=-1) if spec.channels == 1 else odd
     pngs.append(tf.io.encode_png(odd).numpy())
-    reference = preprocess_image(tf.constant(pngs[-1]), (spec.height, spec.width), spec.channels)
+    size = (spec.height, spec.width)
+    reference = preprocess_image(tf.constant(pngs[-1]), size, spec.channels, spec.resize)
     prepared = np.concatenate([quantised.astype(np.float32) / 255, reference.numpy()[None]])
-    want = _keras_outputs(model, prepared, spec)
-    if spec.mask_size != (spec.height, spec.width):
-        resized = tf.image.resize(want["mask"], spec.mask_size, method="bilinear")
-        want["mask"] = resized.numpy()
-    got = from_bytes(image_bytes=tf.constant(pngs))
+    sizes = [size] * len(quantised) + [odd.shape[:2]]
+    want = _ensemble_outputs(members, prepared, spec)
+    want["mask"] = _unfit(want["mask"], sizes, spec)
+    want["uncertainty"] = _unfit(want["uncertainty"], sizes, spec)
+    got = reloaded.signatures["predict_image_bytes"](image_bytes=tf.constant(pngs))
     compare("predict_image_bytes", got, want)
-    sizes = [[spec.height, spec.width]] * len(quantised) + [list(odd.shape[:2])]
     found = np.stack([got["original_height"].numpy(), got["original_width"].numpy()], axis=1)
-    if found.tolist() != sizes:
+    if found.tolist() != [list(s) for s in sizes]:
         raise ExportVerificationError(
             f"predict_image_bytes: original sizes {found.tolist()}, expected {sizes}"
         )
@@ -450,21 +552,14 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _model_folder(model_path: str | Path) -> Path:
-    model_path = Path(model_path)
-    return model_path if model_path.is_dir() else model_path.parent
-
-
-def _prediction_settings(loaded: LoadedModel, folder: Path) -> dict[str, Any]:
+def _prediction_settings(ensemble: LoadedEnsemble) -> dict[str, Any]:
     """How ``cervixnet predict`` treats the exported model's output, as it treated the run's:
     the input's ``resize`` mode, test-time augmentation, and the validated post-processing
     (``postprocessing.json``; ``None`` when the run chose none)."""
-    from cervixnet.reporting import load_postprocessing
-
-    choice = load_postprocessing(folder)
+    choice = ensemble.postprocessing
     return {
-        "resize": loaded.config.data.resize,
-        "tta": loaded.config.evaluation.tta,
+        "resize": ensemble.config.data.resize,
+        "tta": ensemble.config.evaluation.tta,
         "postprocessing": None if choice is None else choice.to_dict(),
     }
 
@@ -524,8 +619,21 @@ def _dtype_policy(loaded: LoadedModel) -> dict[str, str]:
     return {"trained": models.policy_name(loaded.model), "served": "float32"}
 
 
+def _ensemble_description(ensemble: LoadedEnsemble, spec: _Spec) -> dict[str, Any]:
+    """The models and test-time augmentation averaged inside the graph."""
+    return {
+        "models": spec.models,
+        "folds": [folder.name for folder in ensemble.folders] if ensemble.is_folds else None,
+        "horizontal_flip": spec.horizontal_flip,
+        "members": spec.members,
+        "averaged": "mask and probability are the means over the members (each model, plain "
+        "and left-right flipped where horizontal_flip); uncertainty is the per-pixel "
+        "population standard deviation of their masks (0 for one member)",
+    }
+
+
 def _metadata(
-    loaded: LoadedModel,
+    ensemble: LoadedEnsemble,
     model_path: str | Path,
     spec: _Spec,
     signatures: dict[str, dict[str, Any]],
@@ -534,20 +642,33 @@ def _metadata(
     batch_norms_folded: int,
 ) -> dict[str, Any]:
     model_path = Path(model_path)
-    model_file = model_path / "model.keras" if model_path.is_dir() else model_path
+    loaded = ensemble.members[0]
+    model_file = ensemble.folders[0] / "model.keras" if model_path.is_dir() else model_path
     from_run = (model_file.parent / "config.yaml").is_file()
     config = loaded.config
     calipers = config.data.calipers
     size = f"{spec.height}x{spec.width}"
     outputs = {
         "mask": "float32 probability that a pixel is cervix, (N, H, W, 1) for serving_default, "
-        "(N, mask_h, mask_w, 1) for predict_image_bytes",
+        "(N, mask_h, mask_w, 1) of the whole decoded image for predict_image_bytes",
+        "uncertainty": "float32 per-pixel standard deviation over the members, shaped as mask",
     }
     if spec.joint:
         outputs["probability"] = "float32 p(preterm birth), (N,)"
         outputs["label"] = f"int32 (N,): 1 where probability >= threshold ({spec.threshold:g})"
     outputs["original_height"] = "int32 (N,), predict_image_bytes only: decoded image height"
     outputs["original_width"] = "int32 (N,), predict_image_bytes only: decoded image width"
+    outputs["masks"] = "members only: float32 (N, members, H, W), each member's mask"
+    if spec.joint:
+        outputs["probabilities"] = "members only: float32 (N, members), each member's p(preterm)"
+    fitting = (
+        f"letterbox into {size}: one scale, as large as fits, content resized with "
+        "tf.image.resize(bilinear, antialias=True), centred on zero padding "
+        "(cervixnet.data.pipeline.fit_to_input)"
+        if spec.resize == "letterbox"
+        else f"resize to {size} with tf.image.resize(bilinear, antialias=True), "
+        "as cervixnet.data.pipeline.preprocess_image (training's input pipeline)"
+    )
     caliper_step = (
         "caliper removal: yellow and green caliper marks were filled by Telea inpainting "
         "(OpenCV) before training; it is NOT in the graph. Remove them client-side with "
@@ -566,6 +687,7 @@ def _metadata(
         "format": "cervixnet-savedmodel",
         "format_version": METADATA_FORMAT,
         "architecture": _architecture(loaded, from_run),
+        "ensemble": _ensemble_description(ensemble, spec),
         "model_name": loaded.model.name,
         "parameters": int(loaded.model.count_params()),
         "source": str(model_path),
@@ -578,8 +700,8 @@ def _metadata(
             else "none: segmentation-only model, no probability or label output"
         ),
         "threshold": spec.threshold if spec.joint else None,
-        "threshold_source": loaded.threshold_source if spec.joint else None,
-        **_prediction_settings(loaded, model_file.parent),
+        "threshold_source": ensemble.threshold_source if spec.joint else None,
+        **_prediction_settings(ensemble),
         "signatures": signatures,
         "outputs": outputs,
         # Batch norms folded into the convolution before them in the served graph.
@@ -600,10 +722,9 @@ def _metadata(
                     "decode PNG, JPEG, BMP or GIF (first frame), 8 or 16 bit, to float32 in "
                     "[0, 1] (uint8 / 255, uint16 / 65535); alpha dropped",
                     colour,
-                    f"resize to {size} with tf.image.resize(bilinear, antialias=True), "
-                    "as cervixnet.data.pipeline.preprocess_image (training's input pipeline)",
-                    f"mask probabilities resized bilinearly to {spec.mask_size[0]}x"
-                    f"{spec.mask_size[1]}",
+                    fitting,
+                    "mask and uncertainty: the image's content box resized bilinearly to "
+                    f"{spec.mask_size[0]}x{spec.mask_size[1]}",
                 ],
                 "not_in_graph": [
                     caliper_step,
@@ -615,7 +736,14 @@ def _metadata(
             },
             "calipers": dataclasses.asdict(calipers),
         },
-        "training_data": _training_data(model_file.parent, config, from_run),
+        "training_data": (
+            [
+                _training_data(folder, member.config, True)
+                for folder, member in zip(ensemble.folders, ensemble.members, strict=True)
+            ]
+            if ensemble.is_folds
+            else _training_data(model_file.parent, config, from_run)
+        ),
         "versions": {
             "cervixnet": cervixnet.__version__,
             "tensorflow": tf.__version__,
@@ -670,8 +798,14 @@ def export_onnx(
         raise ConfigError(
             "ONNX export needs tf2onnx and onnxruntime: pip install 'cervixnet[onnx]'"
         ) from None
-    loaded = load_model(model_path, unsafe=unsafe)
-    spec = _spec(loaded, model_path, None)
+    ensemble = load_ensemble(model_path, unsafe=unsafe)
+    if ensemble.is_folds:
+        raise ConfigError(
+            f"{model_path}: a --folds folder of {len(ensemble.members)} models; ONNX export "
+            "takes one model. Export one fold folder, or the whole ensemble as a SavedModel"
+        )
+    loaded = ensemble.members[0]
+    spec = _spec(ensemble, model_path, None)
     images = _test_images(spec)
     model = models.float32_copy(loaded.model)  # a mixed-precision model is served in float32
     expected = _keras_outputs(model, images, spec)  # also builds the model's graph
@@ -706,7 +840,7 @@ def export_onnx(
             "label_output": spec.joint,
             "threshold": spec.threshold if spec.joint else None,
             "threshold_source": loaded.threshold_source if spec.joint else None,
-            **_prediction_settings(loaded, _model_folder(model_path)),
+            **_prediction_settings(ensemble),
             "dtype_policy": _dtype_policy(loaded),
             "onnx_outputs": {
                 "mask": onnx_outputs["mask"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -101,6 +101,90 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoadedEnsemble:
+    """The Keras models of a run folder, a ``.keras`` file or a ``--folds`` folder, with the
+    settings they predict with.
+
+    Attributes:
+        members: one :class:`LoadedModel` per model (one per fold for a ``--folds`` folder).
+        folders: the run folder of each member.
+        threshold: the label threshold: the run's operating point, or the mean of the folds'.
+        threshold_source: where the threshold came from.
+        postprocessing: the validated post-processing (``postprocessing.json``); for folds,
+            the largest-component step is kept when most folds' validation kept it.
+    """
+
+    members: tuple[LoadedModel, ...]
+    folders: tuple[Path, ...]
+    threshold: float
+    threshold_source: str
+    postprocessing: PostprocessingChoice | None
+
+    @property
+    def config(self) -> Config:
+        """The first member's configuration (every member has the same input)."""
+        return self.members[0].config
+
+    @property
+    def joint(self) -> bool:
+        return self.members[0].joint
+
+    @property
+    def is_folds(self) -> bool:
+        return len(self.members) > 1
+
+
+def load_ensemble(path: str | Path, *, unsafe: bool = False) -> LoadedEnsemble:
+    """A run folder or ``.keras`` file (one member), or a ``--folds`` folder (its fold models).
+
+    ``unsafe`` lets a ``.keras`` file with Python code load (see :func:`load_model`).
+
+    Raises:
+        ConfigError: nothing loadable at ``path``, or fold models whose inputs or outputs
+            differ, so they cannot be averaged.
+    """
+    from cervixnet.reporting import load_postprocessing
+
+    path = Path(path)
+    folders = fold_folders(path)
+    if not folders:
+        loaded = load_model(path, unsafe=unsafe)
+        folder = path if path.is_dir() else path.parent
+        return LoadedEnsemble(
+            (loaded,), (folder,), loaded.threshold, loaded.threshold_source,
+            load_postprocessing(folder),
+        )  # fmt: skip
+    loaded = [load_model(folder, unsafe=unsafe) for folder in folders]
+    first = loaded[0]
+    for folder, fold in zip(folders, loaded, strict=True):
+        preprocessing = (fold.config.data.image_size, fold.config.data.channels)
+        expected = (first.config.data.image_size, first.config.data.channels)
+        if preprocessing != expected or fold.model.output_names != first.model.output_names:
+            raise ConfigError(
+                f"{folder}: input {list(preprocessing[0])} x {preprocessing[1]} and outputs "
+                f"{fold.model.output_names} differ from {folders[0].name}'s "
+                f"{list(expected[0])} x {expected[1]} and {first.model.output_names}; "
+                "the folds cannot be averaged"
+            )
+    choices = [c for c in (load_postprocessing(f) for f in folders) if c is not None]
+    postprocessing = None
+    if choices:
+        postprocessing = PostprocessingChoice(
+            largest_component=2 * sum(c.largest_component for c in choices) > len(choices),
+            dice_without=float(np.mean([c.dice_without for c in choices])),
+            dice_with=float(np.mean([c.dice_with for c in choices])),
+            images=sum(c.images for c in choices),
+        )
+    return LoadedEnsemble(
+        tuple(loaded),
+        tuple(folders),
+        float(np.mean([fold.threshold for fold in loaded])),
+        f"mean of {len(loaded)} folds' thresholds",
+        postprocessing,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Predictor:
     """A model in any saved form, or an ensemble of fold models, behind one call.
 
@@ -114,6 +198,9 @@ class Predictor:
         runs: one call per member model, each ``fn(images (N, H, W, C) float32) -> (mask
             (N, H, W, 1), probability (N,) | None)`` (``cervixnet.ensemble.Run``).
         postprocessing: the run's validated post-processing (``postprocessing.json``).
+        predict_members: for a model that holds its own ensemble and test-time augmentation
+            (a SavedModel export): ``fn(images) -> MemberPredictions``, used instead of
+            ``runs``.
     """
 
     kind: str
@@ -123,12 +210,24 @@ class Predictor:
     joint: bool
     runs: tuple[Run, ...]
     postprocessing: PostprocessingChoice | None = None
+    predict_members: Callable[[np.ndarray], MemberPredictions] | None = None
 
     def members(self, images: np.ndarray, batch_size: int = 8) -> MemberPredictions:
         """Every member's predictions, with the left-right flipped pass of each where the
         run was scored with it (``evaluation.tta``)."""
-        return predict_members(
-            self.runs, images, horizontal_flip=self.config.evaluation.tta, batch_size=batch_size
+        if self.predict_members is None:
+            return predict_members(
+                self.runs, images, horizontal_flip=self.config.evaluation.tta,
+                batch_size=batch_size,
+            )  # fmt: skip
+        batches = [
+            self.predict_members(images[start : start + batch_size])
+            for start in range(0, len(images), batch_size)
+        ]
+        probabilities = [b.probabilities for b in batches]
+        return MemberPredictions(
+            np.concatenate([b.masks for b in batches], axis=1),
+            None if probabilities[0] is None else np.concatenate(probabilities, axis=1),
         )
 
     def predict(self, images: np.ndarray, batch_size: int = 8):
@@ -154,20 +253,15 @@ def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
     savedmodel = _savedmodel_folder(path)
     if savedmodel is not None:
         return _savedmodel_predictor(savedmodel)
-    if fold_folders(path):
-        return _folds_predictor(path, unsafe=unsafe)
-    from cervixnet.reporting import load_postprocessing
-
-    loaded = load_model(path, unsafe=unsafe)
-    folder = path if path.is_dir() else path.parent
+    ensemble = load_ensemble(path, unsafe=unsafe)
     return Predictor(
-        "keras",
-        loaded.config,
-        loaded.threshold,
-        loaded.threshold_source,
-        loaded.joint,
-        (model_run(loaded.model),),
-        load_postprocessing(folder),
+        "folds" if ensemble.is_folds else "keras",
+        ensemble.config,
+        ensemble.threshold,
+        ensemble.threshold_source,
+        ensemble.joint,
+        tuple(model_run(member.model) for member in ensemble.members),
+        ensemble.postprocessing,
     )
 
 
@@ -179,43 +273,6 @@ def fold_folders(path: str | Path) -> list[Path]:
         return []
     folds = [p for p in path.glob("fold-*") if (p / "model.keras").is_file()]
     return sorted(folds, key=lambda p: int(p.name.split("-")[1]) if p.name[5:].isdigit() else 0)
-
-
-def _folds_predictor(path: Path, *, unsafe: bool = False) -> Predictor:
-    """The fold models of a ``--folds`` folder as one ensemble: their probabilities averaged,
-    the label threshold the mean of the folds' operating thresholds, and the largest-component
-    step kept when most folds' validation kept it."""
-    from cervixnet.reporting import load_postprocessing
-
-    folders = fold_folders(path)
-    loaded = [load_model(folder, unsafe=unsafe) for folder in folders]
-    first = loaded[0].config
-    for folder, fold in zip(folders, loaded, strict=True):
-        preprocessing = (fold.config.data.image_size, fold.config.data.channels)
-        if preprocessing != (first.data.image_size, first.data.channels):
-            raise ConfigError(
-                f"{folder}: input {list(preprocessing[0])} x {preprocessing[1]} differs from "
-                f"{folders[0].name}'s {list(first.data.image_size)} x {first.data.channels}; "
-                "the folds cannot be averaged"
-            )
-    choices = [c for c in (load_postprocessing(f) for f in folders) if c is not None]
-    postprocessing = None
-    if choices:
-        postprocessing = PostprocessingChoice(
-            largest_component=2 * sum(c.largest_component for c in choices) > len(choices),
-            dice_without=float(np.mean([c.dice_without for c in choices])),
-            dice_with=float(np.mean([c.dice_with for c in choices])),
-            images=sum(c.images for c in choices),
-        )
-    return Predictor(
-        "folds",
-        first,
-        float(np.mean([fold.threshold for fold in loaded])),
-        f"mean of {len(loaded)} folds' thresholds",
-        loaded[0].joint,
-        tuple(model_run(fold.model) for fold in loaded),
-        postprocessing,
-    )
 
 
 def _savedmodel_folder(path: Path) -> Path | None:
@@ -241,7 +298,7 @@ def _config_from_metadata(metadata: dict) -> Config:
     return default_config().replace(overrides)
 
 
-def _export_predictor(kind: str, metadata: dict, run: Run) -> Predictor:
+def _export_predictor(kind: str, metadata: dict, run: Run | None) -> Predictor:
     """A SavedModel or ONNX export's :data:`Run` with the settings its metadata records."""
     threshold = float(metadata.get("threshold") or 0.5)
     source = f"export ({metadata.get('threshold_source') or 'default 0.5'})"
@@ -252,7 +309,7 @@ def _export_predictor(kind: str, metadata: dict, run: Run) -> Predictor:
         threshold,
         source,
         bool(metadata.get("label_output")),
-        (run,),
+        () if run is None else (run,),
         None if choice is None else PostprocessingChoice.from_dict(choice),
     )
 
@@ -263,15 +320,27 @@ def _savedmodel_predictor(folder: Path) -> Predictor:
     from cervixnet.export import read_export_metadata
 
     metadata = read_export_metadata(folder)
-    served = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    signatures = tf.saved_model.load(str(folder)).signatures
     joint = bool(metadata.get("label_output"))
+    predictor = _export_predictor("savedmodel", metadata, None)
+    if "members" in signatures:  # the export holds its ensemble and test-time augmentation
+        members = signatures["members"]
+
+        def predict(images: np.ndarray) -> MemberPredictions:
+            outputs = members(images=tf.constant(images))
+            masks = np.moveaxis(outputs["masks"].numpy(), 1, 0)  # (M, N, H, W)
+            probabilities = np.moveaxis(outputs["probabilities"].numpy(), 1, 0) if joint else None
+            return MemberPredictions(masks, probabilities)
+
+        return dataclasses.replace(predictor, predict_members=predict)
+    served = signatures["serving_default"]  # an export of one model, predicting once
 
     def run(images):
         outputs = served(images=tf.constant(images))
         probability = outputs["probability"].numpy() if joint else None
         return outputs["mask"].numpy(), probability
 
-    return _export_predictor("savedmodel", metadata, run)
+    return dataclasses.replace(predictor, runs=(run,))
 
 
 def _onnx_predictor(path: Path) -> Predictor:

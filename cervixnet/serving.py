@@ -1,7 +1,8 @@
 """Client side of a cervixnet model served by TF Serving (REST API).
 
-An export (``cervixnet export``) has two signatures: ``serving_default`` takes float images
-at the model's input size, ``predict_image_bytes`` takes encoded PNG or JPEG files of any size.
+An export (``cervixnet export``) serves ``serving_default``, which takes float images at the
+model's input size, and ``predict_image_bytes``, which takes encoded PNG or JPEG files of any
+size (and ``members``, each ensemble member's own prediction).
 TF Serving's REST API carries binary inputs as ``{"b64": ...}``. This module builds request
 bodies for ``POST /v1/models/<name>:predict`` and parses the responses; it needs neither
 TensorFlow nor Keras, only NumPy (and OpenCV for :func:`prepare_for_serving`).
@@ -37,12 +38,15 @@ class ServedPrediction:
         probability: p(preterm), or ``None`` for a segmentation-only model.
         label: 1 preterm / 0 control at the export's threshold, or ``None``.
         original_size: ``(height, width)`` of the sent image (bytes signature only).
+        uncertainty: float32 ``(H, W)``, the ensemble members' per-pixel standard deviation,
+            shaped as ``mask``; ``None`` from exports that do not return it.
     """
 
     mask: np.ndarray
     probability: float | None
     label: int | None
     original_size: tuple[int, int] | None
+    uncertainty: np.ndarray | None = None
 
 
 def image_bytes_request(images: Sequence[bytes | str | Path]) -> dict[str, Any]:
@@ -100,6 +104,10 @@ def parse_response(response: Mapping[str, Any]) -> list[ServedPrediction]:
     for row in rows:
         mask = np.asarray(row["mask"], dtype=np.float32)
         mask = mask[..., 0] if mask.ndim == 3 else mask
+        uncertainty = row.get("uncertainty")
+        if uncertainty is not None:
+            uncertainty = np.asarray(uncertainty, dtype=np.float32)
+            uncertainty = uncertainty[..., 0] if uncertainty.ndim == 3 else uncertainty
         height, width = row.get("original_height"), row.get("original_width")
         predictions.append(
             ServedPrediction(
@@ -111,6 +119,7 @@ def parse_response(response: Mapping[str, Any]) -> list[ServedPrediction]:
                     if height is not None and width is not None
                     else None
                 ),
+                uncertainty=uncertainty,
             )
         )
     return predictions

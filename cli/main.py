@@ -537,12 +537,15 @@ def predict(model_path, images, out, unsafe) -> None:
 def export(model_path, out, export_format, version, mask_size, fold_batch_norms, unsafe) -> None:
     """Export a trained model for serving: a TF Serving SavedModel or an ONNX file.
 
-    The SavedModel has two signatures: serving_default (float32 images at the model's input
-    size) and predict_image_bytes (encoded PNG/JPEG of any size, decoded, converted to gray,
-    resized and scaled inside the graph). Outputs: mask, and for the joint model probability
-    and label (at the run's operating threshold). Caliper removal is not in the graph: see
-    docs/serving.md. The export is reloaded with plain TensorFlow (or onnxruntime) and checked
-    against the Keras model before it is kept.
+    RUN_DIR may be a --folds folder: the SavedModel then averages every fold model, and each
+    model's mirrored pass where the run used test-time augmentation, in one graph. Signatures:
+    serving_default (float32 images at the model's input size), members (each member's own
+    prediction) and predict_image_bytes (encoded PNG/JPEG of any size, decoded, converted to
+    gray, letterboxed and scaled inside the graph). Outputs: mask, uncertainty (the members'
+    spread), and for the joint model probability and label (at the run's operating
+    threshold). Caliper removal is not in the graph: see docs/serving.md. The export is
+    reloaded with plain TensorFlow (or onnxruntime) and checked against the Keras models
+    before it is kept.
     """
     from cervixnet.export import export_onnx, export_savedmodel
 

@@ -17,6 +17,7 @@ import cervixnet
 import cervixnet.export as export
 from cervixnet import models
 from cervixnet.config import load_config, save_config
+from cervixnet.data.letterbox import letterbox_geometry
 from cervixnet.data.pipeline import preprocess_image
 from cervixnet.errors import ConfigError
 from cervixnet.export import (
@@ -48,6 +49,7 @@ LOADER = textwrap.dedent(
         loaded = tf.saved_model.load(path)
         by_bytes = loaded.signatures["predict_image_bytes"]
         out = {"signatures": sorted(loaded.signatures)}
+        out["members"] = plain(loaded.signatures["members"](images=images))
         out["serving_default"] = plain(loaded.signatures["serving_default"](images=images))
         try:
             by_bytes(image_bytes=tf.constant([b"not an image"]))
@@ -87,6 +89,23 @@ def _keras_outputs(model: keras.Model, images: np.ndarray) -> dict[str, np.ndarr
     if isinstance(outputs, list | tuple) and len(outputs) == 2:
         return {"mask": np.asarray(outputs[0]), "probability": np.asarray(outputs[1])[:, 0]}
     return {"mask": np.asarray(outputs[0] if isinstance(outputs, list | tuple) else outputs)}
+
+
+def _with_flip(models_: list[keras.Model], images: np.ndarray) -> dict[str, np.ndarray]:
+    """Each model on the images and on their mirror (flipped back), in NumPy: the members a
+    test-time-augmented ensemble averages, ``masks`` (M, N, H, W, 1)."""
+    masks, probabilities = [], []
+    for model in models_:
+        for flip in (False, True):
+            out = _keras_outputs(model, images[:, :, ::-1] if flip else images)
+            masks.append(out["mask"][:, :, ::-1] if flip else out["mask"])
+            probabilities.append(out.get("probability"))
+    result = {"masks": np.stack(masks)}
+    result["mask"] = result["masks"].mean(axis=0)
+    result["uncertainty"] = result["masks"].std(axis=0)
+    if probabilities[0] is not None:
+        result["probability"] = np.mean(probabilities, axis=0)
+    return result
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -138,13 +157,18 @@ def test_signatures_as_served(joint):
             "label": {"dtype": "int32", "shape": [None]},
             "mask": {"dtype": "float32", "shape": [None, *SIZE, 1]},
             "probability": {"dtype": "float32", "shape": [None]},
+            "uncertainty": {"dtype": "float32", "shape": [None, *SIZE, 1]},
         },
+    }
+    assert signatures["members"]["outputs"] == {  # one model, plain and flipped
+        "masks": {"dtype": "float32", "shape": [None, 2, *SIZE]},
+        "probabilities": {"dtype": "float32", "shape": [None, 2]},
     }
     by_bytes = joint["v2"].signatures["predict_image_bytes"]
     assert by_bytes["inputs"] == {"image_bytes": {"dtype": "string", "shape": [None]}}
     assert by_bytes["outputs"]["mask"]["shape"] == [None, *MASK_SIZE, 1]
     assert sorted(by_bytes["outputs"]) == [
-        "label", "mask", "original_height", "original_width", "probability"
+        "label", "mask", "original_height", "original_width", "probability", "uncertainty"
     ]  # fmt: skip
     assert 0 <= joint["v1"].max_abs_diff <= VERIFY_TOLERANCE
 
@@ -181,19 +205,27 @@ def test_loads_and_predicts_without_cervixnet(joint, tmp_path):
     result = json.loads((tmp_path / "out.json").read_text())
     assert result["cervixnet_imported"] is False
 
-    want = _keras_outputs(model, images)
-    prepared = np.stack([preprocess_image(tf.constant(d), SIZE, 1).numpy() for d in encoded])
-    want_bytes = _keras_outputs(model, prepared)
+    # The run letterboxes and mirrors at test time (the default): so does the export.
+    want = _with_flip([model], images)
+    prepared = np.stack(
+        [preprocess_image(tf.constant(d), SIZE, 1, "letterbox").numpy() for d in encoded]
+    )
+    want_bytes = _with_flip([model], prepared)
     assert np.abs(prepared[:4] - images).max() < 1e-6  # at the model size: the identity
+    assert prepared[4:, :2].max() == 0 < prepared[4:, 10].min()  # 50 x 70 -> 23 x 32, padded
     assert want["probability"].min() < THRESHOLD < want["probability"].max()
+    assert want["uncertainty"].max() > 1e-3  # the mirrored pass differs
     for name, mask_size in (("v1", SIZE), ("v2", MASK_SIZE)):
         out = result[name]
-        assert out["signatures"] == ["predict_image_bytes", "serving_default"]
+        assert out["signatures"] == ["members", "predict_image_bytes", "serving_default"]
         assert out["corrupt"] == "InvalidArgumentError"  # and the next call still worked
         served = {k: np.asarray(v) for k, v in out["serving_default"].items()}
         by_bytes = {k: np.asarray(v) for k, v in out["predict_image_bytes"].items()}
-        for key in ("mask", "probability"):
+        for key in ("mask", "probability", "uncertainty"):
             np.testing.assert_allclose(served[key], want[key], rtol=0, atol=VERIFY_TOLERANCE)
+        np.testing.assert_allclose(
+            np.moveaxis(out["members"]["masks"], 1, 0), want["masks"][..., 0], atol=1e-5
+        )
         for outputs in (served, by_bytes):
             probability = outputs["probability"].astype(np.float32)
             assert outputs["label"].tolist() == (probability >= np.float32(THRESHOLD)).tolist()
@@ -205,8 +237,13 @@ def test_loads_and_predicts_without_cervixnet(joint, tmp_path):
         np.testing.assert_allclose(
             by_bytes["probability"], want_bytes["probability"], rtol=0, atol=VERIFY_TOLERANCE
         )
-        mask = tf.image.resize(want_bytes["mask"], mask_size, method="bilinear").numpy()
-        np.testing.assert_allclose(by_bytes["mask"], mask, rtol=0, atol=VERIFY_TOLERANCE)
+        # The mask covers the whole decoded image: the letterbox's content box, resized.
+        for k, (height, width) in enumerate(sizes):
+            box = letterbox_geometry((height, width), SIZE)
+            (ch, cw), top, left = box.content_size, box.top, box.left
+            content = want_bytes["mask"][k : k + 1, top : top + ch, left : left + cw]
+            mask = tf.image.resize(content, mask_size, method="bilinear").numpy()
+            np.testing.assert_allclose(by_bytes["mask"][k : k + 1], mask, atol=VERIFY_TOLERANCE)
         # A PNG at the model's size gives what serving_default gives on the same pixels.
         np.testing.assert_allclose(
             by_bytes["probability"][:4], served["probability"], rtol=0, atol=VERIFY_TOLERANCE
@@ -241,10 +278,12 @@ def test_metadata_describes_the_export(joint):
     assert (metadata["threshold"], metadata["threshold_source"]) == (THRESHOLD, "youden on val")
     assert metadata["label_output"] is True
     assert set(metadata["outputs"]) >= {"mask", "probability", "label", "original_height"}
-    assert set(metadata["signatures"]) == {"serving_default", "predict_image_bytes"}
+    assert set(metadata["signatures"]) == {"serving_default", "members", "predict_image_bytes"}
+    assert metadata["ensemble"]["models"] == 1 and metadata["ensemble"]["members"] == 2
+    assert (metadata["resize"], metadata["tta"]) == ("letterbox", True)
     steps = json.dumps(metadata["preprocessing"])
     assert "remove_calipers" in steps and "prepare_images" in steps and "NOT" in steps
-    assert "antialias=True" in steps
+    assert "antialias=True" in steps and "letterbox" in steps
     assert metadata["versions"]["cervixnet"] == cervixnet.__version__
     assert metadata["versions"]["tensorflow"] == tf.__version__
     assert metadata["versions"]["keras"] == keras.__version__
@@ -265,13 +304,13 @@ def test_segmentation_only_model(tmp_path):
     model.save(tmp_path / "unet.keras")
     result = export_savedmodel(tmp_path / "unet.keras", tmp_path / "base", verify=True)
     assert result.version == 1 and result.max_abs_diff <= VERIFY_TOLERANCE
-    assert sorted(result.signatures["serving_default"]["outputs"]) == ["mask"]
+    assert sorted(result.signatures["serving_default"]["outputs"]) == ["mask", "uncertainty"]
     assert sorted(result.signatures["predict_image_bytes"]["outputs"]) == [
-        "mask", "original_height", "original_width"
+        "mask", "original_height", "original_width", "uncertainty"
     ]  # fmt: skip
     loaded = tf.saved_model.load(str(result.path))
     outputs = loaded.signatures["serving_default"](images=tf.constant(_images()))
-    assert sorted(outputs) == ["mask"]
+    assert sorted(outputs) == ["mask", "uncertainty"]
     metadata = result.metadata
     assert metadata["architecture"] == "unet" and metadata["label_output"] is False
     assert metadata["threshold"] is None and "no probability or label" in metadata["classification"]
@@ -329,7 +368,7 @@ def test_a_mixed_precision_model_is_served_in_float32_and_folded(tmp_path):
     assert result.metadata["batch_norms_folded"] > 0
     served = tf.saved_model.load(str(result.path)).signatures["serving_default"]
     probability = served(images=tf.constant(_images()))["probability"]
-    expected = _keras_outputs(models.float32_copy(model), _images())["probability"]
+    expected = _with_flip([models.float32_copy(model)], _images())["probability"]
     np.testing.assert_allclose(probability, expected, atol=VERIFY_TOLERANCE)
 
 
@@ -338,3 +377,64 @@ def test_a_mixed_precision_model_exports_to_onnx_in_float32(tmp_path):
     result = export.export_onnx(tmp_path / "mixed.keras", tmp_path / "mixed.onnx")
     assert result.max_abs_diff <= VERIFY_TOLERANCE
     assert result.metadata["dtype_policy"] == {"trained": "mixed_bfloat16", "served": "float32"}
+
+
+def _fold_run(folder, seed: int, threshold: float, tta: bool) -> keras.Model:
+    """A tiny joint model's run folder with its operating threshold."""
+    keras.utils.set_random_seed(seed)
+    model = models.get("unet-joint", **TINY)
+    folder.mkdir(parents=True)
+    model.save(folder / "model.keras")
+    config = load_config(overrides={"data.image_size": list(SIZE), "evaluation.tta": tta})
+    save_config(config, folder / "config.yaml")
+    choice = {"threshold": threshold, "rule": "youden", "target": None, "sensitivity": 1.0}
+    choice.update({"specificity": 0.5, "chosen_on": "val"})
+    (folder / "operating_point.json").write_text(json.dumps(choice))
+    return model
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_a_folds_folder_exports_as_one_ensemble(tmp_path, tta):
+    """Three fold models (and their mirrored passes) averaged in one graph, as predict does."""
+    from cervixnet.inference import load_predictor
+
+    folds = tmp_path / "folds"
+    fold_models = [
+        _fold_run(folds / f"fold-{k + 1}", seed=10 + k, threshold=0.3 + 0.1 * k, tta=tta)
+        for k in range(3)
+    ]
+    (folds / "folds.json").write_text("[]")
+    result = export_savedmodel(folds, tmp_path / "base")
+    assert result.max_abs_diff <= VERIFY_TOLERANCE
+    ensemble = result.metadata["ensemble"]
+    assert ensemble["models"] == 3 and ensemble["folds"] == ["fold-1", "fold-2", "fold-3"]
+    assert ensemble["members"] == (6 if tta else 3)
+    assert result.metadata["threshold"] == pytest.approx(0.4)
+    assert len(result.metadata["training_data"]) == 3
+
+    images = _images()
+    signatures = tf.saved_model.load(str(result.path)).signatures
+    served = signatures["serving_default"](images=tf.constant(images))
+    if tta:
+        want = _with_flip(fold_models, images)
+    else:
+        plain = [_keras_outputs(m, images) for m in fold_models]
+        want = {"mask": np.mean([o["mask"] for o in plain], axis=0)}
+        want["uncertainty"] = np.std([o["mask"] for o in plain], axis=0)
+        want["probability"] = np.mean([o["probability"] for o in plain], axis=0)
+    for key in ("mask", "uncertainty", "probability"):
+        np.testing.assert_allclose(served[key], want[key], atol=VERIFY_TOLERANCE)
+    assert float(served["uncertainty"].numpy().max()) > 1e-3  # different models disagree
+    labels = (served["probability"].numpy() >= np.float32(0.4)).astype(np.int32)
+    assert served["label"].numpy().tolist() == labels.tolist()
+
+    # cervixnet's own predictor reads the export's members: the same as the folds folder's.
+    from_export, from_folds = load_predictor(result.path), load_predictor(folds)
+    assert from_export.runs == () and from_export.predict_members is not None
+    exported, direct = from_export.members(images, 3), from_folds.members(images)
+    np.testing.assert_allclose(exported.masks, direct.masks, atol=VERIFY_TOLERANCE)
+    np.testing.assert_allclose(exported.probabilities, direct.probabilities, atol=1e-5)
+    assert from_export.threshold == pytest.approx(from_folds.threshold)
+
+    with pytest.raises(ConfigError, match="ONNX export takes one model"):
+        export.export_onnx(folds, tmp_path / "folds.onnx")

@@ -6,12 +6,14 @@ import pytest
 import tensorflow as tf
 
 from cervixnet.config import AugmentConfig
+from cervixnet.data.letterbox import fit_image, letterbox_geometry
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.pipeline import (
     build_augmenter,
     cache_in_memory,
     decode_image,
     decode_mask,
+    fit_to_input,
     make_dataset,
     preprocess_image,
 )
@@ -235,3 +237,37 @@ def test_auto_cache_keeps_up_to_a_gibibyte():
     assert not cache_in_memory(False, 1, (8, 8), 1)
     with pytest.raises(ValueError, match="Received: 'disk'"):
         cache_in_memory("disk", 1, (8, 8), 1)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [(50, 70), (70, 50), (33, 32), (32, 32), (7, 200), (200, 7), (65, 95), (96, 64), (3, 3)],
+)
+def test_fit_to_input_places_the_image_as_letterbox_geometry_says(source):
+    """The graph's letterbox (serving) puts the content where the NumPy one does."""
+    target = (32, 48)
+    rng = np.random.default_rng(sum(source))
+    image = rng.uniform(0.2, 1.0, (*source, 1)).astype(np.float32)
+    fitted, box = fit_to_input(tf.constant(image), target)
+    geometry = letterbox_geometry(source, target)
+    assert box.numpy().tolist() == [geometry.top, geometry.left, *geometry.content_size]
+    (ch, cw), top, left = geometry.content_size, geometry.top, geometry.left
+    fitted = fitted.numpy()
+    assert fitted.shape == (*target, 1)
+    inside = np.zeros(target, bool)
+    inside[top : top + ch, left : left + cw] = True
+    assert (fitted[~inside] == 0).all() and (fitted[inside] > 0.1).all()
+    # Smooth content resamples alike in TensorFlow and OpenCV (the prepared data's resize).
+    y, x = np.mgrid[: source[0], : source[1]] / max(source)
+    smooth = (0.3 + 0.5 * x + 0.2 * y).astype(np.float32)[..., None]
+    from_graph = fit_to_input(tf.constant(smooth), target)[0].numpy()[..., 0]
+    from_numpy = fit_image(smooth[..., 0], target)
+    assert np.abs(from_graph - from_numpy)[inside].max() < 0.05
+
+
+def test_fit_to_input_stretches_on_request():
+    image = tf.constant(np.ones((50, 70, 1), np.float32))
+    fitted, box = fit_to_input(image, (32, 48), "stretch")
+    assert box.numpy().tolist() == [0, 0, 32, 48] and fitted.shape == (32, 48, 1)
+    with pytest.raises(ValueError, match="Received: mode='squash'"):
+        fit_to_input(image, (32, 48), "squash")

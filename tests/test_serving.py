@@ -103,7 +103,7 @@ def test_rest_client_round_trip_through_both_signatures(exports, tmp_path: Path)
     served = parse_response(_serve(loaded.signatures["predict_image_bytes"], body))
     for path, prediction in zip(scans, served, strict=True):
         assert prediction.original_size == cv2.imread(str(path)).shape[:2]
-        assert prediction.mask.shape == (32, 32)
+        assert prediction.mask.shape == prediction.uncertainty.shape == (32, 32)
         assert 0.0 <= prediction.probability <= 1.0 and prediction.label in (0, 1)
     images = np.random.default_rng(0).random((2, 32, 32, 1)).astype(np.float32)
     served = parse_response(_serve(loaded.signatures["serving_default"], float_request(images)))
@@ -119,7 +119,7 @@ def test_parse_response_formats_and_errors():
     columns = {"outputs": {"mask": [[[0.1, 0.9]]], "probability": [0.7], "label": [1]}}
     (prediction,) = parse_response(columns)
     assert prediction.probability == pytest.approx(0.7) and prediction.label == 1
-    assert prediction.mask.shape == (1, 2)
+    assert prediction.mask.shape == (1, 2) and prediction.uncertainty is None  # older export
     with pytest.raises(ValueError, match="error"):
         parse_response({"error": "Expected image (JPEG, PNG, or GIF), got unknown format"})
     with pytest.raises(ValueError, match="Received keys"):

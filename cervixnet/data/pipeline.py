@@ -83,13 +83,60 @@ def decode_image(contents: tf.Tensor, channels: int) -> tf.Tensor:
     return image
 
 
-def preprocess_image(contents: tf.Tensor, image_size: Sequence[int], channels: int) -> tf.Tensor:
+def preprocess_image(
+    contents: tf.Tensor, image_size: Sequence[int], channels: int, resize: str = "stretch"
+) -> tf.Tensor:
     """Encoded bytes -> the network's input ``(height, width, channels)``, as in training.
 
     An image already at ``image_size`` (a prepared one) is used as decoded: resizing it would
     give the same pixels (antialiased bilinear at scale 1) at the cost of a resampling pass.
+    ``resize="letterbox"`` fits any other size with :func:`fit_to_input` instead of
+    stretching it. Defaults to "stretch".
     """
-    return _at_size(decode_image(contents, channels), image_size, "bilinear", antialias=True)
+    image = decode_image(contents, channels)
+    if resize == "letterbox":
+        return fit_to_input(image, image_size, "letterbox")[0]
+    return _at_size(image, image_size, "bilinear", antialias=True)
+
+
+def fit_to_input(
+    image: tf.Tensor, image_size: Sequence[int], mode: str = "letterbox"
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """TensorFlow's :func:`cervixnet.data.letterbox.fit_image`, for graphs (serving).
+
+    The geometry is ``letterbox_geometry``'s exactly (float64, round half to even); the content
+    is resized bilinearly with antialiasing (prepared data used OpenCV: area when shrinking), and
+    the padding is 0.
+
+    Args:
+        image: float32 ``(H, W, C)``, any size.
+        image_size: ``(height, width)`` of the network input.
+        mode: ``"letterbox"`` or ``"stretch"``. Defaults to "letterbox".
+
+    Returns:
+        The fitted image ``(height, width, C)`` and its content box, int32 ``(4,)``:
+        ``[top, left, content_height, content_width]``.
+    """
+    height, width = (int(s) for s in image_size)
+    if mode not in ("letterbox", "stretch"):
+        raise ValueError(f"`mode` must be 'letterbox' or 'stretch'. Received: mode={mode!r}")
+    if mode == "stretch":
+        box = tf.constant([0, 0, height, width], tf.int32)
+        return _at_size(image, image_size, "bilinear", antialias=True), box
+    source = tf.cast(tf.shape(image)[:2], tf.float64)
+    target = tf.constant([height, width], tf.float64)
+    scale = tf.reduce_min(target / source)
+    content = tf.clip_by_value(tf.round(source * scale), 1.0, target)
+    content = tf.cast(content, tf.int32)
+    top, left = (height - content[0]) // 2, (width - content[1]) // 2
+    resized = tf.cond(
+        tf.reduce_all(tf.shape(image)[:2] == content),
+        lambda: image,
+        lambda: tf.image.resize(image, content, method="bilinear", antialias=True),
+    )
+    fitted = tf.image.pad_to_bounding_box(resized, top, left, height, width)
+    fitted = tf.ensure_shape(fitted, (height, width, image.shape[-1]))
+    return fitted, tf.stack([top, left, content[0], content[1]])
 
 
 def decode_mask(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
