@@ -18,6 +18,11 @@ run took. The figures per fold, their mean and spread, and the difference defaul
 its spread go to --out (JSON) and are printed as a table.
 
     python benchmarks/real_data_recipe.py --data DATA --folds 3 --out recipe.json
+
+`--variant NAME KEY=VALUE ...` adds a recipe: the default with those config overrides (values
+in YAML), e.g. `--variant flip data.augment.horizontal_flip=0.5 --recipes default flip`.
+`--steps N` fixes the optimizer steps of the default and its variants (no timed probe), so
+that recipes compare at the same length whatever else the machine is running.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from script import cervixnet_first, parser_from_docstring
@@ -115,6 +121,15 @@ def main() -> None:
     parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds (1-based)")
     parser.add_argument("--budget-minutes", type=float, default=None, help="the default's budget")
     parser.add_argument("--recipes", nargs="*", default=["default", "plain"])
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME KEY=VALUE",
+        help="another recipe: the default with these config overrides",
+    )
+    parser.add_argument("--steps", type=int, default=None, help="fix the default's steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="recipe-runs", help="folder for the run folders")
     parser.add_argument("--out", required=True, help="JSON file of the figures")
@@ -137,9 +152,17 @@ def main() -> None:
     folds = cross_validation_splits(
         listing, args.folds, val_share / (train_share + val_share), seed=args.seed
     )
-    recipes = {"default": base, "plain": plain}
     if args.budget_minutes is not None:
-        recipes["default"] = base.replace({"training.budget_minutes": args.budget_minutes})
+        base = base.replace({"training.budget_minutes": args.budget_minutes})
+    if args.steps is not None:
+        base = base.replace({"training.steps": args.steps})
+    recipes = {"default": base, "plain": plain}
+    for name, *settings in args.variant:
+        overrides = {}
+        for setting in settings:
+            key, _, value = setting.partition("=")
+            overrides[key] = yaml.safe_load(value)
+        recipes[name] = base.replace(overrides)
     results: dict[str, list[dict]] = {name: [] for name in args.recipes}
     work = Path(args.work)
     for k, splits in enumerate(folds, start=1):
@@ -164,7 +187,8 @@ def main() -> None:
 
 def summarise(results: dict[str, list[dict]]) -> dict:
     """Per recipe: the folds, their mean and standard deviation (ddof 1); and the paired
-    difference default - plain per fold with its mean and spread."""
+    difference per fold, with its mean and spread, of default - plain and of each variant -
+    default."""
     summary: dict = {"recipes": {}}
     for name, folds in results.items():
         stats = {}
@@ -174,24 +198,34 @@ def summarise(results: dict[str, list[dict]]) -> dict:
                 spread = float(values.std(ddof=1)) if values.size > 1 else 0.0
                 stats[figure] = {"mean": float(values.mean()), "std": spread}
         summary["recipes"][name] = {"folds": folds, "summary": stats}
-    if {"default", "plain"} <= results.keys():
-        paired = {}
-        for figure in FIGURES:
-            pairs = [
-                (d[figure], p[figure])
-                for d, p in zip(results["default"], results["plain"], strict=False)
-                if figure in d and figure in p
-            ]
-            if pairs:
-                difference = np.array([d - p for d, p in pairs])
-                spread = float(difference.std(ddof=1)) if difference.size > 1 else 0.0
-                paired[figure] = {
-                    "per_fold": difference.tolist(),
-                    "mean": float(difference.mean()),
-                    "std": spread,
-                }
-        summary["difference_default_minus_plain"] = paired
+    comparisons = [("default", "plain")]
+    comparisons += [(name, "default") for name in results if name not in ("default", "plain")]
+    for first, second in comparisons:
+        if {first, second} <= results.keys():
+            summary[f"difference_{first}_minus_{second}"] = paired_difference(
+                results[first], results[second]
+            )
     return summary
+
+
+def paired_difference(first: list[dict], second: list[dict]) -> dict:
+    """Per figure, ``first - second`` fold by fold, with its mean and spread (ddof 1)."""
+    paired = {}
+    for figure in FIGURES:
+        pairs = [
+            (a[figure], b[figure])
+            for a, b in zip(first, second, strict=False)
+            if figure in a and figure in b
+        ]
+        if pairs:
+            difference = np.array([a - b for a, b in pairs])
+            spread = float(difference.std(ddof=1)) if difference.size > 1 else 0.0
+            paired[figure] = {
+                "per_fold": difference.tolist(),
+                "mean": float(difference.mean()),
+                "std": spread,
+            }
+    return paired
 
 
 def format_summary(summary: dict) -> str:

@@ -49,6 +49,7 @@ class AugmentConfig:
     enabled: bool = True
     rotation_degrees: float = 15.0
     crop: float = 0.1
+    horizontal_flip: float = 0.0
     brightness: float = 0.1
     contrast: float = 0.1
     noise: str = "gaussian"
@@ -226,6 +227,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.synthetic.n_images": (lambda v: v >= 10, "an integer >= 10"),
     "data.synthetic.n_preterm": (lambda v: v >= 1, "an integer >= 1"),
     "data.augment.rotation_degrees": (lambda v: 0 <= v <= 180, "degrees in [0, 180]"),
+    "data.augment.horizontal_flip": (lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     "data.annotations.reading": (lambda v: v in ("smooth", "chord"), "smooth or chord"),
     "data.annotations.fusion": (
         lambda v: v in ("majority", "union", "intersection"),

@@ -292,3 +292,32 @@ def test_disabled_and_invalid_settings():
         build_augmenter(AugmentConfig(noise="poisson"))
     with pytest.raises(ValueError, match=r"Received: 1\.0"):
         build_augmenter(AugmentConfig(crop=1.0))
+    with pytest.raises(ValueError, match=r"horizontal_flip.*Received: 1\.5"):
+        build_augmenter(AugmentConfig(horizontal_flip=1.5))
+
+
+def test_horizontal_flip_mirrors_image_and_mask_together():
+    """Always on, alone: the exact mirror; at 0.5 with rotation: the other draws are unchanged,
+    so the images left unmirrored are those of a run without the flip."""
+    rng = np.random.default_rng(0)
+    masks = _shapes(8)
+    images = (0.5 * masks + 0.3 * rng.random(masks.shape)).astype(np.float32)
+    mirror = AugmentConfig(rotation_degrees=0, crop=0.0, horizontal_flip=1.0, **NO_INTENSITY)
+    flipped_images, flipped_masks = _run(mirror, images, masks)
+    np.testing.assert_allclose(flipped_images, images[:, :, ::-1], atol=1e-6)
+    np.testing.assert_array_equal(flipped_masks, masks[:, :, ::-1])
+
+    rotate = AugmentConfig(rotation_degrees=30, crop=0.2, **NO_INTENSITY)
+    half = dataclasses.replace(rotate, horizontal_flip=0.5)
+    plain_images, plain_masks = _run(rotate, images, masks, seed=3)
+    half_images, half_masks = _run(half, images, masks, seed=3)
+    same = [np.array_equal(a, b) for a, b in zip(plain_masks, half_masks, strict=True)]
+    assert 0 < sum(same) < len(same)  # some mirrored, some not
+    for k, unchanged in enumerate(same):
+        if unchanged:
+            np.testing.assert_allclose(half_images[k], plain_images[k], atol=1e-6)
+        else:  # the same rotation and crop, mirrored: the mask lands mirrored
+            iou = (half_masks[k] * plain_masks[k][:, ::-1]).sum() / np.maximum(
+                half_masks[k], plain_masks[k][:, ::-1]
+            ).sum()
+            assert iou > 0.9

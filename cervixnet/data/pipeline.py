@@ -176,14 +176,15 @@ def build_augmenter(
       uniform in ``[1 - crop, 1]`` (default crop 0.1; one ``s`` for both sides, so the aspect
       ratio is kept) at a uniform random position inside the image, resized back to
       ``(H, W)`` (the sampling of ``tf.image.crop_and_resize``); it only zooms in, never pads;
+    - a left-right mirror of the result with probability ``horizontal_flip`` (default 0);
     - brightness shift in ``[-brightness, +brightness]`` and contrast factor in
       ``[1 - contrast, 1 + contrast]`` about each image's mean (defaults 0.1; the transforms
       of ``keras.layers.RandomBrightness`` and ``keras.layers.RandomContrast``);
     - noise ``n ~ N(0, noise_std)`` per pixel (default 0.02): ``"gaussian"`` adds it,
       ``"speckle"`` multiplies, ``image * (1 + n)``; then the image is clipped to [0, 1].
 
-    Rotation and crop together are one affine map (``affine_transforms``), applied in a single
-    resampling by OpenCV (``warp_affine``): bilinear for the image, nearest neighbour for the
+    Rotation, crop and mirror together are one affine map (``affine_transforms``), applied in a
+    single resampling by OpenCV (``warp_affine``): bilinear for the image, nearest neighbour for the
     mask, so it stays binary. The intensity transforms touch the image only. A value of 0
     turns a transform off. Every draw is stateless: ``seed`` (int64, shape ``(2,)``) alone
     decides the output, whatever TensorFlow's global seed and whatever ran before, which is
@@ -197,7 +198,12 @@ def build_augmenter(
         )
     if not 0 <= config.crop < 1:
         raise ValueError(f"augment.crop must be a fraction in [0, 1). Received: {config.crop!r}")
-    geometric = config.rotation_degrees > 0 or config.crop > 0
+    if not 0 <= config.horizontal_flip <= 1:
+        raise ValueError(
+            "augment.horizontal_flip must be a probability in [0, 1]. "
+            f"Received: {config.horizontal_flip!r}"
+        )
+    geometric = config.rotation_degrees > 0 or config.crop > 0 or config.horizontal_flip > 0
     pixels = functools.partial(
         _augment_pixels,
         geometric=geometric,
@@ -236,7 +242,15 @@ def build_augmenter(
             factor = tf.random.stateless_uniform(
                 per_image, contrast_key, 1.0 - config.contrast, 1.0 + config.contrast
             )
-        transforms = affine_transforms(angle, side[:, 0], corner, tf.shape(images)[1:3])
+        mirror = None
+        if config.horizontal_flip > 0:
+            # Its own stream, so the other draws stay those of a run without the mirror.
+            flip_key = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 5)
+            draw = tf.random.stateless_uniform((batch,), flip_key)
+            mirror = draw < config.horizontal_flip
+        transforms = affine_transforms(
+            angle, side[:, 0], corner, tf.shape(images)[1:3], mirror=mirror
+        )
         images, masks = tf.numpy_function(
             pixels,
             [images, masks, transforms, shift, factor, noise_key],
@@ -249,9 +263,14 @@ def build_augmenter(
 
 
 def affine_transforms(
-    degrees: tf.Tensor, side: tf.Tensor, corner: tf.Tensor, size: tf.Tensor
+    degrees: tf.Tensor,
+    side: tf.Tensor,
+    corner: tf.Tensor,
+    size: tf.Tensor,
+    mirror: tf.Tensor | None = None,
 ) -> tf.Tensor:
-    """Per image, the affine map of a rotation followed by a crop-and-resize: ``(batch, 6)``.
+    """Per image, the affine map of a rotation, a crop-and-resize and an optional left-right
+    mirror: ``(batch, 6)``.
 
     ``degrees`` ``(batch,)`` rotate about the centre (the transform of
     ``keras.layers.RandomRotation``); the crop window has side ``side`` ``(batch,)`` and corner
@@ -260,6 +279,9 @@ def affine_transforms(
     ``(a0, a1, a2, b0, b1, b2)`` says that output pixel ``(x, y)`` samples the input at
     ``(a0 x + a1 y + a2, b0 x + b1 y + b2)``, pixel centres at integer coordinates (the
     convention of ``ImageProjectiveTransformV3`` and of OpenCV's ``WARP_INVERSE_MAP``).
+
+    ``mirror`` ``(batch,)`` bool mirrors the output where true: output ``x`` then reads what
+    ``last_x - x`` would have.
     """
     angle = tf.cast(degrees, tf.float32) * (math.pi / 180.0)
     side = tf.cast(side, tf.float32)
@@ -271,17 +293,15 @@ def affine_transforms(
     cos, sin = tf.cos(angle), tf.sin(angle)
     # The rotation: (u, v) in the rotated image reads the input at
     # (cos u - sin v + cx - cx cos + cy sin, sin u + cos v + cy - cx sin - cy cos).
-    return tf.stack(
-        [
-            cos * side,
-            -sin * side,
-            cos * x0 - sin * y0 + cx - cx * cos + cy * sin,
-            sin * side,
-            cos * side,
-            sin * x0 + cos * y0 + cy - cx * sin - cy * cos,
-        ],
-        axis=1,
-    )
+    a0, a2 = cos * side, cos * x0 - sin * y0 + cx - cx * cos + cy * sin
+    b0, b2 = sin * side, sin * x0 + cos * y0 + cy - cx * sin - cy * cos
+    if mirror is not None:
+        # Output x reads at last_x - x: negate the x terms and move the offsets.
+        mirrored = tf.cast(mirror, tf.float32)
+        a2, b2 = a2 + mirrored * a0 * last_x, b2 + mirrored * b0 * last_x
+        sign = 1.0 - 2.0 * mirrored
+        a0, b0 = a0 * sign, b0 * sign
+    return tf.stack([a0, -sin * side, a2, b0, cos * side, b2], axis=1)
 
 
 def warp_affine(images: np.ndarray, transforms: np.ndarray, interpolation: str) -> np.ndarray:
