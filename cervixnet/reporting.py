@@ -1,4 +1,4 @@
-"""``cervixnet evaluate``: the paper's tables with intervals, an operating point, plots.
+"""``cervixnet evaluate``: the paper's tables with intervals, an operating point, figures.
 
 :func:`evaluate_run` scores a trained run on one split (or all) of its own data, or on
 another data set:
@@ -15,10 +15,11 @@ another data set:
 - calibration: a reliability curve;
 - on synthetic data, the AUC of the generator's latent risk on the same images.
 
-It writes ``report.json``, ``report.md``, ``predictions.csv`` and PNG plots (ROC and
-precision-recall curves with the operating point, confusion matrix, reliability diagram,
-training curves, segmentation overlays of the best, median and worst images, and Grad-CAM
-overlays for a sample of images of the joint model).
+It writes ``report.json``, ``report.md``, ``predictions.csv`` and figures as PNG and PDF
+(``cervixnet.figures``: ROC curve with its patient-bootstrap band and the operating point,
+precision-recall curve, confusion matrix, calibration, training curves, segmentation overlays
+of the best, median and worst images), and Grad-CAM overlays for a sample of images of the
+joint model.
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ def evaluate_run(
     try:
         files = _write_outputs(
             staging, report, predictions, per_image, manifest, evaluated, choice, run_dir,
-            model, gradcam_images,
+            model, gradcam_images, config.seed,
         )  # fmt: skip
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -597,8 +598,9 @@ def _write_outputs(
     run_dir: Path,
     model: keras.Model,
     gradcam_images: int,
+    seed: int,
 ) -> list[Path]:
-    from cervixnet import plots
+    from cervixnet import figures
 
     files: list[Path] = []
 
@@ -606,9 +608,12 @@ def _write_outputs(
         path = inside_folder(out_dir, name)  # Grad-CAM names come from image file names
         ok, encoded = cv2.imencode(".png", image)
         if not ok:
-            raise DataError(f"{path}: could not encode the plot as PNG")
+            raise DataError(f"{path}: could not encode the image as PNG")
         encoded.tofile(str(path))
         files.append(path)
+
+    def draw(name: str, figure) -> None:
+        files.extend(figures.save_figure(figure, out_dir / name))
 
     has_mask = predictions["has_mask"]
     iou = per_image["iou"]
@@ -646,29 +651,15 @@ def _write_outputs(
         labels = predictions["label"]
         known = ~np.isnan(labels)
         y, p = labels[known], probability[known]
+        patients = np.array([manifest.records[i].patient_id for i in indices])[known]
         if 0 < y.sum() < len(y):
-            save("roc.png", plots.roc_curve_plot(y, p, threshold))
-            save("precision_recall.png", plots.precision_recall_plot(y, p, threshold))
-        cm = classification["confusion_matrix"]
-        save(
-            "confusion_matrix.png",
-            plots.confusion_matrix_plot(cm["tp"], cm["fp"], cm["tn"], cm["fn"]),
-        )
-        calibration = report["calibration"]
-        save(
-            "reliability.png",
-            plots.reliability_plot(
-                np.array(calibration["mean_predicted"], float),
-                np.array(calibration["observed_frequency"], float),
-                np.array(calibration["count"]),
-                brier=calibration.get("brier_score"),
-            ),
-        )
+            draw("roc", figures.roc_figure(y, p, threshold, groups=patients, seed=seed))
+            draw("precision_recall", figures.precision_recall_figure(y, p, threshold))
+        draw("confusion_matrix", figures.confusion_matrix_figure(y, p, threshold))
+        draw("calibration", figures.calibration_figure(y, p))
     if (run_dir / "history.csv").is_file():
-        save(
-            "training_curves.png",
-            plots.training_curves_plot(plots.read_history(run_dir / "history.csv")),
-        )
+        history = figures.read_history(run_dir / "history.csv")
+        draw("training_curves", figures.training_curves_figure(history))
     if has_mask.any():
         order = [k for k in np.argsort(iou) if has_mask[k]]
         picks = {"worst": order[:2], "median": order[len(order) // 2 - 1 : len(order) // 2 + 1],
@@ -679,13 +670,13 @@ def _write_outputs(
             for k in dict.fromkeys(chosen):
                 rows.append(
                     (
-                        f"{caption} IoU {iou[k]:.3f}",
+                        f"{caption}: IoU {iou[k]:.3f}",
                         images[k],
                         predictions["mask_true"][k],
                         predictions["mask_prob"][k],
                     )
                 )
-        save("segmentation_overlays.png", plots.overlay_grid(rows))
+        draw("segmentation_overlays", figures.overlay_figure(rows))
     if gradcam_images > 0 and classification is not None:
         from cervixnet.explain import explain_images
 

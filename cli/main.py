@@ -410,13 +410,14 @@ def evaluate(
     cache_dir,
     unsafe,
 ) -> None:
-    """Score a trained run: tables with 95 % intervals, an operating point, plots.
+    """Score a trained run: tables with 95 % intervals, an operating point, figures.
 
     The label threshold is chosen on the run's validation split (Youden's J by default)
     and applied unchanged to the evaluated split. Writes report.md, report.json,
-    predictions.csv, ROC and precision-recall curves, the confusion matrix, a reliability
-    diagram, training curves, segmentation overlays (best, median, worst by IoU) and
-    Grad-CAM overlays, and prints the tables.
+    predictions.csv, and as PNG and PDF the ROC curve (with its patient-bootstrap band) and
+    precision-recall curve, the confusion matrix, calibration, training curves and
+    segmentation overlays (best, median, worst by IoU); Grad-CAM overlays; and prints the
+    tables.
     """
     from cervixnet.reporting import evaluate_run, format_tables
 

@@ -17,13 +17,13 @@ from cervixnet.data.manifest import read_manifest
 from cervixnet.data.splits import Splits
 from cervixnet.reporting import evaluate_run
 
-PLOTS = (
-    "roc.png",
-    "precision_recall.png",
-    "confusion_matrix.png",
-    "reliability.png",
-    "training_curves.png",
-    "segmentation_overlays.png",
+FIGURES = (
+    "roc",
+    "precision_recall",
+    "confusion_matrix",
+    "calibration",
+    "training_curves",
+    "segmentation_overlays",
 )
 
 
@@ -41,9 +41,10 @@ def evaluated(tiny_run: Path, tmp_path_factory) -> Path:
 def test_report_and_every_plot_are_written(evaluated: Path):
     report = json.loads((evaluated / "report.json").read_text())
     assert report["split"] == "test"
-    for name in PLOTS:
-        image = cv2.imread(str(evaluated / name))
+    for name in FIGURES:
+        image = cv2.imread(str(evaluated / f"{name}.png"))
         assert image is not None and image.shape[0] > 100, name
+        assert (evaluated / f"{name}.pdf").read_bytes().startswith(b"%PDF"), name
     assert len(list((evaluated / "gradcam").glob("*.png"))) == 2
     markdown = (evaluated / "report.md").read_text()
     assert "## Segmentation" in markdown and "## Classification" in markdown
@@ -133,12 +134,12 @@ def test_threshold_rules_and_bad_options(tiny_run: Path, tmp_path: Path):
 def test_an_evaluation_that_fails_midway_leaves_no_half_report(
     tiny_run: Path, tmp_path: Path, monkeypatch
 ):
-    from cervixnet import plots
+    from cervixnet import figures
 
     def broken(*args, **kwargs):
         raise OSError("killed while drawing")
 
-    monkeypatch.setattr(plots, "overlay_grid", broken)  # drawn after the first files
+    monkeypatch.setattr(figures, "overlay_figure", broken)  # drawn after the first files
     with pytest.raises(OSError, match="killed while drawing"):
         evaluate_run(
             tiny_run, out_dir=tmp_path / "report", n_bootstrap=50, gradcam_images=0,
