@@ -14,9 +14,11 @@ def parser_from_docstring(doc: str) -> argparse.ArgumentParser:
 
 
 def cervixnet_first() -> None:
-    """Imports cervixnet before anything loads TensorFlow, as ``cervixnet train`` does.
+    """Sets TensorFlow's environment as the ``cervixnet`` command does, before anything loads it.
 
     TensorFlow then starts with cervixnet's settings (oneDNN on x86-64 CPUs, its log level),
     so that a bare Keras case runs on the same kernels as cervixnet's own path.
     """
-    import cervixnet  # noqa: F401
+    from cervixnet.cli.quiet import set_environment
+
+    set_environment(verbose=False)

@@ -1,29 +1,24 @@
-"""cervixnet: joint cervix segmentation and preterm-birth prediction in Keras 3.
+"""cervixnet: segment an organ in ultrasound, measure it and classify the scan, in Keras 3.
 
-Importing the package registers its losses, metrics and layers with Keras, so
-``keras.models.load_model("model.keras")`` needs no ``custom_objects``. It imports
-Keras but never TensorFlow: the models, losses and metrics run on any Keras 3 backend.
+``import cervixnet`` is cheap: it loads neither Keras nor TensorFlow and sets no environment
+variables. The Keras parts load on first use, ``from cervixnet import losses, metrics,
+models`` (or ``cervixnet.models`` ...), and loading them registers cervixnet's layers, losses
+and metrics with Keras, so that ``keras.models.load_model("model.keras")`` then needs no
+``custom_objects``. They never import TensorFlow themselves: the models, losses and metrics
+run on any Keras 3 backend.
 """
 
-import os
-import platform
+from __future__ import annotations
 
-# TensorFlow reads its C++ log level once, when it loads (through Keras, just below). Its
-# graph optimiser's cost-estimate warnings would otherwise flood every training log; a level
-# the user has set wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow turns its oneDNN CPU operations (convolutions, batch norms, matmuls) on by itself
-# only on some x86 CPUs, by their features; on others, as on an AVX2-only one, it computes the
-# convolutions with Eigen, which trained the default joint U-Net 2.4 x slower
-# (docs/performance.md). Asked here on every x86-64 CPU, before TensorFlow loads; a
-# TF_ENABLE_ONEDNN_OPTS the user has set (0: off) wins.
-if platform.machine().lower() in ("x86_64", "amd64"):
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+import importlib
+from typing import Any
 
-from cervixnet import losses, metrics, models
 from cervixnet.errors import CervixnetError, ConfigError, DataError
 
 __version__ = "0.1.0"
+
+# Submodules that import Keras, loaded on first attribute access.
+_KERAS_MODULES = ("losses", "metrics", "models")
 
 __all__ = [
     "CervixnetError",
@@ -34,3 +29,13 @@ __all__ = [
     "metrics",
     "models",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _KERAS_MODULES:
+        return importlib.import_module(f"cervixnet.{name}")
+    raise AttributeError(f"module 'cervixnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_KERAS_MODULES))

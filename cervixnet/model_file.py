@@ -26,6 +26,8 @@ from typing import Any
 
 import keras
 
+# Imported for their registration with Keras: a cervixnet model file names their classes.
+from cervixnet import losses, metrics, models  # noqa: F401
 from cervixnet.errors import ConfigError, UnsafeModelError
 
 # Keras marks a serialized Python lambda with this class name (keras.saving).

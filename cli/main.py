@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from cervixnet.cli.quiet import start_tensorflow
 from cervixnet.config import ARCHITECTURES
 from cervixnet.errors import CervixnetError
 
@@ -21,6 +22,19 @@ def _user_errors(command):
             return command(*args, **kwargs)
         except CervixnetError as error:
             raise click.ClickException(str(error)) from None
+
+    return wrapper
+
+
+def _needs_tensorflow(command):
+    """Loads TensorFlow before the command runs, without its start-up notices unless
+    ``cervixnet --verbose`` (``cli/quiet.py``); ``--help`` never gets here."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+        start_tensorflow(verbose)
+        return command(*args, **kwargs)
 
     return wrapper
 
@@ -96,7 +110,14 @@ def _training_overrides(epochs, steps, budget_minutes, batch_size) -> dict:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cervixnet")
-def main() -> None:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    default=False,
+    help="Show TensorFlow's own start-up and info log lines.",
+)
+def main(verbose: bool) -> None:
     """cervixnet: segment the cervix and predict preterm birth from transvaginal ultrasound.
 
     Start with `cervixnet train --arch unet-joint`: it generates the built-in synthetic
@@ -153,6 +174,7 @@ def main() -> None:
 )
 @_cache_dir_option()
 @_user_errors
+@_needs_tensorflow
 def train(
     arch,
     config_path,
@@ -268,6 +290,7 @@ def train(
 )
 @_cache_dir_option()
 @_user_errors
+@_needs_tensorflow
 def plan(data, arch, config_path, epochs, steps, budget_minutes, batch_size, out, cache_dir):
     """Plan a run from a data set's fingerprint and this device, and print why.
 
@@ -323,6 +346,7 @@ def plan(data, arch, config_path, epochs, steps, budget_minutes, batch_size, out
 @click.option("--seed", type=int, default=None, help="Override seed (the shared split, init).")
 @_cache_dir_option()
 @_user_errors
+@_needs_tensorflow
 def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
     """Train several networks on one split and write the paper's Table 1.
 
@@ -398,6 +422,7 @@ def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
 @_cache_dir_option("prepared data is")
 @_unsafe_option
 @_user_errors
+@_needs_tensorflow
 def evaluate(
     run_dir,
     data,
@@ -458,6 +483,7 @@ def evaluate(
 )
 @_unsafe_option
 @_user_errors
+@_needs_tensorflow
 def gradcam(model_path, images, out, method, layer, unsafe) -> None:
     """Class-activation maps of the preterm probability, as overlays.
 
@@ -480,6 +506,7 @@ def gradcam(model_path, images, out, method, layer, unsafe) -> None:
 )
 @_unsafe_option
 @_user_errors
+@_needs_tensorflow
 def predict(model_path, images, out, unsafe) -> None:
     """Segment new images and predict p(preterm).
 
@@ -535,6 +562,7 @@ def predict(model_path, images, out, unsafe) -> None:
 )
 @_unsafe_option
 @_user_errors
+@_needs_tensorflow
 def export(model_path, out, export_format, version, mask_size, fold_batch_norms, unsafe) -> None:
     """Export a trained model for serving: a TF Serving SavedModel or an ONNX file.
 
@@ -615,6 +643,7 @@ def synth(out, n_images, n_preterm, seed) -> None:
 )
 @click.option("--seed", type=int, default=None, help="Override seed (the saved split).")
 @_user_errors
+@_needs_tensorflow
 def prepare(manifest, out, config_path, seed) -> None:
     """Write a cleaned, resized copy of a data set that training reads directly.
 

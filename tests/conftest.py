@@ -9,9 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-# Before any test module loads TensorFlow: every test process then starts TensorFlow with
-# cervixnet's settings (oneDNN on x86-64), as `cervixnet train` does.
-import cervixnet  # noqa: F401
+from cervixnet.cli.quiet import set_environment
+
+# Before any test module loads TensorFlow: every test process then starts TensorFlow with the
+# settings of the `cervixnet` command (oneDNN on x86-64, errors-only C++ logs).
+set_environment(verbose=False)
+
+# Registers cervixnet's layers, losses and metrics with Keras, for tests that load model files
+# with keras.models.load_model.
+from cervixnet import losses, metrics, models  # noqa: E402, F401
 
 
 def write_tiny_dataset(folder: Path, n_patients: int = 10, images_per_patient: int = 2) -> Path:
@@ -83,6 +89,26 @@ def rewrite_manifest(manifest: Path, edit) -> None:
         writer.writeheader()
         writer.writerows(rows)
 
+
+# The tiny configuration of command-line tests, as a YAML file's text.
+TINY_CONFIG = """
+data:
+  image_size: [32, 32]
+  augment:
+    crop: 0.0
+model:
+  base_filters: 4
+  unet-joint:
+    depth: 2
+    classifier_units: [8]
+  unet:
+    depth: 2
+  deeplabv3:
+    blocks_per_stage: [1, 1, 1, 1]
+training:
+  batch_size: 4
+  epochs: 1
+"""
 
 TINY_RUN_CONFIG = {
     "data.image_size": [32, 32],

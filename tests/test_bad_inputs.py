@@ -30,8 +30,7 @@ from tests.bad_inputs import (
     Case,
     manifest_rows,
 )
-from tests.conftest import write_tiny_dataset
-from tests.test_cli import TINY_CONFIG
+from tests.conftest import TINY_CONFIG, write_tiny_dataset
 
 DATA_COMMANDS = ("data validate", "data prepare", "train", "evaluate")
 

@@ -9,26 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cervixnet.cli.main import main
-from tests.conftest import rewrite_manifest
-
-TINY_CONFIG = """
-data:
-  image_size: [32, 32]
-  augment:
-    crop: 0.0
-model:
-  base_filters: 4
-  unet-joint:
-    depth: 2
-    classifier_units: [8]
-  unet:
-    depth: 2
-  deeplabv3:
-    blocks_per_stage: [1, 1, 1, 1]
-training:
-  batch_size: 4
-  epochs: 1
-"""
+from tests.conftest import TINY_CONFIG, rewrite_manifest
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -211,8 +192,10 @@ def test_model_reloads_in_a_fresh_process(tiny_dataset: Path, tmp_path: Path, ti
     )
     assert result.exit_code == 0, result.output
     code = (
-        "import sys, numpy as np, cervixnet, keras\n"
+        "import sys, numpy as np, keras\n"
+        "from cervixnet import losses, metrics, models  # registers them with Keras\n"
         f"model = keras.models.load_model({str(run / 'model.keras')!r})\n"
+        "assert model.compiled and model.loss['mask'].__class__.__module__ == losses.__name__\n"
         "mask, label = model.predict(np.zeros((1, 32, 32, 1), 'float32'), verbose=0)\n"
         "assert mask.shape == (1, 32, 32, 1) and label.shape == (1, 1)\n"
         "print('ok', float(label[0, 0]))\n"

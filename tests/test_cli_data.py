@@ -10,8 +10,7 @@ from click.testing import CliRunner
 
 from cervixnet.cli.main import main
 from cervixnet.data.splits import Splits
-from tests.conftest import rewrite_manifest, write_tiny_dataset
-from tests.test_cli import TINY_CONFIG
+from tests.conftest import TINY_CONFIG, rewrite_manifest, write_tiny_dataset
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from cervixnet.cli.main import main
 from cervixnet.training.compare import comparison_table, format_comparison
-from tests.test_cli import TINY_CONFIG
+from tests.conftest import TINY_CONFIG
 
 
 def test_compare_trains_each_network_on_the_same_split(tiny_dataset: Path, tmp_path: Path):

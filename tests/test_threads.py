@@ -55,7 +55,7 @@ def test_config_takes_a_positive_count_or_null(key: str) -> None:
     platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN is asked on x86-64"
 )
 @pytest.mark.parametrize(("user_setting", "expected"), [(None, "1 True"), ("0", "0 False")])
-def test_import_asks_for_onednn_on_x86_unless_the_user_said_otherwise(user_setting, expected):
+def test_the_command_asks_for_onednn_on_x86_unless_the_user_said_otherwise(user_setting, expected):
     # TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when it loads: a fresh process each.
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if user_setting is not None:
@@ -63,6 +63,10 @@ def test_import_asks_for_onednn_on_x86_unless_the_user_said_otherwise(user_setti
     code = (
         "import os\n"
         "import cervixnet\n"
+        "assert os.environ.get('TF_ENABLE_ONEDNN_OPTS') == "
+        f"{user_setting!r}, 'import cervixnet set it'\n"
+        "from cervixnet.cli.quiet import start_tensorflow\n"
+        "start_tensorflow()\n"
         "from cervixnet.training.threads import onednn_enabled\n"
         "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())\n"
     )

@@ -60,8 +60,9 @@ def thread_pools() -> dict[str, int]:
 def onednn_enabled() -> bool | None:
     """Whether TensorFlow runs its CPU operations with oneDNN here (``None``: unknown).
 
-    ``import cervixnet`` asks for it on x86-64 CPUs (``TF_ENABLE_ONEDNN_OPTS=1``) unless the
-    user set the variable; TensorFlow reads it once, when it loads.
+    The ``cervixnet`` command asks for it on x86-64 CPUs (``TF_ENABLE_ONEDNN_OPTS=1``) unless
+    the user set the variable; TensorFlow reads it once, when it loads. In Python, set it
+    before importing TensorFlow or Keras.
     """
     try:
         from tensorflow.python.util import _pywrap_util_port

@@ -5,7 +5,7 @@ The run folder holds:
 - ``config.yaml``: the fully resolved configuration (data path included);
 - ``splits.json``: patients and images per split;
 - ``model.keras``: the best epoch by ``training.monitor`` (``checkpoint_monitor``; reloads with
-  ``import cervixnet``);
+  ``keras.models.load_model`` once ``from cervixnet import losses, metrics, models`` has run);
 - ``history.csv``: one row per epoch (losses and metrics, train and val);
 - ``checkpoint/``, while the run is going: the state after the last completed epoch, from
   which ``resume=True`` continues a killed run exactly (``cervixnet.training.checkpoint``);
