@@ -4,7 +4,7 @@ Checks that the models, losses and metrics run without TensorFlow (set KERAS_BAC
 jax, torch or tensorflow before running) and reports training throughput in images per
 second for each network, on whatever device the backend picks (a GPU when there is one).
 
-    KERAS_BACKEND=jax python benchmarks/backend_check.py --out backend_check.json
+    KERAS_BACKEND=jax python -m benchmarks.backend_check --out backend_check.json
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ own process, the median milliseconds per step and the convolutions' GFLOP/s.
 ``--layouts channels_last channels_first`` repeats the cases in each memory layout
 (cervixnet's models are channels-last):
 
-    python benchmarks/batch_norm.py
-    python benchmarks/batch_norm.py --precisions float32 --steps 5 --out batch_norm.json
-    python benchmarks/batch_norm.py --layouts channels_last channels_first --norms fused none
+    python -m benchmarks.batch_norm
+    python -m benchmarks.batch_norm --precisions float32 --steps 5 --out batch_norm.json
+    python -m benchmarks.batch_norm --layouts channels_last channels_first --norms fused none
 
 ``:fpmath`` after a precision also sets oneDNN's ``ONEDNN_DEFAULT_FPMATH_MODE=BF16`` (float32
 primitives computed in bfloat16 inside oneDNN).
@@ -24,15 +24,10 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))
-
-from script import cervixnet_first, parser_from_docstring  # noqa: E402
-from timing import step_clock  # noqa: E402
+from benchmarks.script import ROOT, cervixnet_first, module_command, parser_from_docstring
+from benchmarks.timing import step_clock
 
 BATCH, LAYERS = 8, 4
 
@@ -112,9 +107,9 @@ def main() -> None:
         if flag == "fpmath":
             env["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
         for norm in args.norms:
-            command = [sys.executable, __file__, "--run-case", norm, name, layout]
+            command = module_command(__file__, "--run-case", norm, name, layout)
             command += [str(args.steps), str(args.size), str(channels)]
-            result = subprocess.run(command, capture_output=True, text=True, env=env)
+            result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
             lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
             if result.returncode != 0 or not lines:
                 tail = (result.stderr.strip().splitlines() or ["no message"])[-1]

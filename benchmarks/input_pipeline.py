@@ -22,8 +22,8 @@ The training timings alternate ``--repeats`` times and their medians are reporte
 The ratio input / training says how much headroom the input has (the goal: at least 5x at
 the default configuration).
 
-    python benchmarks/input_pipeline.py --out input_pipeline.json
-    python benchmarks/input_pipeline.py --config paper --epochs 1
+    python -m benchmarks.input_pipeline --out input_pipeline.json
+    python -m benchmarks.input_pipeline --config paper --epochs 1
 """
 
 from __future__ import annotations
@@ -55,15 +55,15 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
-    from script import cervixnet_first
+    from benchmarks.script import cervixnet_first
 
     cervixnet_first()  # TensorFlow set up as in cervixnet train
     import keras
     import numpy as np
     import tensorflow as tf
-    from timing import step_clock
-    from training_throughput import compile_bare
 
+    from benchmarks.timing import step_clock
+    from benchmarks.training_throughput import compile_bare
     from cervixnet.config import load_config
     from cervixnet.data.manifest import read_manifest
     from cervixnet.data.sources import prepared_data, resolve_data

@@ -11,8 +11,8 @@ TensorFlow runs with one inter-op thread here, so that its primitives run one at
 PyTorch's do, and their times compare (with two, two convolutions often share the two cores
 and each one's logged time doubles).
 
-    python benchmarks/onednn_kernels.py --model paper --out onednn_paper.json
-    python benchmarks/onednn_kernels.py --model default --cases keras:float32 torch:float32
+    python -m benchmarks.onednn_kernels --model paper --out onednn_paper.json
+    python -m benchmarks.onednn_kernels --model default --cases keras:float32 torch:float32
 
 Case names: ``keras:float32``, ``keras:mixed_bfloat16``, ``torch:float32``,
 ``torch:bfloat16`` (the peer always channels-last).
@@ -25,16 +25,11 @@ import collections
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))
-
-from script import cervixnet_first, parser_from_docstring  # noqa: E402
-from training_throughput import MODELS, machine  # noqa: E402
+from benchmarks.script import ROOT, cervixnet_first, module_command, parser_from_docstring
+from benchmarks.training_throughput import MODELS, machine
 
 CASES = ("keras:float32", "keras:mixed_bfloat16", "torch:float32", "torch:bfloat16")
 STEP_STARTS = "=== logged step starts ==="
@@ -43,12 +38,12 @@ STEP_ENDS = "=== logged step ends ==="
 
 def run_case(spec: dict) -> None:
     """Warm-up steps, then one step between the two markers (in the subprocess)."""
-    from training_throughput import _build_keras_model, compile_bare, synthetic_batch
+    from benchmarks.training_throughput import _build_keras_model, compile_bare, synthetic_batch
 
     framework, precision = spec["case"].split(":")
     images, masks, labels = synthetic_batch(spec["batch"], spec["size"])
     if framework == "torch":
-        import torch_peer
+        from benchmarks import torch_peer
 
         result = torch_peer.train_throughput(
             images, masks, labels, batch_size=spec["batch"], steps=1,
@@ -154,8 +149,8 @@ def main() -> None:
         spec = {"case": case, "model": args.model, "size": size, "base_filters": base_filters,
                 "batch": batch, "warmup": args.warmup}  # fmt: skip
         completed = subprocess.run(
-            [sys.executable, __file__, "--run-case", json.dumps(spec)],
-            capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"},
+            module_command(__file__, "--run-case", json.dumps(spec)),
+            capture_output=True, text=True, env={**os.environ, "ONEDNN_VERBOSE": "1"}, cwd=ROOT,
         )  # fmt: skip
         result = parse_verbose(completed.stdout.splitlines())
         if completed.returncode != 0 or result["step_seconds"] is None:

@@ -14,8 +14,8 @@ Then, per precision, the mean over seeds of each figure's difference from float3
 difference whose magnitude is below ``--tolerance`` (default 0.01, the goal of the speed
 issue) on both IoU figures counts as "within tolerance".
 
-    python benchmarks/precision_accuracy.py --seeds 0 1 2 --out precision_accuracy.json
-    python benchmarks/precision_accuracy.py --precisions float32 mixed_bfloat16 \\
+    python -m benchmarks.precision_accuracy --seeds 0 1 2 --out precision_accuracy.json
+    python -m benchmarks.precision_accuracy --precisions float32 mixed_bfloat16 \\
         --epochs 2 --seeds 0   # a quick look
 
 The run folders, what each ``cervixnet train`` printed (``NAME.txt``) and its figures
@@ -38,8 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from script import parser_from_docstring
-
+from benchmarks.script import parser_from_docstring
 from cervixnet.config import PRECISIONS as _CONFIG_PRECISIONS
 
 PRECISIONS = tuple(p for p in _CONFIG_PRECISIONS if p != "auto")

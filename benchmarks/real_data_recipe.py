@@ -17,7 +17,7 @@ against the manifest's `head_circumference_mm`), the AUC of the label, and the m
 run took. The figures per fold, their mean and spread, and the difference default - plain with
 its spread go to --out (JSON) and are printed as a table.
 
-    python benchmarks/real_data_recipe.py --data DATA --folds 3 --out recipe.json
+    python -m benchmarks.real_data_recipe --data DATA --folds 3 --out recipe.json
 
 `--variant NAME KEY=VALUE ...` adds a recipe: the default with those config overrides (values
 in YAML), e.g. `--variant flip data.augment.horizontal_flip=0.5 --recipes default flip`.
@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from script import cervixnet_first, parser_from_docstring
+from benchmarks.script import cervixnet_first, parser_from_docstring
 
 FIGURES = ("iou", "dice", "hd95_px", "assd_px", "hd95_mm", "hc_mae_mm", "hc_bias_mm", "auc")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def parser_from_docstring(doc: str) -> argparse.ArgumentParser:
@@ -22,3 +24,14 @@ def cervixnet_first() -> None:
     from cervixnet.cli.quiet import set_environment
 
     set_environment(verbose=False)
+
+
+# The repository root: the working folder of every subprocess a benchmark starts, so that
+# ``benchmarks`` imports there as it does in the parent.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module_command(file: str, *args: str) -> list[str]:
+    """The command that runs the benchmark module of ``file`` (its ``__file__``) in a fresh
+    Python with ``args``; run it with ``cwd=ROOT``."""
+    return [sys.executable, "-m", f"benchmarks.{Path(file).stem}", *args]

@@ -18,7 +18,7 @@ the other:
 for a single image and a batch of 8 (``--batches``), reporting the median of ``--repeats`` calls in
 milliseconds (after warm-up calls).
 
-    python benchmarks/serving_latency.py --out serving_latency.json
+    python -m benchmarks.serving_latency --out serving_latency.json
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
 
-    from script import cervixnet_first
+    from benchmarks.script import cervixnet_first
 
     cervixnet_first()  # TensorFlow set up as in cervixnet train
     import cv2

@@ -25,9 +25,9 @@ case also reports ``warmup_seconds``, the untimed steps' wall time: tracing, and
 ``torch.compile``'s compilation (which ``torch.compile`` caches on disk for later runs). One
 table is printed and the figures are written as JSON.
 
-    python benchmarks/training_throughput.py --model paper --out training_paper.json
-    python benchmarks/training_throughput.py --model default --cases cervixnet-train keras:float32
-    KERAS_BACKEND=jax python benchmarks/training_throughput.py --model paper --device cuda \\
+    python -m benchmarks.training_throughput --model paper --out training_paper.json
+    python -m benchmarks.training_throughput --model default --cases cervixnet-train keras:float32
+    KERAS_BACKEND=jax python -m benchmarks.training_throughput --model paper --device cuda \\
         --batch 256 --cases keras:mixed_bfloat16 torch:bfloat16:cl
 
 Case names: ``cervixnet-train[:PRECISION][:FLAG...]`` (the config's ``training.precision``,
@@ -58,11 +58,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(HERE.parent))
-
-from script import cervixnet_first, parser_from_docstring  # noqa: E402
+from benchmarks.script import ROOT, cervixnet_first, module_command, parser_from_docstring
 
 MODELS = {
     # name: (config, image size, base filters, batch)
@@ -172,8 +168,8 @@ def run_keras(spec: dict) -> dict:
     """``model.fit`` on arrays in memory (bare), or on cervixnet's training input (real)."""
     import keras
     import numpy as np
-    from timing import step_clock
 
+    from benchmarks.timing import step_clock
     from cervixnet.models.flops import training_flops_per_image
 
     if keras.backend.backend() == "tensorflow":  # the GPU machine's JAX has no TensorFlow
@@ -285,7 +281,7 @@ def _real_training_input(spec: dict):
 
 def run_torch(spec: dict) -> dict:
     """The PyTorch peer on the same batch size and image size."""
-    import torch_peer
+    from benchmarks import torch_peer
 
     images, masks, labels = synthetic_batch(min(spec["batch"] * 4, 256), spec["size"])
     result = torch_peer.train_throughput(
@@ -377,13 +373,17 @@ def ceiling(framework: str, dtype: str, device: str) -> float | None:
     """The matmul ceiling in FLOP/s, measured in a subprocess like the cases."""
     size = 8192 if device == "cuda" else 2048
     code = (
-        f"import sys, json; sys.path.insert(0, {str(HERE)!r}); "
+        "import json; "
         # TensorFlow set up as for the Keras cases.
-        + ("import script; script.cervixnet_first(); " if framework == "tensorflow" else "")
-        + "import flops; "
+        + (
+            "from benchmarks import script; script.cervixnet_first(); "
+            if framework == "tensorflow"
+            else ""
+        )
+        + "from benchmarks import flops; "
         f"print(json.dumps(flops.matmul_ceiling({framework!r}, {dtype!r}, {size}, {device!r})))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         print(f"matmul {framework} {dtype} failed: {result.stderr.strip().splitlines()[-1:]}")
         return None
@@ -534,8 +534,8 @@ def main() -> None:
         started = time.perf_counter()
         try:
             result = subprocess.run(
-                [sys.executable, __file__, "--run-case", json.dumps(spec)],
-                capture_output=True, text=True, timeout=args.case_timeout,
+                module_command(__file__, "--run-case", json.dumps(spec)),
+                capture_output=True, text=True, timeout=args.case_timeout, cwd=ROOT,
             )  # fmt: skip
         except subprocess.TimeoutExpired:
             print(f"{case} batch {batch}: over {args.case_timeout} s, stopped", flush=True)

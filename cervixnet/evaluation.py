@@ -3,7 +3,8 @@
 Segmentation is scored per image at each scan's own size (the predicted probabilities mapped
 back through the letterbox, thresholded, cleaned by the run's validated post-processing):
 mean and std of IoU, Dice, HD95 and ASSD over the images that have a mask; classification
-over the images that have a label (AUC, precision, recall, specificity at a threshold). When
+over the images that have a label (``cervixnet.analysis.binary_figures``: AUC, precision,
+recall, specificity and more, a probability >= the threshold counting as preterm). When
 the manifest carries the synthetic generator's latent ``risk`` column, the AUC that risk
 reaches on the same images is reported as ``best_auc``: no model can do better on average.
 """
@@ -222,9 +223,14 @@ def split_metrics(
         labels = predictions["label"]
         known = ~np.isnan(labels)
         if known.any():
-            summary = cx_metrics.classification_summary(
-                labels[known], predictions["probability"][known], threshold=threshold
+            figures = analysis.binary_figures(
+                labels[known], predictions["probability"][known], threshold
             )
+            # An undefined figure (a ratio over zero cases, an AUC of one class) is null.
+            summary = {
+                key: None if isinstance(value, float) and math.isnan(value) else value
+                for key, value in figures.items()
+            }
             if risk is not None:
                 summary["best_auc"] = _best_auc(labels[known], np.asarray(risk, float)[known])
             result["classification"] = summary

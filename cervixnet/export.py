@@ -508,7 +508,7 @@ def _verify(path: Path, members: Sequence[keras.Model], spec: _Spec, tolerance: 
     # PNGs at the model's size: decoded and fitted in the graph, the identity up to rounding.
     quantised = np.round(images * 255).astype(np.uint8)
     pngs = [tf.io.encode_png(image).numpy() for image in quantised]
-    # One image at another shape (larger, so the antialiasing counts, and of another aspect,
+    # One image at another shape (larger, so the area averaging counts, and of another aspect,
     # so a letterbox pads it), in the other colour mode, against preprocess_image + Keras.
     odd = np.repeat(quantised[-1, :, :, :1], 2, axis=0)[:-3]
     odd = np.concatenate([odd, odd[:, :7]], axis=1)  # (2H - 3, W + 7)
@@ -661,13 +661,15 @@ def _metadata(
     outputs["masks"] = "members only: float32 (N, members, H, W), each member's mask"
     if spec.joint:
         outputs["probabilities"] = "members only: float32 (N, members), each member's p(preterm)"
+    resampling = (
+        "tf.image.resize, area when shrinking and bilinear when enlarging, as OpenCV "
+        "resized the training images (within 1/255; cervixnet.data.pipeline.fit_to_input)"
+    )
     fitting = (
         f"letterbox into {size}: one scale, as large as fits, content resized with "
-        "tf.image.resize(bilinear, antialias=True), centred on zero padding "
-        "(cervixnet.data.pipeline.fit_to_input)"
+        f"{resampling}, centred on zero padding"
         if spec.resize == "letterbox"
-        else f"resize to {size} with tf.image.resize(bilinear, antialias=True), "
-        "as cervixnet.data.pipeline.preprocess_image (training's input pipeline)"
+        else f"stretch to {size} with {resampling}"
     )
     caliper_step = (
         "caliper removal: yellow and green caliper marks were filled by Telea inpainting "
@@ -728,9 +730,8 @@ def _metadata(
                 ],
                 "not_in_graph": [
                     caliper_step,
-                    "training images were resized by OpenCV when prepared (area when "
-                    "shrinking); the in-graph antialiased bilinear resize is close but not "
-                    "bit-identical: for exactly the training preprocessing use "
+                    "training images were resized by OpenCV from 8-bit pixels; the in-graph "
+                    "resize of float pixels agrees within 1/255: for bit-identical inputs use "
                     "cervixnet.inference.prepare_images and serving_default",
                 ],
             },

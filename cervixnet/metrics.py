@@ -8,8 +8,10 @@ Conventions shared by both:
 - A standard deviation is over images, population form (``ddof=0``), like the paper's
   "mean IoU (std)".
 
-The NumPy functions (``iou_per_image``, ``dice_per_image``, ``segmentation_summary``,
-``classification_summary``) serve evaluation. The Keras metrics (``PerImageIoU``,
+The NumPy functions (``iou_per_image``, ``dice_per_image``, ``segmentation_summary``) serve
+evaluation; the classification figures of every table and report are
+``cervixnet.analysis.binary_figures``'s (a probability >= the threshold is preterm). The Keras
+metrics (``PerImageIoU``,
 ``PerImageDice``, ``Specificity``) use ``keras.ops`` only, run on every backend, and are
 registered with Keras under the package name ``cervixnet``. For AUC, precision and recall
 during training use ``keras.metrics.AUC``, ``Precision`` and ``Recall``.
@@ -29,7 +31,6 @@ __all__ = [
     "PerImageDice",
     "PerImageIoU",
     "Specificity",
-    "classification_summary",
     "dice_per_image",
     "iou_per_image",
     "segmentation_summary",
@@ -117,60 +118,6 @@ def segmentation_summary(y_true: Any, y_pred: Any, threshold: float = 0.5) -> di
         "dice_mean": float(np.mean(dice)),
         "dice_std": float(np.std(dice)),
         "n_images": int(iou.size),
-    }
-
-
-def classification_summary(
-    labels: Any, probabilities: Any, threshold: float = 0.5
-) -> dict[str, Any]:
-    """Preterm-birth classification figures: AUC, precision, recall, specificity, counts.
-
-    Entries whose label is NaN (unknown outcome) are left out. A probability above
-    ``threshold`` predicts preterm. A ratio whose denominator is 0 is 0.0 (scikit-learn's
-    ``zero_division=0``): precision with no predicted positive, recall with no actual positive,
-    specificity with no actual negative.
-
-    Args:
-        labels: 0/1 labels (1 = preterm), shape ``(N,)`` or ``(N, 1)``; NaN = unknown.
-        probabilities: Predicted preterm probabilities, same number of entries.
-        threshold: In [0, 1]. Defaults to 0.5.
-
-    Returns:
-        ``auc`` (``sklearn.metrics.roc_auc_score``; None when only one class is present),
-        ``precision``, ``recall`` (sensitivity), ``specificity``, ``n_images``, ``n_positive``,
-        ``threshold``, and ``confusion_matrix`` as ``[[TN, FP], [FN, TP]]`` (rows actual
-        control/preterm, columns predicted control/preterm, as in the paper).
-
-    Raises:
-        ValueError: On mismatched lengths, a label other than 0/1/NaN, a NaN probability for
-            a known label, no labelled entry, or ``threshold`` out of range.
-    """
-    from sklearn.metrics import roc_auc_score  # Imported here: only evaluation needs it.
-
-    threshold = _check_unit_interval("threshold", threshold)
-    # The same checks as the evaluation report's (NumPy only: no circular import).
-    from cervixnet.analysis import known_labels
-
-    actual, probabilities = known_labels(labels, probabilities)
-    predicted = probabilities > threshold
-    tp = int(np.count_nonzero(actual & predicted))
-    fp = int(np.count_nonzero(~actual & predicted))
-    fn = int(np.count_nonzero(actual & ~predicted))
-    tn = int(np.count_nonzero(~actual & ~predicted))
-
-    def ratio(numerator: int, denominator: int) -> float:
-        return numerator / denominator if denominator else 0.0
-
-    both_classes = 0 < tp + fn < actual.size
-    return {
-        "auc": float(roc_auc_score(actual, probabilities)) if both_classes else None,
-        "precision": ratio(tp, tp + fp),
-        "recall": ratio(tp, tp + fn),
-        "specificity": ratio(tn, tn + fp),
-        "n_images": int(actual.size),
-        "n_positive": tp + fn,
-        "threshold": threshold,
-        "confusion_matrix": [[tn, fp], [fn, tp]],
     }
 
 

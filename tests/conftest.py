@@ -15,6 +15,8 @@ from cervixnet.cli.quiet import set_environment
 # settings of the `cervixnet` command (oneDNN on x86-64, errors-only C++ logs).
 set_environment(verbose=False)
 
+import keras  # noqa: E402  (after TensorFlow's environment is set)
+
 # Registers cervixnet's layers, losses and metrics with Keras, for tests that load model files
 # with keras.models.load_model.
 from cervixnet import losses, metrics, models  # noqa: E402, F401
@@ -132,3 +134,15 @@ def tiny_run(tmp_path_factory) -> Path:
     config = load_config(overrides={**TINY_RUN_CONFIG, "data.path": str(data)})
     train(config, folder / "run", verbose=0, echo=lambda _: None)
     return folder / "run"
+
+
+def set_trained_statistics(model: keras.Model, seed: int = 0) -> None:
+    """Moving statistics, gammas and betas far from their initial 0 and 1."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0.0, 1.0, channels))
+            layer.moving_variance.assign(rng.uniform(0.3, 3.0, channels))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
+            layer.beta.assign(rng.normal(0.0, 0.3, channels))

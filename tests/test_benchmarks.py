@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import onednn_kernels
-import precision_accuracy
-import training_throughput
+from benchmarks import onednn_kernels, precision_accuracy, training_throughput
 
 
 @pytest.mark.parametrize(
@@ -157,7 +150,8 @@ def test_onednn_verbose_lines_of_the_logged_step_are_summed_per_kernel() -> None
 def test_step_clock_notes_every_step_of_a_fit() -> None:
     import keras
     import numpy as np
-    import timing
+
+    from benchmarks import timing
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
@@ -175,7 +169,8 @@ def test_step_clock_leaves_out_the_step_begun_when_a_dataset_runs_out() -> None:
     import keras
     import numpy as np
     import tensorflow as tf
-    import timing
+
+    from benchmarks import timing
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from cervixnet.evaluation import format_table, split_metrics
@@ -29,7 +30,13 @@ def test_split_metrics_skips_rows_without_mask_or_label():
     assert cls["n_images"] == 5 and cls["n_positive"] == 2
     known = ~np.isnan(predictions["label"])
     expected = roc_auc_score(predictions["label"][known], predictions["probability"][known])
-    assert cls["auc"] == expected
+    assert cls["auc"] == pytest.approx(expected, abs=1e-12)
+    # The report's figures, one convention: 0.6 >= 0.6 is preterm; a ratio over no case is null.
+    at = split_metrics(predictions, threshold=0.6)["classification"]
+    assert at["confusion_matrix"] == {"tp": 1, "fp": 1, "tn": 2, "fn": 1}
+    controls = {**predictions, "label": np.array([0, 0, 0, 0, np.nan, 0], dtype=float)}
+    alone = split_metrics(controls, threshold=0.5)["classification"]
+    assert alone["auc"] is None and alone["recall"] is None and alone["specificity"] == 0.6
     # The generator's risk ranks both preterm cases above all three controls.
     assert cls["best_auc"] == 1.0
 

@@ -8,24 +8,13 @@ import pytest
 import tensorflow as tf
 
 import cervixnet.models as models
+from tests.conftest import set_trained_statistics
 
 TINY = {
     "unet": {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2},
     "unet-joint": {"input_shape": (32, 32, 1), "base_filters": 4, "depth": 2},
     "deeplabv3": {"input_shape": (32, 32, 1), "base_filters": 4, "blocks_per_stage": (1, 1, 1, 1)},
 }
-
-
-def set_trained_statistics(model: keras.Model, seed: int = 0) -> None:
-    """Moving statistics, gammas and betas far from their initial 0 and 1."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0.0, 1.0, channels))
-            layer.moving_variance.assign(rng.uniform(0.3, 3.0, channels))
-            layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
-            layer.beta.assign(rng.normal(0.0, 0.3, channels))
 
 
 def _outputs(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:

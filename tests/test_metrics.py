@@ -10,20 +10,16 @@ import keras
 import numpy as np
 import pytest
 from sklearn.metrics import (
-    confusion_matrix,
     f1_score,
     jaccard_score,
-    precision_score,
-    recall_score,
-    roc_auc_score,
 )
 
 import cervixnet.metrics
+from cervixnet.analysis import binary_figures
 from cervixnet.metrics import (
     PerImageDice,
     PerImageIoU,
     Specificity,
-    classification_summary,
     dice_per_image,
     iou_per_image,
     segmentation_summary,
@@ -141,79 +137,6 @@ LABELS = np.array([0, 0, 1, 1, 0, 1, 0, 0, 1, 0], "float64")
 PROBABILITIES = np.array([0.1, 0.6, 0.8, 0.4, 0.3, 0.9, 0.55, 0.2, 0.5, 0.05])
 
 
-@pytest.mark.parametrize("threshold", [0.5, 0.35, 0.7])
-def test_classification_summary_matches_sklearn(threshold):
-    summary = classification_summary(LABELS, PROBABILITIES, threshold=threshold)
-    predicted = np.greater(PROBABILITIES, threshold).astype(int)
-    matrix = confusion_matrix(LABELS, predicted, labels=[0, 1])
-    (tn, fp), (_, _) = matrix
-    assert summary["auc"] == pytest.approx(roc_auc_score(LABELS, PROBABILITIES))
-    assert summary["precision"] == pytest.approx(
-        precision_score(LABELS, predicted, zero_division=0)
-    )
-    assert summary["recall"] == pytest.approx(recall_score(LABELS, predicted, zero_division=0))
-    assert summary["specificity"] == pytest.approx(tn / (tn + fp))
-    assert summary["confusion_matrix"] == matrix.tolist()
-    assert summary["n_images"] == 10
-    assert summary["n_positive"] == 4
-    assert summary["threshold"] == threshold
-
-
-def test_classification_summary_ignores_unknown_labels_and_takes_columns():
-    labels = np.concatenate([LABELS, [np.nan, np.nan]])[:, None]
-    probabilities = np.concatenate([PROBABILITIES, [0.99, np.nan]])[:, None]
-    assert classification_summary(labels, probabilities) == classification_summary(
-        LABELS, PROBABILITIES
-    )
-
-
-def test_classification_summary_reproduces_the_papers_confusion_matrix():
-    # Test set of the paper: control 1105 / 40, preterm 41 / 85 (rows actual).
-    labels = np.array([0] * 1145 + [1] * 126)
-    probabilities = np.array([0.1] * 1105 + [0.9] * 40 + [0.1] * 41 + [0.9] * 85)
-    summary = classification_summary(labels, probabilities)
-    assert summary["confusion_matrix"] == [[1105, 40], [41, 85]]
-    assert summary["recall"] == pytest.approx(85 / 126)
-    assert summary["precision"] == pytest.approx(85 / 125)
-    assert summary["specificity"] == pytest.approx(1105 / 1145)
-
-
-@pytest.mark.parametrize(
-    ("labels", "probabilities", "expected"),
-    [
-        # One class only: no AUC; no actual positive, so recall is 0.0.
-        (
-            [0, 0, 0],
-            [0.2, 0.7, 0.1],
-            {"auc": None, "recall": 0.0, "precision": 0.0, "specificity": 2 / 3},
-        ),
-        # All preterm: no AUC; no actual negative, so specificity is 0.0.
-        ([1, 1], [0.2, 0.7], {"auc": None, "recall": 0.5, "precision": 1.0, "specificity": 0.0}),
-        # No predicted positive: precision is 0.0 (zero_division=0).
-        ([0, 1], [0.2, 0.4], {"auc": 1.0, "recall": 0.0, "precision": 0.0, "specificity": 1.0}),
-    ],
-)
-def test_classification_summary_degenerate_cases(labels, probabilities, expected):
-    summary = classification_summary(labels, probabilities)
-    for key, value in expected.items():
-        assert summary[key] == (None if value is None else pytest.approx(value)), key
-
-
-@pytest.mark.parametrize(
-    ("labels", "probabilities", "kwargs", "match"),
-    [
-        ([0, 1], [0.5], {}, "same number of entries"),
-        ([0, 2], [0.5, 0.5], {}, "labels with value 2"),
-        ([np.nan, np.nan], [0.5, 0.5], {}, "at least one known"),
-        ([0, 1], [0.5, np.nan], {}, "not be NaN"),
-        ([0, 1], [0.5, 0.5], {"threshold": 1.5}, "Received: threshold=1.5"),
-    ],
-)
-def test_classification_summary_rejects(labels, probabilities, kwargs, match):
-    with pytest.raises(ValueError, match=re.escape(match)):
-        classification_summary(labels, probabilities, **kwargs)
-
-
 # Streaming Keras metrics
 
 PER_IMAGE = [
@@ -290,7 +213,7 @@ def test_specificity_matches_hand_counts():
     assert (tn, fp) == (4, 2)
     assert float(metric.result()) == pytest.approx(tn / (tn + fp))
     assert float(metric.result()) == pytest.approx(
-        classification_summary(LABELS, PROBABILITIES)["specificity"]
+        binary_figures(LABELS, PROBABILITIES, 0.5)["specificity"]
     )
     metric.reset_state()
     assert float(metric.result()) == 0.0

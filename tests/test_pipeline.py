@@ -178,7 +178,7 @@ def test_an_image_at_the_network_size_is_used_as_decoded():
     assert same.shape == (24, 20, 1)
     np.testing.assert_array_equal(same.numpy(), decoded.numpy())
     smaller = preprocess_image(_encode(pixels), (12, 10), 1)
-    expected = tf.image.resize(decoded, (12, 10), method="bilinear", antialias=True)
+    expected = tf.image.resize(decoded, (12, 10), method="area")  # shrinking, as OpenCV
     assert smaller.shape == (12, 10, 1)
     np.testing.assert_allclose(smaller.numpy(), expected.numpy(), atol=1e-6)
     mask = decode_mask(_encode((pixels > 128).astype(np.uint8) * 255), (24, 20))
@@ -257,12 +257,38 @@ def test_fit_to_input_places_the_image_as_letterbox_geometry_says(source):
     inside = np.zeros(target, bool)
     inside[top : top + ch, left : left + cw] = True
     assert (fitted[~inside] == 0).all() and (fitted[inside] > 0.1).all()
-    # Smooth content resamples alike in TensorFlow and OpenCV (the prepared data's resize).
-    y, x = np.mgrid[: source[0], : source[1]] / max(source)
-    smooth = (0.3 + 0.5 * x + 0.2 * y).astype(np.float32)[..., None]
-    from_graph = fit_to_input(tf.constant(smooth), target)[0].numpy()[..., 0]
-    from_numpy = fit_image(smooth[..., 0], target)
-    assert np.abs(from_graph - from_numpy)[inside].max() < 0.05
+
+
+def _scan_texture(height: int, width: int, seed: int) -> np.ndarray:
+    """uint8 ``(height, width)``: speckle-like noise over a bright blob, as in an ultrasound."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:height, :width] / max(height, width)
+    blob = 160 * np.exp(-((y - 0.4) ** 2 + (x - 0.5) ** 2) / 0.05)
+    speckle = cv2.GaussianBlur(rng.gamma(1.5, 25, (height, width)), (0, 0), 1.2)
+    return np.clip(blob + speckle, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "source", [(540, 800), (336, 544), (768, 1024), (480, 640), (600, 800), (90, 100)]
+)
+@pytest.mark.parametrize("mode", ["letterbox", "stretch"])
+def test_prepare_predict_and_the_graph_resize_alike(source, mode, tmp_path):
+    """One preprocessing path: ``data prepare`` and ``predict`` (OpenCV, one function) and the
+    exported graph and raw-data input (TensorFlow) give the same network input within 1/255,
+    on scans of real-world sizes, shrunk and enlarged."""
+    from cervixnet.config import load_config
+    from cervixnet.inference import prepare_images
+
+    target = (128, 192) if source != (90, 100) else (128, 160)
+    scan = _scan_texture(*source, seed=source[0])
+    path = tmp_path / "scan.png"
+    cv2.imwrite(str(path), scan)
+    prepared = fit_image(scan, target, mode).astype(np.float32) / 255
+    config = load_config(overrides={"data.image_size": list(target), "data.resize": mode})
+    predicted = prepare_images([path], config).inputs[0, ..., 0]
+    np.testing.assert_array_equal(predicted, prepared)
+    graph = preprocess_image(tf.io.read_file(str(path)), target, 1, mode).numpy()[..., 0]
+    assert np.abs(graph - prepared).max() <= 1 / 255
 
 
 def test_fit_to_input_stretches_on_request():
