@@ -63,9 +63,8 @@ def score_run(run_dir: Path, manifest, indices) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
     from cervixnet.config import load_config
-    from cervixnet.ensemble import apply_postprocessing
+    from cervixnet.ensemble import apply_postprocessing, load_postprocessing
     from cervixnet.evaluation import predict_records, segmentation_scores, source_size_pairs
-    from cervixnet.reporting import load_postprocessing
 
     config = load_config(run_dir / "config.yaml")
     model = keras.models.load_model(run_dir / "model.keras")

@@ -32,14 +32,20 @@ Typical use, with the threshold chosen on validation and never on test::
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from sklearn.metrics import roc_curve
+
+from cervixnet.errors import DataError
+from cervixnet.fileio import atomic_write_text
 
 __all__ = [
     "THRESHOLD_RULES",
@@ -49,8 +55,11 @@ __all__ = [
     "choose_threshold",
     "hausdorff95",
     "hausdorff95_per_image",
+    "load_operating_point",
     "reliability_curve",
+    "save_operating_point",
     "surface_distances",
+    "threshold_from_predictions",
 ]
 
 THRESHOLD_RULES = ("youden", "sensitivity", "fpr", "fixed")
@@ -264,6 +273,39 @@ def choose_threshold(
 
 
 # Figures
+
+
+# The operating point of a run (operating_point.json)
+
+
+def threshold_from_predictions(
+    labels: np.ndarray, probabilities: np.ndarray, rule: str = "youden", target: float | None = None
+) -> ThresholdChoice:
+    """``choose_threshold`` on validation predictions, with a user-facing error.
+
+    Raises:
+        DataError: no labelled image, or a single class.
+    """
+    try:
+        return choose_threshold(labels, probabilities, rule=rule, target=target)
+    except ValueError as error:
+        raise DataError(f"cannot choose the operating threshold on validation: {error}") from None
+
+
+def save_operating_point(path: str | Path, choice: ThresholdChoice) -> None:
+    """Writes ``operating_point.json``: threshold, rule, target and what it reached on val."""
+    payload = {**dataclasses.asdict(choice), "chosen_on": "val"}
+    atomic_write_text(path, json.dumps(payload, indent=2))
+
+
+def load_operating_point(path: str | Path) -> ThresholdChoice | None:
+    """Reads ``operating_point.json``; ``None`` when absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    fields = {f.name for f in dataclasses.fields(ThresholdChoice)}
+    return ThresholdChoice(**{k: v for k, v in payload.items() if k in fields})
 
 
 def binary_figures(labels: Any, probabilities: Any, threshold: float) -> dict[str, Any]:

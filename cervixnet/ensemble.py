@@ -15,14 +15,19 @@ Typical use, with the post-processing chosen on validation and never on test::
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from cervixnet import run_folder
+from cervixnet.errors import ConfigError
 
 __all__ = [
     "MemberPredictions",
@@ -31,6 +36,7 @@ __all__ = [
     "apply_postprocessing",
     "choose_postprocessing",
     "largest_component",
+    "load_postprocessing",
     "predict_members",
 ]
 
@@ -355,3 +361,14 @@ def apply_postprocessing(mask: np.ndarray, choice: PostprocessingChoice | None) 
     if mask.ndim != 2:
         raise ValueError(f"`mask` must have shape (H, W). Received: mask.shape={mask.shape}")
     return mask != 0
+
+
+def load_postprocessing(run_dir: str | Path) -> PostprocessingChoice | None:
+    """The run's validated post-processing (``postprocessing.json``), or ``None``."""
+    path = Path(run_dir) / run_folder.POSTPROCESSING
+    if not path.is_file():
+        return None
+    try:
+        return PostprocessingChoice.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{path}: not a post-processing choice ({error})") from None

@@ -61,18 +61,22 @@ import numpy as np
 import tensorflow as tf
 
 import cervixnet
-from cervixnet import models
+from cervixnet import models, run_folder
 from cervixnet.config import ARCHITECTURES, Config
 from cervixnet.data.letterbox import letterbox_geometry
 from cervixnet.data.pipeline import decode_image, fit_to_input, preprocess_image
 from cervixnet.ensemble import predict_members
 from cervixnet.errors import CervixnetError, ConfigError
 from cervixnet.evaluation import model_run
+from cervixnet.export_metadata import (
+    METADATA_FOLDER,
+    METADATA_FORMAT,
+    METADATA_NAME,
+    export_versions,
+)
+from cervixnet.export_metadata import read_export_metadata as read_export_metadata
 from cervixnet.inference import LoadedEnsemble, LoadedModel, load_ensemble
 
-METADATA_NAME = "cervixnet.json"
-METADATA_FOLDER = "assets.extra"
-METADATA_FORMAT = 1
 # Largest absolute difference allowed between the reloaded SavedModel and the Keras model, on
 # mask and label probabilities in [0, 1] (float32 rounding is ~1e-7 on CPU).
 VERIFY_TOLERANCE = 1e-5
@@ -215,44 +219,9 @@ def export_savedmodel(
     return ExportResult(final, version, signatures, metadata, max_diff)
 
 
-def read_export_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``cervixnet.json`` of an export.
-
-    Args:
-        path: a version folder, its ``cervixnet.json``, or a base folder (then its highest
-            version).
-
-    Raises:
-        ConfigError: no readable ``cervixnet.json`` there.
-    """
-    path = Path(path)
-    if path.is_dir() and not (path / "saved_model.pb").is_file():
-        versions = _versions(path)
-        if versions:
-            path = path / str(max(versions))
-    if path.is_dir():
-        path = path / METADATA_FOLDER / METADATA_NAME
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(
-            f"{path}: no readable cervixnet export metadata ({error}); expected a version "
-            f"folder written by cervixnet export, with {METADATA_FOLDER}/{METADATA_NAME}"
-        ) from None
-    if not isinstance(metadata, dict) or metadata.get("format") != "cervixnet-savedmodel":
-        raise ConfigError(f"{path}: not cervixnet export metadata")
-    return metadata
-
-
-def _versions(base_dir: Path) -> list[int]:
-    if not base_dir.is_dir():
-        return []
-    return [int(p.name) for p in base_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-
-
 def _choose_version(base_dir: Path, version: int | None) -> int:
     if version is None:
-        return max(_versions(base_dir), default=0) + 1
+        return max(export_versions(base_dir), default=0) + 1
     if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 1:
         raise ConfigError(f"version must be a positive integer. Received: version={version!r}")
     return int(version)
@@ -577,7 +546,7 @@ def _training_data(folder: Path, config: Config, from_run: bool) -> dict[str, An
         "evaluation": config.data.balance.eval,
         "seed": config.seed,
     }
-    metrics = _read_json(folder / "metrics.json")
+    metrics = _read_json(folder / run_folder.METRICS)
     if isinstance(metrics, dict):
         summary["prepared_data"] = metrics.get("prepared_data")
         summary["epochs"] = metrics.get("epochs")
@@ -588,7 +557,7 @@ def _training_data(folder: Path, config: Config, from_run: bool) -> dict[str, An
             for name, figures in splits.items()
             if isinstance(figures, dict)
         }
-    splits = _read_json(folder / "splits.json")
+    splits = _read_json(folder / run_folder.SPLITS)
     if isinstance(splits, dict):
         summary["manifest"] = splits.get("manifest")
         summary["splits"] = {
@@ -643,8 +612,8 @@ def _metadata(
 ) -> dict[str, Any]:
     model_path = Path(model_path)
     loaded = ensemble.members[0]
-    model_file = ensemble.folders[0] / "model.keras" if model_path.is_dir() else model_path
-    from_run = (model_file.parent / "config.yaml").is_file()
+    model_file = ensemble.folders[0] / run_folder.MODEL if model_path.is_dir() else model_path
+    from_run = (model_file.parent / run_folder.CONFIG).is_file()
     config = loaded.config
     calipers = config.data.calipers
     size = f"{spec.height}x{spec.width}"
@@ -836,7 +805,7 @@ def export_onnx(
         metadata = {
             "format": "cervixnet-onnx",
             "format_version": METADATA_FORMAT,
-            "architecture": _architecture(loaded, (Path(model_path) / "config.yaml").is_file()),
+            "architecture": _architecture(loaded, (Path(model_path) / run_folder.CONFIG).is_file()),
             "input": {**_input_description(spec), "onnx_name": session.get_inputs()[0].name},
             "label_output": spec.joint,
             "threshold": spec.threshold if spec.joint else None,

@@ -19,6 +19,8 @@ import cv2
 import keras
 import numpy as np
 
+from cervixnet import run_folder
+from cervixnet.analysis import load_operating_point
 from cervixnet.config import Config, default_config, load_config
 from cervixnet.data.letterbox import fit_image, unfit_probabilities
 from cervixnet.data.prepare import clean_image, read_image
@@ -27,10 +29,12 @@ from cervixnet.ensemble import (
     PostprocessingChoice,
     Run,
     apply_postprocessing,
+    load_postprocessing,
     predict_members,
 )
 from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
 from cervixnet.evaluation import model_run
+from cervixnet.export_metadata import read_export_metadata
 from cervixnet.model_file import load_keras_model
 
 # Grad-CAM overlays of small network inputs are enlarged to at least this many pixels.
@@ -79,22 +83,20 @@ def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
         UnsafeModelError: the model file holds Python code and ``unsafe`` is false.
         ConfigError: no model at ``path``, or a file that is not a cervixnet model.
     """
-    from cervixnet.reporting import OPERATING_POINT_NAME, load_operating_point
-
     path = Path(path)
-    model_path = path / "model.keras" if path.is_dir() else path
+    model_path = path / run_folder.MODEL if path.is_dir() else path
     if not model_path.is_file() or model_path.suffix != ".keras":
         raise ConfigError(f"{path}: expected a run folder or a .keras model file")
     model = load_keras_model(model_path, unsafe=unsafe)
     folder = model_path.parent
-    if (folder / "config.yaml").is_file():
-        config = load_config(folder / "config.yaml")
+    if (folder / run_folder.CONFIG).is_file():
+        config = load_config(folder / run_folder.CONFIG)
     else:
         height, width, channels = model.inputs[0].shape[1:]
         config = default_config().replace(
             {"data.image_size": [int(height), int(width)], "data.channels": int(channels)}
         )
-    choice = load_operating_point(folder / OPERATING_POINT_NAME)
+    choice = load_operating_point(folder / run_folder.OPERATING_POINT)
     if choice is not None:
         return LoadedModel(model, config, float(choice.threshold), f"{choice.rule} on val")
     return LoadedModel(model, config, 0.5, "default 0.5")
@@ -143,8 +145,6 @@ def load_ensemble(path: str | Path, *, unsafe: bool = False) -> LoadedEnsemble:
         ConfigError: nothing loadable at ``path``, or fold models whose inputs or outputs
             differ, so they cannot be averaged.
     """
-    from cervixnet.reporting import load_postprocessing
-
     path = Path(path)
     folders = fold_folders(path)
     if not folders:
@@ -269,9 +269,9 @@ def fold_folders(path: str | Path) -> list[Path]:
     """The fold run folders (``fold-1``, ``fold-2``, ...) of a ``cervixnet train --folds``
     folder, in fold order; empty for any other path."""
     path = Path(path)
-    if not (path / "folds.json").is_file():
+    if not (path / run_folder.FOLDS).is_file():
         return []
-    folds = [p for p in path.glob("fold-*") if (p / "model.keras").is_file()]
+    folds = [p for p in path.glob("fold-*") if (p / run_folder.MODEL).is_file()]
     return sorted(folds, key=lambda p: int(p.name.split("-")[1]) if p.name[5:].isdigit() else 0)
 
 
@@ -316,8 +316,6 @@ def _export_predictor(kind: str, metadata: dict, run: Run | None) -> Predictor:
 
 def _savedmodel_predictor(folder: Path) -> Predictor:
     import tensorflow as tf
-
-    from cervixnet.export import read_export_metadata
 
     metadata = read_export_metadata(folder)
     signatures = tf.saved_model.load(str(folder)).signatures
@@ -463,7 +461,7 @@ def predict_files(
                 "uncertainty_map": f"uncertainty/{name}",
             }
         )
-    table = out_dir / "predictions.csv"
+    table = out_dir / run_folder.PREDICTIONS
     with table.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

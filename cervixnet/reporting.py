@@ -37,12 +37,12 @@ import cv2
 import keras
 import numpy as np
 
-from cervixnet import analysis
+from cervixnet import analysis, run_folder
 from cervixnet.config import Config, load_config
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits
-from cervixnet.ensemble import PostprocessingChoice
+from cervixnet.ensemble import PostprocessingChoice, load_postprocessing
 from cervixnet.errors import ConfigError, DataError, inside_folder
 from cervixnet.evaluation import (
     SEGMENTATION_SCORES,
@@ -50,11 +50,9 @@ from cervixnet.evaluation import (
     segmentation_scores,
     source_size_pairs,
 )
-from cervixnet.fileio import atomic_write_text
 from cervixnet.model_file import load_keras_model
 
 EVALUATED_SPLITS = (*SPLIT_NAMES, "all")
-OPERATING_POINT_NAME = "operating_point.json"
 # Figures that get a bootstrap interval, and the table rows they appear in.
 SEGMENTATION_FIGURES = SEGMENTATION_SCORES
 CLASSIFICATION_FIGURES = (
@@ -90,8 +88,8 @@ def load_run(run_dir: str | Path, *, unsafe: bool = False) -> tuple[Config, kera
         ConfigError: the folder is not a run folder, or its model is not a cervixnet model.
     """
     run_dir = Path(run_dir)
-    missing = [n for n in ("config.yaml", "model.keras") if not (run_dir / n).is_file()]
-    if missing and (run_dir / "folds.json").is_file():
+    missing = [n for n in (run_folder.CONFIG, run_folder.MODEL) if not (run_dir / n).is_file()]
+    if missing and (run_dir / run_folder.FOLDS).is_file():
         raise ConfigError(
             f"{run_dir}: a cross-validation folder; evaluate one fold's run (e.g. "
             f"{run_dir / 'fold-1'}), each on its own test patients (summary.csv holds them "
@@ -102,8 +100,8 @@ def load_run(run_dir: str | Path, *, unsafe: bool = False) -> tuple[Config, kera
             f"{run_dir}: not a cervixnet run folder (missing {', '.join(missing)}); pass the "
             "folder `cervixnet train` wrote"
         )
-    config = load_config(run_dir / "config.yaml")
-    model = load_keras_model(run_dir / "model.keras", unsafe=unsafe)
+    config = load_config(run_dir / run_folder.CONFIG)
+    model = load_keras_model(run_dir / run_folder.MODEL, unsafe=unsafe)
     return config, model, run_dir
 
 
@@ -127,39 +125,9 @@ def choose_operating_point(
             "operating threshold on"
         )
     predictions = _predict(model, config, manifest, labelled)
-    return threshold_from_predictions(
+    return analysis.threshold_from_predictions(
         predictions["label"], predictions["probability"], rule, target
     )
-
-
-def threshold_from_predictions(
-    labels: np.ndarray, probabilities: np.ndarray, rule: str = "youden", target: float | None = None
-) -> analysis.ThresholdChoice:
-    """``analysis.choose_threshold`` on validation predictions, with a user-facing error.
-
-    Raises:
-        DataError: no labelled image, or a single class.
-    """
-    try:
-        return analysis.choose_threshold(labels, probabilities, rule=rule, target=target)
-    except ValueError as error:
-        raise DataError(f"cannot choose the operating threshold on validation: {error}") from None
-
-
-def save_operating_point(path: str | Path, choice: analysis.ThresholdChoice) -> None:
-    """Writes ``operating_point.json``: threshold, rule, target and what it reached on val."""
-    payload = {**dataclasses.asdict(choice), "chosen_on": "val"}
-    atomic_write_text(path, json.dumps(payload, indent=2))
-
-
-def load_operating_point(path: str | Path) -> analysis.ThresholdChoice | None:
-    """Reads ``operating_point.json``; ``None`` when absent."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    payload = json.loads(path.read_text(encoding="utf-8"))
-    fields = {f.name for f in dataclasses.fields(analysis.ThresholdChoice)}
-    return analysis.ThresholdChoice(**{k: v for k, v in payload.items() if k in fields})
 
 
 def evaluate_run(
@@ -209,7 +177,7 @@ def evaluate_run(
         )
     config, model, run_dir = load_run(run_dir, unsafe=unsafe)
     joint = len(model.outputs) == 2
-    splits = Splits.load(run_dir / "splits.json")
+    splits = Splits.load(run_dir / run_folder.SPLITS)
     own = _manifest(config, None, cache_root, echo)
     own_indices = splits.indices(own)
     if data is None:
@@ -387,19 +355,6 @@ def per_image_segmentation(
     pairs = [(t > 0.5, p) for t, p in zip(truth, prob, strict=True)]
     scores = segmentation_scores(pairs)
     return {name: np.where(predictions["has_mask"], v, np.nan) for name, v in scores.items()}
-
-
-def load_postprocessing(run_dir: str | Path) -> PostprocessingChoice | None:
-    """The run's validated post-processing (``postprocessing.json``), or ``None``."""
-    from cervixnet.training.train import POSTPROCESSING_NAME
-
-    path = Path(run_dir) / POSTPROCESSING_NAME
-    if not path.is_file():
-        return None
-    try:
-        return PostprocessingChoice.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ConfigError(f"{path}: not a post-processing choice ({error})") from None
 
 
 def format_report(report: Mapping[str, Any]) -> str:
@@ -619,7 +574,7 @@ def _write_outputs(
     iou = per_image["iou"]
     probability = predictions.get("probability")
     threshold = choice.threshold if choice is not None else None
-    with (out_dir / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
+    with (out_dir / run_folder.PREDICTIONS).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["image", "source_image", "patient_id", "label", "probability", "predicted_class",
@@ -644,7 +599,7 @@ def _write_outputs(
                     f"{predictions['uncertainty'][k]:.6f}",
                 ]
             )
-    files.append(out_dir / "predictions.csv")
+    files.append(out_dir / run_folder.PREDICTIONS)
 
     classification = report.get("classification")
     if classification is not None:
@@ -657,8 +612,8 @@ def _write_outputs(
             draw("precision_recall", figures.precision_recall_figure(y, p, threshold))
         draw("confusion_matrix", figures.confusion_matrix_figure(y, p, threshold))
         draw("calibration", figures.calibration_figure(y, p))
-    if (run_dir / "history.csv").is_file():
-        history = figures.read_history(run_dir / "history.csv")
+    if (run_dir / run_folder.HISTORY).is_file():
+        history = figures.read_history(run_dir / run_folder.HISTORY)
         draw("training_curves", figures.training_curves_figure(history))
     if has_mask.any():
         order = [k for k in np.argsort(iou) if has_mask[k]]

@@ -133,12 +133,13 @@ def prepare_for_serving(path: str | Path, run_dir: str | Path | None = None) -> 
     """
     import cv2
 
+    from cervixnet import run_folder
     from cervixnet.config import default_config, load_config
     from cervixnet.data.prepare import clean_image, read_image
 
     config = default_config()
-    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
-        config = load_config(Path(run_dir) / "config.yaml")
+    if run_dir is not None and (Path(run_dir) / run_folder.CONFIG).is_file():
+        config = load_config(Path(run_dir) / run_folder.CONFIG)
     gray, _ = clean_image(read_image(path), config.data.calipers, name=path)
     ok, encoded = cv2.imencode(".png", gray)
     if not ok:

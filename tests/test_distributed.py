@@ -17,6 +17,7 @@ import tensorflow as tf
 from cervixnet.config import load_config
 from cervixnet.errors import ConfigError
 from cervixnet.training import RUN_FILES
+from cervixnet.training.build import learning_rate
 from cervixnet.training.distribution import (
     Distribution,
     build_distribution,
@@ -24,7 +25,6 @@ from cervixnet.training.distribution import (
     is_chief,
     parse_tf_config,
 )
-from cervixnet.training.train import learning_rate
 from tests.conftest import TINY_RUN_CONFIG, write_tiny_dataset
 from tests.distributed_worker import KILLED_EXIT_STATUS
 

@@ -18,6 +18,7 @@ from cervixnet.data.fingerprint import DataFingerprint, fingerprint
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.splits import Splits
 from cervixnet.errors import ConfigError
+from cervixnet.training.build import learning_rate, run_epochs
 from cervixnet.training.plan import (
     CPU_RULES,
     DeviceInfo,
@@ -26,7 +27,7 @@ from cervixnet.training.plan import (
     measure_step_seconds,
     plan_run,
 )
-from cervixnet.training.train import learning_rate, run_epochs, training_inputs
+from cervixnet.training.train import training_inputs
 from tests.conftest import TINY_RUN_CONFIG, rewrite_manifest, write_tiny_dataset
 
 CPU = DeviceInfo("cpu", "test CPU", 24 * 2**30)

@@ -70,9 +70,8 @@ def test_figures_agree_with_scikit_learn(evaluated: Path, tiny_run: Path):
     tp = int(((predicted == 1) & (labels == 1)).sum())
     assert report["classification"]["confusion_matrix"]["tp"] == tp
     # Per-image IoU against scikit-learn's Jaccard score on the same masks.
-    from cervixnet.ensemble import apply_postprocessing
+    from cervixnet.ensemble import apply_postprocessing, load_postprocessing
     from cervixnet.evaluation import predict_records, source_size_pairs
-    from cervixnet.reporting import load_postprocessing
 
     config = load_config(tiny_run / "config.yaml")
     import keras

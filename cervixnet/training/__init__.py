@@ -1,5 +1,6 @@
 """Training: build, compile and fit a model from a configuration, and write its run folder."""
 
+from cervixnet.training.build import compile_model
 from cervixnet.training.compare import (
     ComparisonResult,
     compare_architectures,
@@ -18,7 +19,6 @@ from cervixnet.training.train import (
     TrainingInputs,
     TrainResult,
     build_model,
-    compile_model,
     resume_training,
     train,
     training_inputs,

@@ -28,10 +28,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from cervixnet import run_folder
 from cervixnet.errors import DataError, TrainingError
 from cervixnet.fileio import atomic_path, atomic_write_json, atomic_write_text
 
-CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_DIR = run_folder.CHECKPOINT
 STATE_NAME = "state.json"
 _SEED_STATE = "seed_generator_state"
 
@@ -152,7 +153,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         current = logs.get(self.monitor)
         if current is not None and math.isfinite(current) and self._improves(current):
             state.best, state.best_epoch = current, epoch + 1
-            with atomic_path(self.run_dir / "model.keras") as temporary:
+            with atomic_path(self.run_dir / run_folder.MODEL) as temporary:
                 self.model.save(temporary)
         folder = self.run_dir / CHECKPOINT_DIR
         previous = state.weights
@@ -164,7 +165,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         state.save(self.run_dir)  # only now does the new checkpoint count
         if previous is not None and previous != state.weights:
             (folder / previous).unlink(missing_ok=True)
-        write_history(self.run_dir / "history.csv", state.history)
+        write_history(self.run_dir / run_folder.HISTORY, state.history)
 
     def _improves(self, value: float) -> bool:
         if self.state.best is None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import keras
 
+from cervixnet import run_folder
 from cervixnet.config import ARCHITECTURES, Config
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
@@ -78,7 +79,7 @@ def compare_architectures(
         build_model(plan_run(config.replace({"arch": arch}), source)[0])  # its depth planned
         keras.backend.clear_session()
     out_dir.mkdir(parents=True, exist_ok=True)
-    splits.save(out_dir / "splits.json", manifest)
+    splits.save(out_dir / run_folder.SPLITS, manifest)
     runs: dict[str, TrainResult] = {}
     for k, arch in enumerate(archs, start=1):
         echo(f"[{k}/{len(archs)}] {arch}")

@@ -20,6 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from cervixnet import run_folder
 from cervixnet.config import Config
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
@@ -27,7 +28,7 @@ from cervixnet.data.splits import SPLIT_NAMES, cross_validation_splits
 from cervixnet.errors import ConfigError, check_output_folder
 from cervixnet.fileio import atomic_write_json
 from cervixnet.training.plan import plan_run
-from cervixnet.training.train import PLAN_NAME, TrainResult, train
+from cervixnet.training.train import TrainResult, train
 
 # Test-split figures summarised across folds: (name in the summary, section, key).
 SUMMARY_FIGURES = (
@@ -90,8 +91,8 @@ def cross_validate(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     if plan is not None:
-        atomic_write_json(out_dir / PLAN_NAME, plan.to_dict())
-    (out_dir / "folds.json").write_text(
+        atomic_write_json(out_dir / run_folder.PLAN, plan.to_dict())
+    (out_dir / run_folder.FOLDS).write_text(
         json.dumps(
             [{name: list(s.patients(name)) for name in SPLIT_NAMES} for s in fold_splits],
             indent=2,

@@ -39,6 +39,7 @@ from cervixnet import models
 from cervixnet.config import AUTO, Config
 from cervixnet.data.fingerprint import DataFingerprint, fingerprint, json_ready
 from cervixnet.errors import ConfigError
+from cervixnet.training.build import build_network, compile_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,10 +366,9 @@ def _depth(size, rules: PlanningRules) -> int:
 def activation_bytes(config: Config) -> int:
     """Bytes of training memory one image takes in the model of ``config``: every layer's
     output in float32, three times (the output, its gradient and a working copy)."""
-    from cervixnet.training.train import build_model
-
     with _KeptRandomState():
-        model = build_model(config.replace({"training.precision": "float32"}, source="plan"))
+        float32 = config.replace({"training.precision": "float32"}, source="plan")
+        model = build_network(plan_model(float32))
     total = 0
     for layer in model.layers:
         for output in keras.tree.flatten(layer.output):
@@ -386,7 +386,6 @@ def measure_step_seconds(config: Config, steps: int = 4) -> float:
     import tensorflow as tf
 
     from cervixnet.data.pipeline import build_augmenter
-    from cervixnet.training.train import build_model, compile_model
 
     height, width = config.data.image_size
     batch = config.training.batch_size
@@ -414,7 +413,7 @@ def measure_step_seconds(config: Config, steps: int = 4) -> float:
             times.append(time.perf_counter() - self.started)
 
     with _KeptRandomState():
-        model = build_model(config)
+        model = build_network(plan_model(config))
         compile_model(model, config, positive_weight=1.0, steps_per_epoch=steps + 1)
         model.fit(
             dataset,

@@ -20,7 +20,6 @@ renamed over the old one), so a kill at any moment leaves whole files.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import shutil
 import sys
@@ -32,7 +31,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from cervixnet import losses, metrics, models
+from cervixnet import losses, models, run_folder
 from cervixnet.config import AUTO, Config, save_config
 from cervixnet.data.balance import oversample
 from cervixnet.data.manifest import Manifest, read_manifest
@@ -49,6 +48,7 @@ from cervixnet.evaluation import (
     write_predictions,
 )
 from cervixnet.fileio import atomic_write_json, check_writable, remove_temporaries
+from cervixnet.training.build import build_network, compile_model, run_epochs
 from cervixnet.training.checkpoint import (
     CHECKPOINT_DIR,
     RunCheckpoint,
@@ -57,15 +57,12 @@ from cervixnet.training.checkpoint import (
     restore,
     write_history,
 )
-from cervixnet.training.compilation import resolve_jit_compile
 from cervixnet.training.distribution import build_distribution, distribute_input
 from cervixnet.training.plan import plan_model, plan_run
-from cervixnet.training.precision import dtype_policy, emulation_warning, precision_for
+from cervixnet.training.precision import emulation_warning
 from cervixnet.training.threads import onednn_enabled, set_thread_pools, thread_pools
 
-RUN_FILES = ("config.yaml", "splits.json", "model.keras", "history.csv", "metrics.json")
-PLAN_NAME = "plan.json"
-POSTPROCESSING_NAME = "postprocessing.json"
+RUN_FILES = run_folder.RUN_FILES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,11 +79,8 @@ def build_model(config: Config) -> keras.Model:
     """Builds ``config.arch`` at ``config.data.image_size`` with the config's builder options.
 
     A U-Net ``depth`` or ``model.base_filters`` left ``auto`` is decided as the plan decides it
-    (``cervixnet.training.plan.plan_model``); ``data.image_size`` must be set or planned.
-
-    The layers take the dtype policy of ``training.precision``, ``auto`` resolved for this
-    machine and, on a CPU with bfloat16 instructions, for how wide the model is
-    (``cervixnet.training.precision``).
+    (``cervixnet.training.plan.plan_model``); ``data.image_size`` must be set or planned. The
+    layers take the dtype policy of ``training.precision`` (``build_network``).
 
     Raises:
         ConfigError: an option the builder does not take, or a value it rejects.
@@ -96,48 +90,7 @@ def build_model(config: Config) -> keras.Model:
             "data.image_size is 'auto': plan the run first (cervixnet.training.plan.plan_run) "
             "or set it"
         )
-    config = plan_model(config)
-    height, width = config.data.image_size
-    kwargs = config.model.builder_kwargs(config.arch)
-    builder = models.builder(config.arch)
-    accepted = inspect.signature(builder).parameters
-    for key in kwargs:
-        if key not in accepted or key in ("input_shape", "name"):
-            options = ", ".join(p for p in accepted if p not in ("input_shape", "name"))
-            raise ConfigError(
-                f"unknown key 'model.{config.arch}.{key}' for {builder.__name__}; "
-                f"expected one of: {options}"
-            )
-
-    def build() -> keras.Model:
-        return builder(input_shape=(height, width, config.data.channels), **kwargs)
-
-    try:
-        with dtype_policy(precision_for(config.training.precision, build)):
-            return build()
-    except (ValueError, FileNotFoundError) as error:
-        raise ConfigError(f"model '{config.arch}': {error}") from None
-
-
-def learning_rate(config: Config, steps_per_epoch: int, replicas: int = 1):
-    """The configured learning rate: constant, or a linear warm-up over the first
-    ``training.warmup_fraction`` of the run's steps (from 0), then cosine decay to 1 % by the
-    last step.
-
-    With ``training.scale_learning_rate: linear`` the rate is multiplied by ``replicas``.
-    """
-    peak = config.training.learning_rate
-    if config.training.scale_learning_rate == "linear":
-        peak *= replicas
-    if config.training.lr_schedule == "constant":
-        return peak
-    total = max(1, steps_per_epoch * run_epochs(config, steps_per_epoch))
-    warmup = min(total - 1, round(config.training.warmup_fraction * total))
-    if warmup <= 0:
-        return keras.optimizers.schedules.CosineDecay(peak, decay_steps=total, alpha=0.01)
-    return keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=total - warmup, alpha=0.01, warmup_target=peak, warmup_steps=warmup
-    )
+    return build_network(plan_model(config))
 
 
 def checkpoint_monitor(config: Config, joint: bool) -> str:
@@ -150,74 +103,6 @@ def checkpoint_monitor(config: Config, joint: bool) -> str:
     if config.training.monitor != AUTO:
         return config.training.monitor
     return "val_mask_dice" if joint else "val_dice"
-
-
-def run_epochs(config: Config, steps_per_epoch: int) -> int:
-    """Passes over the training split: ``training.epochs`` when set, else ``training.steps``
-    rounded up to whole passes of ``steps_per_epoch`` steps.
-
-    Raises:
-        ConfigError: both are unset or ``auto`` (the plan decides them: ``plan_run``).
-    """
-    if config.training.epochs is not None:
-        return config.training.epochs
-    if not isinstance(config.training.steps, int):
-        raise ConfigError(
-            "training.steps is 'auto': plan the run first (cervixnet.training.plan_run) "
-            "or set training.steps or training.epochs"
-        )
-    return max(1, math.ceil(config.training.steps / max(1, steps_per_epoch)))
-
-
-def compile_model(
-    model: keras.Model,
-    config: Config,
-    positive_weight: float,
-    steps_per_epoch: int = 1,
-    replicas: int = 1,
-) -> None:
-    """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label.
-
-    The step is compiled by XLA as ``training.jit_compile`` says, ``auto`` resolved for this
-    machine and model (``cervixnet.training.compilation``). Under a ``tf.distribute``
-    strategy, call it inside the strategy's scope, where the model was built, with
-    ``replicas`` its number of replicas (for ``training.scale_learning_rate``).
-    """
-    mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
-    jit_compile = resolve_jit_compile(config.training.jit_compile, model, models.policy_name(model))
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=learning_rate(config, steps_per_epoch, replicas),
-        weight_decay=config.training.weight_decay,
-        beta_1=config.training.beta_1,
-        beta_2=config.training.beta_2,
-    )
-    if len(model.outputs) == 2:
-        model.compile(
-            optimizer=optimizer,
-            loss={
-                "mask": losses.BCEDiceLoss(alpha=config.loss.alpha),
-                "label": losses.WeightedBinaryCrossentropy(positive_weight=positive_weight),
-            },
-            loss_weights={"mask": 1.0, "label": config.loss.beta},
-            # Weighted, so that rows without a mask or a label (weight 0) are left out.
-            weighted_metrics={
-                "mask": mask_metrics,
-                "label": [
-                    keras.metrics.AUC(name="auc"),
-                    keras.metrics.Precision(name="precision"),
-                    keras.metrics.Recall(name="recall"),
-                    metrics.Specificity(),
-                ],
-            },
-            jit_compile=jit_compile,
-        )
-    else:
-        model.compile(
-            optimizer=optimizer,
-            loss=losses.BCEDiceLoss(alpha=config.loss.alpha),
-            weighted_metrics=mask_metrics,
-            jit_compile=jit_compile,
-        )
 
 
 def train(
@@ -293,10 +178,10 @@ def train(
     if state is None:
         # Only now, with configuration and data checked, does the run folder appear.
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml", comment=plan.comment() if plan else "")
+        save_config(config, run_dir / run_folder.CONFIG, comment=plan.comment() if plan else "")
         if plan is not None:
-            atomic_write_json(run_dir / PLAN_NAME, plan.to_dict())
-        splits.save(run_dir / "splits.json", manifest)
+            atomic_write_json(run_dir / run_folder.PLAN, plan.to_dict())
+        splits.save(run_dir / run_folder.SPLITS, manifest)
         state = TrainingState(data_fingerprint=fingerprint)
         state.save(run_dir)
     done = state.epochs_done
@@ -330,11 +215,11 @@ def train(
     checkpoint = RunCheckpoint(run_dir, monitor, state)
     callbacks = [
         checkpoint,
-        keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"), write_graph=False),
+        keras.callbacks.TensorBoard(log_dir=str(run_dir / run_folder.LOGS), write_graph=False),
     ]
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
-    write_history(run_dir / "history.csv", state.history)
+    write_history(run_dir / run_folder.HISTORY, state.history)
     if epochs_left > 0:
         model.fit(
             train_data,
@@ -360,7 +245,7 @@ def train(
         )
     # A resumed worker that is not the chief finds the best epoch so far in the chief's folder.
     best_path = next(
-        (p for p in (run_dir / "model.keras", shared_dir / "model.keras") if p.exists()), None
+        (p for p in (run_dir / run_folder.MODEL, shared_dir / run_folder.MODEL) if p.exists()), None
     )
     if best_path is None:
         raise TrainingError(
@@ -403,7 +288,7 @@ def train(
         scores[name] = segmentation_scores(pairs[name], postprocessing)
         split_risk = None if risk is None else [risk[i] for i in positions]
         figures[name] = split_metrics(predictions, risk=split_risk, scores=scores[name])
-    write_predictions(run_dir / "predictions.csv", manifest, per_split, scores)
+    write_predictions(run_dir / run_folder.PREDICTIONS, manifest, per_split, scores)
     if joint:
         _save_operating_point(per_split.get("val"), run_dir, echo)
     seconds = time.perf_counter() - started
@@ -420,7 +305,7 @@ def train(
         "seconds": round(seconds, 1),
         "splits": figures,
     }
-    atomic_write_json(run_dir / "metrics.json", summary)
+    atomic_write_json(run_dir / run_folder.METRICS, summary)
     # The run is complete: the state it could have resumed from is no longer needed.
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
     distribution.remove_scratch()  # a worker's temporary folder; the chief keeps run_dir
@@ -529,11 +414,11 @@ def resume_training(
     from cervixnet.config import load_config
 
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "splits.json"):
+    for name in (run_folder.CONFIG, run_folder.SPLITS):
         if not (run_dir / name).is_file():
             raise ConfigError(f"--resume {run_dir}: no {name}, so no run to resume there")
-    config = load_config(run_dir / "config.yaml")
-    splits = Splits.load(run_dir / "splits.json")
+    config = load_config(run_dir / run_folder.CONFIG)
+    splits = Splits.load(run_dir / run_folder.SPLITS)
     return train(
         config,
         run_dir,
@@ -555,7 +440,7 @@ def _check_run_dir(run_dir: str | Path, resume: bool = False, writes: bool = Tru
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{flag} {run_dir}: exists and is not a folder")
     if resume:
-        if (run_dir / "metrics.json").exists():
+        if (run_dir / run_folder.METRICS).exists():
             raise ConfigError(
                 f"--resume {run_dir}: the run is complete (metrics.json); nothing to resume"
             )
@@ -663,18 +548,14 @@ def _choose_postprocessing(
         return None
     else:
         choice = PostprocessingChoice(setting is True, math.nan, math.nan, 0)
-    atomic_write_json(run_dir / POSTPROCESSING_NAME, choice.to_dict())
+    atomic_write_json(run_dir / run_folder.POSTPROCESSING, choice.to_dict())
     return choice
 
 
 def _save_operating_point(val, run_dir: Path, echo: Callable[[str], None]) -> None:
     """Chooses the label threshold (Youden's J) on the validation predictions already made,
     original images only, for ``predict`` and ``export`` to apply."""
-    from cervixnet.reporting import (
-        OPERATING_POINT_NAME,
-        save_operating_point,
-        threshold_from_predictions,
-    )
+    from cervixnet.analysis import save_operating_point, threshold_from_predictions
 
     if val is None:
         return
@@ -687,7 +568,7 @@ def _save_operating_point(val, run_dir: Path, echo: Callable[[str], None]) -> No
     except DataError as error:
         echo(f"No operating threshold saved: {error}")
         return
-    save_operating_point(run_dir / OPERATING_POINT_NAME, choice)
+    save_operating_point(run_dir / run_folder.OPERATING_POINT, choice)
 
 
 def _balanced(
