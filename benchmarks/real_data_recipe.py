@@ -12,8 +12,8 @@ For each of K folds (scikit-learn's StratifiedGroupKFold by patient, as `cervixn
 
 Both are scored on the fold's test patients at each scan's own size: IoU, Dice, HD95 and ASSD
 (in source pixels and, with the manifest's `pixel_spacing_mm`, in mm), the head circumference
-error (an ellipse fitted to the predicted mask, Ramanujan's perimeter, times the spacing,
-against the manifest's `head_circumference_mm`), the AUC of the label, and the minutes each
+error (`cervixnet.measure.ellipse_circumference` of the predicted mask at the manifest's
+spacing, against its `head_circumference_mm`), the AUC of the label, and the minutes each
 run took. The figures per fold, their mean and spread, and the difference default - plain with
 its spread go to --out (JSON) and are printed as a table.
 
@@ -28,7 +28,6 @@ that recipes compare at the same length whatever else the machine is running.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -40,22 +39,6 @@ from benchmarks.script import cervixnet_first, parser_from_docstring
 FIGURES = ("iou", "dice", "hd95_px", "assd_px", "hd95_mm", "hc_mae_mm", "hc_bias_mm", "auc")
 
 
-def ellipse_circumference_px(mask: np.ndarray) -> float:
-    """Ramanujan's perimeter of the ellipse fitted (``cv2.fitEllipse``) to the mask's
-    largest outer contour, in pixels; NaN for a mask with no contour of 5 points."""
-    import cv2
-
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
-        return math.nan
-    contour = max(contours, key=cv2.contourArea)
-    if len(contour) < 5:
-        return math.nan
-    _, (width, height), _ = cv2.fitEllipse(contour)
-    a, b = width / 2, height / 2
-    return math.pi * (3 * (a + b) - math.sqrt((3 * a + b) * (a + 3 * b)))
-
-
 def score_run(run_dir: Path, manifest, indices) -> dict[str, float]:
     """Test figures of a finished run, at each scan's own size, with its own TTA and
     post-processing."""
@@ -65,6 +48,7 @@ def score_run(run_dir: Path, manifest, indices) -> dict[str, float]:
     from cervixnet.config import load_config
     from cervixnet.ensemble import apply_postprocessing, load_postprocessing
     from cervixnet.evaluation import predict_records, segmentation_scores, source_size_pairs
+    from cervixnet.measure import ellipse_circumference
 
     config = load_config(run_dir / "config.yaml")
     model = keras.models.load_model(run_dir / "model.keras")
@@ -88,11 +72,11 @@ def score_run(run_dir: Path, manifest, indices) -> dict[str, float]:
     )
     circumference = np.array(
         [
-            ellipse_circumference_px(apply_postprocessing(prob > 0.5, postprocessing))
-            for _, prob in pairs
+            ellipse_circumference(apply_postprocessing(prob > 0.5, postprocessing), mm).value
+            for (_, prob), mm in zip(pairs, spacing, strict=True)
         ]
     )
-    error = circumference * spacing - reference
+    error = circumference - reference
     figures = {
         "iou": float(np.nanmean(scores["iou"])),
         "dice": float(np.nanmean(scores["dice"])),

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_curve
 
+from cervixnet.checks import positive_int, unit_interval
 from cervixnet.errors import DataError
 from cervixnet.fileio import atomic_write_text
 
@@ -69,25 +70,6 @@ _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 
 
 # Validation helpers
-
-
-def _unit_interval(name: str, value: Any) -> float:
-    """Returns ``value`` as a float, or raises ValueError unless it lies in [0, 1]."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}"
-        ) from None
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value!r}")
-    return number
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1. Received: {name}={value!r}")
-    return int(value)
 
 
 def known_labels(labels: Any, probabilities: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +159,7 @@ def _check_target(rule: str, target: Any) -> float | None:
         return None
     if target is None:
         raise ValueError(f"rule={rule!r} needs a `target` in [0, 1]. Received: target=None")
-    number = _unit_interval("target", target)
+    number = unit_interval("target", target)
     if rule == "sensitivity" and number == 0.0:
         raise ValueError(
             "rule='sensitivity' needs a `target` in (0, 1] (a minimum sensitivity). "
@@ -330,7 +312,7 @@ def binary_figures(labels: Any, probabilities: Any, threshold: float) -> dict[st
         ValueError: On mismatched lengths, a label other than 0/1/NaN, a probability outside
             [0, 1] for a known label, no known label, or ``threshold`` out of range.
     """
-    threshold = _unit_interval("threshold", threshold)
+    threshold = unit_interval("threshold", threshold)
     actual, probability = known_labels(labels, probabilities)
     predicted = probability >= threshold
     tp = int(np.count_nonzero(actual & predicted))
@@ -375,7 +357,7 @@ def reliability_curve(labels: Any, probabilities: Any, n_bins: int = 10) -> dict
         (n_bins,), both NaN for an empty bin, ``count`` (n_bins,) ints, and ``brier_score``
         (float, mean squared error of the probabilities).
     """
-    n_bins = _positive_int("n_bins", n_bins)
+    n_bins = positive_int("n_bins", n_bins)
     actual, probability = known_labels(labels, probabilities)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     index = np.searchsorted(edges[1:-1], probability)
@@ -460,7 +442,7 @@ def bootstrap_intervals(
     """
     if not callable(statistic):
         raise TypeError(f"`statistic` must be callable. Received: {type(statistic).__name__}")
-    n_resamples = _positive_int("n_resamples", n_resamples)
+    n_resamples = positive_int("n_resamples", n_resamples)
     try:
         confidence = float(confidence)
     except (TypeError, ValueError):
@@ -626,7 +608,7 @@ def hausdorff95_per_image(masks_true: Any, masks_prob: Any, threshold: float = 0
         ValueError: If the shapes differ or are not (N, H, W)/(N, H, W, 1), or ``threshold``
             is out of range.
     """
-    threshold = _unit_interval("threshold", threshold)
+    threshold = unit_interval("threshold", threshold)
     masks_true, masks_prob = np.asarray(masks_true), np.asarray(masks_prob)
     if masks_true.ndim == 4 and masks_true.shape[-1] == 1:
         masks_true = masks_true[..., 0]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from cervixnet import run_folder
+from cervixnet.checks import positive_int, unit_interval
 from cervixnet.errors import ConfigError
 
 __all__ = [
@@ -43,12 +43,6 @@ __all__ = [
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 """A model call: float32 images (N, H, W, C) -> (mask probabilities (N, H, W, 1), label
 probability (N,) or None)."""
-
-
-def _unit_interval(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"`{name}` must be a number in [0, 1]. Received: {name}={value!r}")
-    return float(value)
 
 
 # Members
@@ -114,7 +108,7 @@ class MemberPredictions:
         Args:
             threshold: In [0, 1]. Defaults to 0.5.
         """
-        threshold = _unit_interval("threshold", threshold)
+        threshold = unit_interval("threshold", threshold)
         foreground = (self.masks > threshold).any(axis=0)
         total = np.where(foreground, self.std_mask(), 0.0).sum(axis=(1, 2))
         count = foreground.sum(axis=(1, 2))
@@ -190,14 +184,7 @@ def predict_members(
             "`images` must have shape (N, H, W, C) with N >= 1. "
             f"Received: images.shape={images.shape}"
         )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be an integer >= 1. Received: batch_size={batch_size!r}"
-        )
+    batch_size = positive_int("batch_size", batch_size)
 
     flipped = np.ascontiguousarray(images[:, :, ::-1]) if horizontal_flip else None
     masks, probabilities = [], []
@@ -319,7 +306,7 @@ def choose_postprocessing(
         ValueError: On sequences of different lengths, a mask that is not 2-D, a pair of
             different shapes, or ``threshold`` out of range.
     """
-    threshold = _unit_interval("threshold", threshold)
+    threshold = unit_interval("threshold", threshold)
     if len(masks_true) != len(masks_prob):
         raise ValueError(
             "`masks_true` and `masks_prob` must hold one mask per image each. "

@@ -33,6 +33,7 @@ import cv2
 import keras
 import numpy as np
 
+from cervixnet.checks import positive_int
 from cervixnet.models.folding import clone_with_weights
 from cervixnet.models.stop_gradient import StopGradient
 
@@ -240,12 +241,6 @@ def _check_images(model: keras.Model, images: object) -> np.ndarray:
     return array
 
 
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value!r}")
-    return int(value)
-
-
 def _normalise(cam: np.ndarray, height: int, width: int) -> np.ndarray:
     """``(h, w)`` map -> ``(height, width)`` bilinear resize, min-max scaled to [0, 1]."""
     cam = np.asarray(cam, np.float32)
@@ -313,9 +308,9 @@ def class_activation_maps(
     _label_layer(model)
     layer_name = _check_layer(model, layer)
     array = _check_images(model, images)
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    batch_size = positive_int("batch_size", batch_size)
     if max_n is not None:
-        max_n = _check_positive_int(max_n, "max_n")
+        max_n = positive_int("max_n", max_n)
 
     # tf-keras-vis imports TensorFlow; import it only when maps are asked for.
     from tf_keras_vis.gradcam import Gradcam
@@ -550,3 +545,10 @@ def explain_images(
             Explanation(index, probability, mask_prob, cam, picture, method, layer_name, target)
         )
     return explanations
+
+
+def gradcam_overlays(model: keras.Model, images: np.ndarray) -> list[np.ndarray]:
+    """Grad-CAM overlays of ``images`` for ``p(preterm)``, enlarged to at least 256 pixels a
+    side: the ``explain`` that ``cervixnet evaluate`` gives ``cervixnet.reporting.evaluate_run``.
+    """
+    return [explanation.overlay for explanation in explain_images(model, images, min_side=256)]

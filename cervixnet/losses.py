@@ -14,12 +14,13 @@ is imported, ``keras.models.load_model`` restores them without ``custom_objects`
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
+
+from cervixnet.checks import finite_positive, unit_interval
 
 __all__ = [
     "BCEDiceLoss",
@@ -32,29 +33,6 @@ __all__ = [
 ]
 
 # Helpers
-
-
-def _as_float(name: str, value: Any, expected: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be {expected}. Received: {name}={value!r}") from None
-
-
-def _check_positive(name: str, value: float) -> float:
-    """Returns ``value`` as a float, or raises ValueError unless it is finite and > 0."""
-    number = _as_float(name, value, "a finite number > 0")
-    if not math.isfinite(number) or number <= 0.0:
-        raise ValueError(f"`{name}` must be a finite number > 0. Received: {name}={value}")
-    return number
-
-
-def _check_unit_interval(name: str, value: float) -> float:
-    """Returns ``value`` as a float, or raises ValueError unless it lies in [0, 1]."""
-    number = _as_float(name, value, "a number in [0, 1]")
-    if not 0.0 <= number <= 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1]. Received: {name}={value}")
-    return number
 
 
 def _prepare(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
@@ -116,7 +94,7 @@ def dice_loss(y_true: Any, y_pred: Any, epsilon: float = 1e-6) -> Any:
     Returns:
         Float32 tensor of shape ``(B,)``, values in [0, 1].
     """
-    epsilon = _check_positive("epsilon", epsilon)
+    epsilon = finite_positive("epsilon", epsilon)
     y_true, y_pred = _prepare(y_true, y_pred)
     intersection = _per_sample_sum(y_true * y_pred)
     denominator = _per_sample_sum(ops.square(y_true)) + _per_sample_sum(ops.square(y_pred))
@@ -138,8 +116,8 @@ def bce_dice_loss(y_true: Any, y_pred: Any, alpha: float = 0.5, epsilon: float =
     Returns:
         Float32 tensor of shape ``(B,)``.
     """
-    alpha = _check_unit_interval("alpha", alpha)
-    epsilon = _check_positive("epsilon", epsilon)
+    alpha = unit_interval("alpha", alpha)
+    epsilon = finite_positive("epsilon", epsilon)
     y_true, y_pred = _prepare(y_true, y_pred)
     bce = _per_sample_mean(_binary_crossentropy(y_true, y_pred))
     return alpha * bce + (1.0 - alpha) * dice_loss(y_true, y_pred, epsilon=epsilon)
@@ -161,7 +139,7 @@ def weighted_binary_crossentropy(y_true: Any, y_pred: Any, positive_weight: floa
     Returns:
         Float32 tensor of shape ``(B,)``.
     """
-    positive_weight = _check_positive("positive_weight", positive_weight)
+    positive_weight = finite_positive("positive_weight", positive_weight)
     y_true, y_pred = _prepare(y_true, y_pred)
     return _per_sample_mean(_binary_crossentropy(y_true, y_pred, positive_weight))
 
@@ -219,7 +197,7 @@ class DiceLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.epsilon = _check_positive("epsilon", epsilon)
+        self.epsilon = finite_positive("epsilon", epsilon)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return dice_loss(y_true, y_pred, epsilon=self.epsilon)
@@ -251,8 +229,8 @@ class BCEDiceLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = _check_unit_interval("alpha", alpha)
-        self.epsilon = _check_positive("epsilon", epsilon)
+        self.alpha = unit_interval("alpha", alpha)
+        self.epsilon = finite_positive("epsilon", epsilon)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return bce_dice_loss(y_true, y_pred, alpha=self.alpha, epsilon=self.epsilon)
@@ -282,7 +260,7 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.positive_weight = _check_positive("positive_weight", positive_weight)
+        self.positive_weight = finite_positive("positive_weight", positive_weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return weighted_binary_crossentropy(y_true, y_pred, positive_weight=self.positive_weight)

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from cervixnet.losses import _check_unit_interval
+from cervixnet.checks import unit_interval
 
 __all__ = [
     "PerImageDice",
@@ -43,7 +43,7 @@ _STATISTICS = ("mean", "std")
 
 def _binary_masks(y_true: Any, y_pred: Any, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Binarizes both and flattens each image: two bool arrays of shape ``(N, H * W)``."""
-    threshold = _check_unit_interval("threshold", threshold)
+    threshold = unit_interval("threshold", threshold)
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
     if y_true.ndim == 4 and y_true.shape[-1] == 1:
@@ -165,7 +165,7 @@ class _PerImageScore(keras.metrics.Metric):
         name: str | None = None,
         dtype: Any = None,
     ) -> None:
-        threshold = _check_unit_interval("threshold", threshold)
+        threshold = unit_interval("threshold", threshold)
         statistic = _check_statistic(statistic)
         if name is None:
             name = self._default_name if statistic == "mean" else f"{self._default_name}_std"
@@ -275,7 +275,7 @@ class Specificity(keras.metrics.Metric):
     def __init__(
         self, threshold: float = 0.5, name: str = "specificity", dtype: Any = None
     ) -> None:
-        threshold = _check_unit_interval("threshold", threshold)
+        threshold = unit_interval("threshold", threshold)
         super().__init__(name=name, dtype=dtype)
         self.threshold = threshold
         self.true_negatives = self.add_variable(

@@ -68,6 +68,10 @@ CLASSIFICATION_FIGURES = (
 )
 
 
+# Draws class-activation overlays: (model, images (N, H, W, C) in [0, 1]) -> N uint8 BGR images.
+Explainer = Callable[[keras.Model, np.ndarray], Sequence[np.ndarray]]
+
+
 @dataclasses.dataclass(frozen=True)
 class EvaluationResult:
     """What :func:`evaluate_run` wrote and found."""
@@ -143,6 +147,7 @@ def evaluate_run(
     cache_root: str | Path | None = None,
     echo: Callable[[str], None] = print,
     unsafe: bool = False,
+    explain: Explainer | None = None,
 ) -> EvaluationResult:
     """Scores a run and writes its report (see the module docstring).
 
@@ -158,10 +163,14 @@ def evaluate_run(
             (``cervixnet.analysis.choose_threshold``), applied to the validation split.
         target: the rule's target (sensitivity, false positive rate or threshold).
         n_bootstrap: resamples of patients for the 95 % intervals.
-        gradcam_images: Grad-CAM overlays for this many evaluated images (joint model only).
+        gradcam_images: class-activation overlays for this many evaluated images (joint model
+            only, with ``explain``).
         cache_root: where prepared data is cached.
         echo: receives one-line progress messages.
         unsafe: load a ``model.keras`` that holds Python code (see :func:`load_run`).
+        explain: draws the overlays: ``fn(model, images (N, H, W, C)) -> N images`` (uint8
+            BGR), e.g. ``cervixnet.explain.gradcam_overlays`` (what ``cervixnet evaluate``
+            passes). None: no overlays.
 
     Raises:
         ConfigError, DataError: a bad option, run folder or data set.
@@ -242,7 +251,7 @@ def evaluate_run(
     try:
         files = _write_outputs(
             staging, report, predictions, per_image, manifest, evaluated, choice, run_dir,
-            model, gradcam_images, config.seed,
+            model, gradcam_images if explain is not None else 0, config.seed, explain,
         )  # fmt: skip
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -554,6 +563,7 @@ def _write_outputs(
     model: keras.Model,
     gradcam_images: int,
     seed: int,
+    explain: Explainer | None,
 ) -> list[Path]:
     from cervixnet import figures
 
@@ -632,18 +642,15 @@ def _write_outputs(
                     )
                 )
         draw("segmentation_overlays", figures.overlay_figure(rows))
-    if gradcam_images > 0 and classification is not None:
-        from cervixnet.explain import explain_images
-
+    if gradcam_images > 0 and classification is not None and explain is not None:
         sample = np.linspace(0, len(indices) - 1, min(gradcam_images, len(indices))).round()
         sample = sorted({int(s) for s in sample})
-        images = predictions["images"][sample]
-        explained = explain_images(model, images, min_side=256)
+        overlays = explain(model, predictions["images"][sample])
         folder = out_dir / "gradcam"
         folder.mkdir()
-        for k, explanation in zip(sample, explained, strict=True):
+        for k, overlay in zip(sample, overlays, strict=True):
             stem = Path(str(manifest.records[indices[k]].image)).stem
-            save(f"gradcam/{stem}.png", explanation.overlay)
+            save(f"gradcam/{stem}.png", overlay)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out_dir / "report.md").write_text(
         format_report(report) + _figure_list(files, out_dir), encoding="utf-8"

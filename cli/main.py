@@ -444,6 +444,7 @@ def evaluate(
     segmentation overlays (best, median, worst by IoU); Grad-CAM overlays; and prints the
     tables.
     """
+    from cervixnet.explain import gradcam_overlays
     from cervixnet.reporting import evaluate_run, format_tables
 
     result = evaluate_run(
@@ -458,6 +459,7 @@ def evaluate(
         cache_root=cache_dir,
         echo=click.echo,
         unsafe=unsafe,
+        explain=gradcam_overlays,
     )
     click.echo("")
     click.echo(format_tables(result.report))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -146,3 +148,13 @@ def set_trained_statistics(model: keras.Model, seed: int = 0) -> None:
             layer.moving_variance.assign(rng.uniform(0.3, 3.0, channels))
             layer.gamma.assign(rng.uniform(0.5, 1.5, channels))
             layer.beta.assign(rng.normal(0.0, 0.3, channels))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Runs the real command in a fresh interpreter, as a user's shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", "cervixnet.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -15,14 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Layers in the order data flows; a module may import its own layer and those before it.
 LAYERS = {
-    "config": ["cervixnet", "cervixnet.config", "cervixnet.errors", "cervixnet.fileio",
-               "cervixnet.run_folder"],
+    "config": ["cervixnet", "cervixnet.checks", "cervixnet.config", "cervixnet.errors",
+               "cervixnet.fileio", "cervixnet.run_folder"],
     "data": ["cervixnet.data"],
     "models": ["cervixnet.models"],
     "losses/metrics": ["cervixnet.losses", "cervixnet.metrics", "cervixnet.model_file"],
     "training": ["cervixnet.training"],
     "evaluation": ["cervixnet.analysis", "cervixnet.ensemble", "cervixnet.evaluation",
-                   "cervixnet.reporting", "cervixnet.figures"],
+                   "cervixnet.measure", "cervixnet.reporting", "cervixnet.figures"],
     "explanation": ["cervixnet.explain"],
     "export": ["cervixnet.export_metadata", "cervixnet.inference", "cervixnet.export",
                "cervixnet.serving"],
@@ -38,8 +38,6 @@ KNOWN_UPWARD = {
     ("cervixnet.training.train", "cervixnet.analysis"),
     ("cervixnet.training.train", "cervixnet.ensemble"),
     ("cervixnet.training.train", "cervixnet.evaluation"),
-    # `evaluate` writes Grad-CAM overlays of a sample of the evaluated images.
-    ("cervixnet.reporting", "cervixnet.explain"),
 }
 
 

@@ -226,3 +226,24 @@ def test_the_pytorch_peer_has_the_keras_models_parameter_count(model_name: str) 
         label.sum().backward()
         assert peer.encoders[0][0].weight.grad is None
         assert peer.label_head[0].weight.grad is not None
+
+
+def test_the_recipe_benchmark_pairs_each_variant_with_the_default():
+    from benchmarks.real_data_recipe import summarise
+
+    def fold(k, iou):
+        return {"fold": k, "iou": iou, "dice": iou + 0.02, "minutes": 1.0}
+
+    results = {
+        "default": [fold(1, 0.94), fold(2, 0.95)],
+        "plain": [fold(1, 0.92), fold(2, 0.94)],
+        "flip": [fold(1, 0.945), fold(2, 0.945)],
+    }
+    summary = summarise(results)
+    assert summary["recipes"]["default"]["summary"]["iou"]["mean"] == pytest.approx(0.945)
+    assert summary["difference_default_minus_plain"]["iou"]["per_fold"] == pytest.approx(
+        [0.02, 0.01]
+    )
+    flip = summary["difference_flip_minus_default"]["iou"]
+    assert flip["per_fold"] == pytest.approx([0.005, -0.005]) and flip["mean"] == pytest.approx(0)
+    assert "difference_flip_minus_plain" not in summary

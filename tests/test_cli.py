@@ -9,17 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cervixnet.cli.main import main
-from tests.conftest import TINY_CONFIG, rewrite_manifest
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """Runs the real command in a fresh interpreter, as a user's shell would."""
-    return subprocess.run(
-        [sys.executable, "-m", "cervixnet.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.conftest import TINY_CONFIG, rewrite_manifest, run_cli
 
 
 @pytest.fixture

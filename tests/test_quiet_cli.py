@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cervixnet.cli.quiet import without_startup_noise
-from tests.conftest import TINY_CONFIG
+from tests.conftest import TINY_CONFIG, run_cli
 
 # Any line TensorFlow's C++ code or absl writes: "I0000 00:00:1796619094.56 3791 port.cc:153] ...".
 TENSORFLOW_LINE = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\]|absl::InitializeLog", re.M)
@@ -75,15 +75,6 @@ def test_startup_notices_are_dropped_and_everything_else_kept():
     )
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cervixnet.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.mark.slow
 def test_train_evaluate_and_predict_print_no_tensorflow_lines(tiny_dataset: Path, tmp_path: Path):
     config = tmp_path / "tiny.yaml"
@@ -96,7 +87,7 @@ def test_train_evaluate_and_predict_print_no_tensorflow_lines(tiny_dataset: Path
         "predict": ["predict", str(run), str(image), "--out", str(tmp_path / "predicted")],
     }
     for name, args in steps.items():
-        done = _cli(*args)
+        done = run_cli(*args)
         assert done.returncode == 0, (name, done.stderr[-3000:])
         found = TENSORFLOW_LINE.findall(done.stderr)
         assert not found, (name, done.stderr[-3000:])

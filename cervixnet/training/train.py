@@ -85,11 +85,6 @@ def build_model(config: Config) -> keras.Model:
     Raises:
         ConfigError: an option the builder does not take, or a value it rejects.
     """
-    if config.data.image_size == AUTO:
-        raise ConfigError(
-            "data.image_size is 'auto': plan the run first (cervixnet.training.plan.plan_run) "
-            "or set it"
-        )
     return build_network(plan_model(config))
 
 
