@@ -35,6 +35,7 @@ __all__ = [
     "Run",
     "apply_postprocessing",
     "choose_postprocessing",
+    "combine_postprocessing",
     "largest_component",
     "load_postprocessing",
     "predict_members",
@@ -359,3 +360,20 @@ def load_postprocessing(run_dir: str | Path) -> PostprocessingChoice | None:
         return PostprocessingChoice.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{path}: not a post-processing choice ({error})") from None
+
+
+def combine_postprocessing(
+    choices: Sequence[PostprocessingChoice | None],
+) -> PostprocessingChoice | None:
+    """The post-processing of an ensemble of runs (the folds of ``--folds``): the largest
+    component kept when most runs' validation kept it, the Dice figures averaged, the images
+    summed; None when no run chose."""
+    chosen = [c for c in choices if c is not None]
+    if not chosen:
+        return None
+    return PostprocessingChoice(
+        largest_component=2 * sum(c.largest_component for c in chosen) > len(chosen),
+        dice_without=float(np.mean([c.dice_without for c in chosen])),
+        dice_with=float(np.mean([c.dice_with for c in chosen])),
+        images=sum(c.images for c in chosen),
+    )

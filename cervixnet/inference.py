@@ -29,6 +29,7 @@ from cervixnet.ensemble import (
     PostprocessingChoice,
     Run,
     apply_postprocessing,
+    combine_postprocessing,
     load_postprocessing,
     predict_members,
 )
@@ -146,7 +147,7 @@ def load_ensemble(path: str | Path, *, unsafe: bool = False) -> LoadedEnsemble:
             differ, so they cannot be averaged.
     """
     path = Path(path)
-    folders = fold_folders(path)
+    folders = run_folder.fold_folders(path)
     if not folders:
         loaded = load_model(path, unsafe=unsafe)
         folder = path if path.is_dir() else path.parent
@@ -166,15 +167,7 @@ def load_ensemble(path: str | Path, *, unsafe: bool = False) -> LoadedEnsemble:
                 f"{list(expected[0])} x {expected[1]} and {first.model.output_names}; "
                 "the folds cannot be averaged"
             )
-    choices = [c for c in (load_postprocessing(f) for f in folders) if c is not None]
-    postprocessing = None
-    if choices:
-        postprocessing = PostprocessingChoice(
-            largest_component=2 * sum(c.largest_component for c in choices) > len(choices),
-            dice_without=float(np.mean([c.dice_without for c in choices])),
-            dice_with=float(np.mean([c.dice_with for c in choices])),
-            images=sum(c.images for c in choices),
-        )
+    postprocessing = combine_postprocessing([load_postprocessing(f) for f in folders])
     return LoadedEnsemble(
         tuple(loaded),
         tuple(folders),
@@ -263,16 +256,6 @@ def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
         tuple(model_run(member.model) for member in ensemble.members),
         ensemble.postprocessing,
     )
-
-
-def fold_folders(path: str | Path) -> list[Path]:
-    """The fold run folders (``fold-1``, ``fold-2``, ...) of a ``cervixnet train --folds``
-    folder, in fold order; empty for any other path."""
-    path = Path(path)
-    if not (path / run_folder.FOLDS).is_file():
-        return []
-    folds = [p for p in path.glob("fold-*") if (p / run_folder.MODEL).is_file()]
-    return sorted(folds, key=lambda p: int(p.name.split("-")[1]) if p.name[5:].isdigit() else 0)
 
 
 def _savedmodel_folder(path: Path) -> Path | None:

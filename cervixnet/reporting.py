@@ -42,7 +42,7 @@ from cervixnet.config import Config, load_config
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits
-from cervixnet.ensemble import PostprocessingChoice, load_postprocessing
+from cervixnet.ensemble import PostprocessingChoice, combine_postprocessing, load_postprocessing
 from cervixnet.errors import ConfigError, DataError, inside_folder
 from cervixnet.evaluation import (
     SEGMENTATION_SCORES,
@@ -96,8 +96,8 @@ def load_run(run_dir: str | Path, *, unsafe: bool = False) -> tuple[Config, kera
     if missing and (run_dir / run_folder.FOLDS).is_file():
         raise ConfigError(
             f"{run_dir}: a cross-validation folder; evaluate one fold's run (e.g. "
-            f"{run_dir / 'fold-1'}), each on its own test patients (summary.csv holds them "
-            "all); `cervixnet predict` averages the fold models"
+            f"{run_dir / 'fold-1'}) on its own test patients, or the fold models averaged on "
+            "scans of other patients (--data)"
         )
     if missing:
         raise ConfigError(
@@ -152,7 +152,10 @@ def evaluate_run(
     """Scores a run and writes its report (see the module docstring).
 
     Args:
-        run_dir: a folder written by ``cervixnet train``.
+        run_dir: a folder written by ``cervixnet train``; or by ``cervixnet train --folds``,
+            with ``data`` of other patients: the fold models are averaged, the threshold is
+            the mean of the folds' (each chosen on its validation split) and the
+            largest-component step is kept when most folds kept it.
         data: another data folder to evaluate on. Its rows whose patients are in the run's
             split keep their set; with none of them, every row is evaluated (split
             ``external``). Default: the run's own data.
@@ -184,9 +187,25 @@ def evaluate_run(
             f"--threshold-rule must be one of {', '.join(analysis.THRESHOLD_RULES)}. "
             f"Received: {threshold_rule!r}"
         )
-    config, model, run_dir = load_run(run_dir, unsafe=unsafe)
+    folds = run_folder.fold_folders(run_dir)
+    if folds and data is None:
+        raise ConfigError(
+            f"{run_dir}: a cross-validation folder, whose fold models saw all its patients; "
+            f"evaluate one fold's run (e.g. {Path(run_dir) / 'fold-1'}) on its own test "
+            "patients, or the fold models averaged on scans of other patients (--data)"
+        )
+    runs = [load_run(folder, unsafe=unsafe) for folder in (folds or [run_dir])]
+    config, model, run_dir = runs[0][0], runs[0][1], Path(run_dir)
+    models = [run_model for _, run_model, _ in runs]
+    for run_config, _, folder in runs[1:]:
+        if (run_config.data.image_size, run_config.data.channels) != (
+            config.data.image_size,
+            config.data.channels,
+        ):
+            raise ConfigError(f"{folder}: its input differs from {runs[0][2]}'s; folds differ")
     joint = len(model.outputs) == 2
-    splits = Splits.load(run_dir / run_folder.SPLITS)
+    run_splits = [Splits.load(folder / run_folder.SPLITS) for _, _, folder in runs]
+    splits = run_splits[0]
     own = _manifest(config, None, cache_root, echo)
     own_indices = splits.indices(own)
     if data is None:
@@ -194,6 +213,11 @@ def evaluate_run(
     else:
         manifest = _manifest(config, data, cache_root, echo)
         indices = _external_indices(manifest, splits)
+        if folds and "external" not in indices:
+            raise ConfigError(
+                f"{manifest.source}: holds patients of {run_dir}'s data set, on which the fold "
+                "models were trained; evaluate fold models averaged on scans of other patients"
+            )
     evaluated = (
         indices["external"]
         if "external" in indices
@@ -210,25 +234,35 @@ def evaluate_run(
     choice = None
     if joint:
         try:
-            choice = choose_operating_point(
-                model, config, own, own_indices["val"], threshold_rule, target
-            )
+            choices = [
+                choose_operating_point(
+                    run_model, run_config, own, fold_splits.indices(own)["val"], threshold_rule,
+                    target,
+                )
+                for (run_config, run_model, _), fold_splits in zip(runs, run_splits, strict=True)
+            ]  # fmt: skip
         except ValueError as error:
             raise ConfigError(f"--threshold-rule {threshold_rule}: {error}") from None
+        choice = choices[0] if len(choices) == 1 else _mean_choice(choices)
+        chosen_on = (
+            f"{len(own_indices['val'])} validation images"
+            if len(choices) == 1
+            else f"each fold's validation images, the mean of {len(choices)} folds'"
+        )
         echo(
             f"Operating threshold {choice.threshold:.3f} ({threshold_rule}"
             + (f", target {target:g}" if target is not None else "")
-            + f") chosen on {len(own_indices['val'])} validation images: sensitivity "
+            + f") chosen on {chosen_on}: sensitivity "
             f"{choice.sensitivity:.3f}, specificity {choice.specificity:.3f}"
         )
 
-    echo(f"Evaluating {len(evaluated)} images of the {split_name} split")
-    predictions = _predict(model, config, manifest, evaluated, keep_images=True)
+    averaged = f" with {len(models)} fold models averaged" if folds else ""
+    echo(f"Evaluating {len(evaluated)} images of the {split_name} split{averaged}")
+    predictions = _predict(models, config, manifest, evaluated, keep_images=True)
     patients = np.array([manifest.records[i].patient_id for i in evaluated])
     risk = _float_column(manifest, "risk", evaluated)
-    per_image = per_image_segmentation(
-        predictions, manifest, evaluated, config, load_postprocessing(run_dir)
-    )
+    postprocessing = combine_postprocessing([load_postprocessing(f) for _, _, f in runs])
+    per_image = per_image_segmentation(predictions, manifest, evaluated, config, postprocessing)
     report = build_report(
         predictions, patients, choice, risk=risk, n_bootstrap=n_bootstrap, seed=config.seed,
         per_image=per_image,
@@ -236,6 +270,7 @@ def evaluate_run(
     report.update(
         {
             "run": str(run_dir),
+            "models": len(models),
             "arch": config.arch,
             "data": str(manifest.root),
             "split": split_name,
@@ -507,6 +542,18 @@ def _manifest(config: Config, data, cache_root, echo) -> Manifest:
         config = config.replace({"data.path": str(data)})
     source = resolve_data(config, cache_root)
     return read_manifest(prepared_data(config, source, cache_root, echo=echo))
+
+
+def _mean_choice(choices: Sequence[analysis.ThresholdChoice]) -> analysis.ThresholdChoice:
+    """The operating point of an ensemble of folds: the mean of the folds' thresholds (as
+    ``cervixnet predict`` uses it), with the mean of what each reached on its validation."""
+    return analysis.ThresholdChoice(
+        threshold=float(np.mean([c.threshold for c in choices])),
+        rule=choices[0].rule,
+        target=choices[0].target,
+        sensitivity=float(np.mean([c.sensitivity for c in choices])),
+        specificity=float(np.mean([c.specificity for c in choices])),
+    )
 
 
 def _external_indices(manifest: Manifest, splits: Splits) -> dict[str, list[int]]:

@@ -8,6 +8,8 @@ file holds.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 CONFIG = "config.yaml"  # the resolved configuration, headed by the plan as comments
 PLAN = "plan.json"  # the plan: fingerprint, device, every planned value and its reason
 SPLITS = "splits.json"  # patients and images per split
@@ -23,3 +25,13 @@ FOLDS = "folds.json"  # a --folds folder: the fold of every patient
 
 # The files every finished run holds.
 RUN_FILES = (CONFIG, SPLITS, MODEL, HISTORY, METRICS)
+
+
+def fold_folders(path: str | Path) -> list[Path]:
+    """The fold run folders (``fold-1``, ``fold-2``, ...) of a ``cervixnet train --folds``
+    folder, in fold order; empty for any other path."""
+    path = Path(path)
+    if not (path / FOLDS).is_file():
+        return []
+    folds = [p for p in path.glob("fold-*") if (p / MODEL).is_file()]
+    return sorted(folds, key=lambda p: int(p.name.split("-")[1]) if p.name[5:].isdigit() else 0)

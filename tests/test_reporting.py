@@ -15,7 +15,9 @@ from cervixnet.cli.main import main
 from cervixnet.config import load_config
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.splits import Splits
+from cervixnet.errors import ConfigError
 from cervixnet.reporting import evaluate_run
+from tests.conftest import rewrite_manifest, write_tiny_dataset
 
 FIGURES = (
     "roc",
@@ -145,3 +147,32 @@ def test_an_evaluation_that_fails_midway_leaves_no_half_report(
             echo=lambda _: None,
         )  # fmt: skip
     assert list(tmp_path.iterdir()) == []  # neither the report nor its hidden staging folder
+
+
+def test_a_folds_folder_is_evaluated_averaged_on_other_patients(tiny_run: Path, tmp_path: Path):
+    """Identical folds average to the single model: the same report as the one run's; the
+    folds' own data, or none, is refused."""
+    folds = tmp_path / "cv"
+    folds.mkdir()
+    for k in (1, 2):
+        shutil.copytree(tiny_run, folds / f"fold-{k}")
+    (folds / "folds.json").write_text("[]", encoding="utf-8")
+    other = tmp_path / "other"
+    write_tiny_dataset(other, n_patients=6)
+
+    def rename(fields, rows):
+        return fields, [{**row, "patient_id": "new-" + row["patient_id"]} for row in rows]
+
+    rewrite_manifest(other / "manifest.csv", rename)
+    quiet = {"n_bootstrap": 100, "gradcam_images": 0, "echo": lambda _: None}
+    single = evaluate_run(tiny_run, data=other, out_dir=tmp_path / "one", **quiet)
+    averaged = evaluate_run(folds, data=other, out_dir=tmp_path / "two", **quiet)
+    assert averaged.report["split"] == single.report["split"] == "external"
+    assert (averaged.report["models"], single.report["models"]) == (2, 1)
+    for section in ("segmentation", "classification", "operating_point"):
+        assert averaged.report[section] == single.report[section], section
+    config = load_config(tiny_run / "config.yaml")
+    with pytest.raises(ConfigError, match="on which the fold models were trained"):
+        evaluate_run(folds, data=config.data.path, out_dir=tmp_path / "three", **quiet)
+    with pytest.raises(ConfigError, match="cross-validation folder"):
+        evaluate_run(folds, out_dir=tmp_path / "four", **quiet)
