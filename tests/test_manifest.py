@@ -83,3 +83,26 @@ def test_missing_folder_and_manifest(tmp_path: Path):
         resolve_manifest_path(tmp_path)
     with pytest.raises(DataError, match="no such data folder"):
         resolve_manifest_path(tmp_path / "nope")
+
+
+def test_pixel_spacing_is_read_per_row_square_or_per_axis(tiny_dataset):
+    def square(fields, rows):
+        for k, row in enumerate(rows):
+            row["pixel_spacing_mm"] = f"{0.1 + 0.01 * k:.2f}"
+        return [*fields, "pixel_spacing_mm"], rows
+
+    rewrite_manifest(tiny_dataset / "manifest.csv", square)
+    records = read_manifest(tiny_dataset).records
+    assert records[0].spacing == (0.1, 0.1) and records[3].spacing == (0.13, 0.13)
+
+    def per_axis(fields, rows):
+        for row in rows:
+            row["spacing_y_mm"], row["spacing_x_mm"] = "0.15", "0.25"
+        return [*fields, "spacing_y_mm", "spacing_x_mm"], rows
+
+    rewrite_manifest(tiny_dataset / "manifest.csv", per_axis)
+    assert {r.spacing for r in read_manifest(tiny_dataset).records} == {(0.15, 0.25)}
+
+
+def test_a_manifest_without_spacing_has_none(tiny_dataset):
+    assert {r.spacing for r in read_manifest(tiny_dataset).records} == {None}

@@ -12,12 +12,16 @@ import contextlib
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 from cervixnet.errors import DataError
 
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("image", "patient_id", "label", "mask")
+# Optional pixel spacing, mm per pixel: one column for square pixels, or one per axis.
+SPACING_COLUMN = "pixel_spacing_mm"
+SPACING_AXIS_COLUMNS = ("spacing_y_mm", "spacing_x_mm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +43,17 @@ class Record:
     label: int | None
     mask: Path | None
     extra: dict[str, str]
+
+    @property
+    def spacing(self) -> tuple[float, float] | None:
+        """The pixel spacing ``(dy, dx)`` in mm (``pixel_spacing_mm`` for both axes, or
+        ``spacing_y_mm`` and ``spacing_x_mm``), or None when the row gives none. Validated
+        when the manifest is read: finite and > 0."""
+        y, x = (self.extra.get(c) for c in SPACING_AXIS_COLUMNS)
+        if y and x:
+            return float(y), float(x)
+        square = self.extra.get(SPACING_COLUMN)
+        return (float(square), float(square)) if square else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +197,7 @@ def check_manifest(
         problems.append(Problem(manifest_path, None, None, "the manifest has no rows"))
     problems.extend(_duplicates(manifest_path, records))
     problems.extend(_conflicting_labels(manifest_path, records))
+    problems.extend(_partial_spacing(manifest_path, records))
     problems.sort(key=lambda p: p.row or 0)
     return manifest_path, records, problems
 
@@ -254,6 +270,21 @@ class _RowChecker:
         mask = _resolve(self.root, mask_text) if mask_text else None
         if check_files and mask is not None:
             self._check_file("mask", mask, mask_text)
+
+        for column in (SPACING_COLUMN, *SPACING_AXIS_COLUMNS):
+            text = values.get(column, "")
+            if text and not _positive_finite(text):
+                self.fail(
+                    column,
+                    f"expected the pixel spacing, a finite number of mm per pixel > 0, or an "
+                    f"empty cell. Received: {text!r}",
+                )
+        if bool(values.get(SPACING_AXIS_COLUMNS[0])) != bool(values.get(SPACING_AXIS_COLUMNS[1])):
+            given, other = (
+                SPACING_AXIS_COLUMNS if values.get(SPACING_AXIS_COLUMNS[0])
+                else SPACING_AXIS_COLUMNS[::-1]
+            )  # fmt: skip
+            self.fail(other, f"empty, but {given} is given: a pixel has a spacing on both axes")
 
         if decode and not self.failed:
             self._decode(image, image_text, mask, mask_text, values.get("bezier", ""))
@@ -359,3 +390,30 @@ def _conflicting_labels(manifest_path: Path, records: list[Record]) -> list[Prob
                 )
             )
     return problems
+
+
+def _positive_finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text)) and float(text) > 0
+    except ValueError:
+        return False
+
+
+def _partial_spacing(manifest_path: Path, records: list[Record]) -> list[Problem]:
+    """A spacing given for some rows and not others: millimetres for some images and pixels
+    for the rest would mix units, so each row without it is a problem."""
+    given = [r for r in records if r.spacing is not None]
+    if not given or len(given) == len(records):
+        return []
+    example = given[0]
+    return [
+        Problem(
+            manifest_path,
+            record.row,
+            SPACING_COLUMN,
+            f"no pixel spacing here, but row {example.row} has one; give every row its "
+            f"spacing, or none (then every figure is in pixels)",
+        )
+        for record in records
+        if record.spacing is None
+    ]

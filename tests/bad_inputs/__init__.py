@@ -34,6 +34,12 @@ bezier-nan                  4        bezier      finite numbers
 label-2                     4        label       Received: '2'
 label-yes                   4        label       Received: 'yes'
 label-NaN                   4        label       Received: 'NaN' (leave the cell empty ...)
+spacing-zero                4        pixel_sp... Received: '0'
+spacing-negative            4        pixel_sp... Received: '-0.1'
+spacing-decimal-comma       4        pixel_sp... Received: '0,2'
+spacing-nan                 4        pixel_sp... Received: 'nan'
+spacing-missing-in-one-row  4        pixel_sp... no pixel spacing here, but row 2 has one
+spacing-one-axis            4        spacing_y   empty, but spacing_x_mm is given
 patient-conflicting-labels  5        label       patient 'p01' has label 0 here but 1 in row 4
 patient-empty               4        patient_id  empty; every row needs a patient id
 duplicate-row               22       image       the same image as row 4
@@ -211,6 +217,13 @@ def _text(transform: Callable[[str], str | bytes]) -> Callable[..., None]:
     return build
 
 
+def _spacing_but_broken(fields, rows):
+    for row in rows:
+        row["pixel_spacing_mm"] = "0.2"
+    rows[BROKEN]["pixel_spacing_mm"] = ""
+    return [*fields, "pixel_spacing_mm"], rows
+
+
 def _duplicate_row(fields, rows):
     return fields, [*rows, dict(rows[BROKEN])]
 
@@ -313,6 +326,18 @@ ERRORS: tuple[Case, ...] = (
     Case("label-yes", _edit(label="yes"), "Received: 'yes'", column="label"),
     Case("label-NaN", _edit(label="NaN"),
          "Received: 'NaN' (leave the cell empty for an unknown label)", column="label"),
+    Case("spacing-zero", _edit(pixel_spacing_mm="0"), "Received: '0'",
+         column="pixel_spacing_mm"),
+    Case("spacing-negative", _edit(pixel_spacing_mm="-0.1"), "Received: '-0.1'",
+         column="pixel_spacing_mm"),
+    Case("spacing-decimal-comma", _edit(pixel_spacing_mm="0,2"), "Received: '0,2'",
+         column="pixel_spacing_mm"),
+    Case("spacing-nan", _edit(pixel_spacing_mm="nan"), "Received: 'nan'",
+         column="pixel_spacing_mm"),
+    Case("spacing-missing-in-one-row", _rows(_spacing_but_broken),
+         "no pixel spacing here, but row 2 has one", column="pixel_spacing_mm"),
+    Case("spacing-one-axis", _edit(spacing_x_mm="0.2"), "empty, but spacing_x_mm is given",
+         column="spacing_y_mm"),
     Case("patient-conflicting-labels", _rows(_conflict),
          "patient 'p01' has label 0 here but 1 in row 4", row=BROKEN_ROW + 1, column="label"),
     Case("patient-empty", _edit(patient_id=""), "empty; every row needs a patient id",
