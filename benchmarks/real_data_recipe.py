@@ -47,20 +47,12 @@ def score_run(run_dir: Path, manifest, indices) -> dict[str, float]:
 
     from cervixnet.config import load_config
     from cervixnet.ensemble import apply_postprocessing, load_postprocessing
-    from cervixnet.evaluation import predict_records, segmentation_scores, source_size_pairs
+    from cervixnet.evaluation import predict_configured, segmentation_scores, source_size_pairs
     from cervixnet.measure import ellipse_circumference
 
     config = load_config(run_dir / "config.yaml")
     model = keras.models.load_model(run_dir / "model.keras")
-    predictions = predict_records(
-        model,
-        manifest,
-        indices,
-        image_size=config.data.image_size,
-        channels=config.data.channels,
-        batch_size=config.training.batch_size,
-        tta=config.evaluation.tta,
-    )
+    predictions = predict_configured(model, config, manifest, indices)
     pairs = source_size_pairs(manifest, indices, predictions["mask_prob"], config.data.resize)
     postprocessing = load_postprocessing(run_dir)
     scores = segmentation_scores(pairs, postprocessing)

@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from cervixnet import analysis
 from cervixnet import metrics as cx_metrics
-from cervixnet.config import AugmentConfig
+from cervixnet.config import AugmentConfig, Config
 from cervixnet.data import imagefile
 from cervixnet.data.letterbox import unfit_probabilities
 from cervixnet.data.manifest import Manifest
@@ -128,6 +128,28 @@ def predict_records(
 
 # Per-image segmentation scores, in the order of the report's tables.
 SEGMENTATION_SCORES = ("iou", "dice", "hd95", "assd")
+
+
+def predict_configured(
+    model: keras.Model | Sequence[keras.Model],
+    config: Config,
+    manifest: Manifest,
+    indices: Sequence[int],
+    **options: Any,
+) -> dict[str, np.ndarray]:
+    """:func:`predict_records` with the run's input size, channels, batch size and test-time
+    augmentation taken from ``config``; ``options`` (``copies``, ``augment``, ``seed``,
+    ``keep_images``) pass through."""
+    return predict_records(
+        model,
+        manifest,
+        indices,
+        image_size=config.data.image_size,
+        channels=config.data.channels,
+        batch_size=config.training.batch_size,
+        tta=config.evaluation.tta,
+        **options,
+    )
 
 
 def source_size_pairs(

@@ -46,7 +46,7 @@ from cervixnet.ensemble import PostprocessingChoice, combine_postprocessing, loa
 from cervixnet.errors import ConfigError, DataError, inside_folder
 from cervixnet.evaluation import (
     SEGMENTATION_SCORES,
-    predict_records,
+    predict_configured,
     segmentation_scores,
     source_size_pairs,
 )
@@ -128,7 +128,7 @@ def choose_operating_point(
             f"{manifest.source}: the validation split has no labelled image to choose the "
             "operating threshold on"
         )
-    predictions = _predict(model, config, manifest, labelled)
+    predictions = predict_configured(model, config, manifest, labelled)
     return analysis.threshold_from_predictions(
         predictions["label"], predictions["probability"], rule, target
     )
@@ -258,7 +258,7 @@ def evaluate_run(
 
     averaged = f" with {len(models)} fold models averaged" if folds else ""
     echo(f"Evaluating {len(evaluated)} images of the {split_name} split{averaged}")
-    predictions = _predict(models, config, manifest, evaluated, keep_images=True)
+    predictions = predict_configured(models, config, manifest, evaluated, keep_images=True)
     patients = np.array([manifest.records[i].patient_id for i in evaluated])
     risk = _float_column(manifest, "risk", evaluated)
     postprocessing = combine_postprocessing([load_postprocessing(f) for _, _, f in runs])
@@ -561,21 +561,6 @@ def _external_indices(manifest: Manifest, splits: Splits) -> dict[str, list[int]
     if any(r.patient_id in known for r in manifest.records):
         return splits.indices(manifest)
     return {"external": list(range(len(manifest.records)))}
-
-
-def _predict(
-    model, config: Config, manifest: Manifest, indices: Sequence[int], keep_images: bool = False
-):
-    return predict_records(
-        model,
-        manifest,
-        indices,
-        image_size=config.data.image_size,
-        channels=config.data.channels,
-        batch_size=config.training.batch_size,
-        keep_images=keep_images,
-        tta=config.evaluation.tta,
-    )
 
 
 def _float_column(manifest: Manifest, name: str, indices: Sequence[int]) -> np.ndarray | None:

@@ -41,7 +41,7 @@ from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.ensemble import PostprocessingChoice, choose_postprocessing
 from cervixnet.errors import ConfigError, DataError, TrainingError
 from cervixnet.evaluation import (
-    predict_records,
+    predict_configured,
     segmentation_scores,
     source_size_pairs,
     split_metrics,
@@ -256,18 +256,10 @@ def train(
         positions, copies = evaluated[name]
         if not positions:
             continue
-        predictions = predict_records(
-            best,
-            manifest,
-            positions,
-            image_size=config.data.image_size,
-            channels=config.data.channels,
-            batch_size=config.training.batch_size,
-            copies=copies,
-            augment=config.data.augment,
+        predictions = predict_configured(
+            best, config, manifest, positions, copies=copies, augment=config.data.augment,
             seed=config.seed,
-            tta=config.evaluation.tta,
-        )
+        )  # fmt: skip
         per_split[name] = (positions, predictions, copies)
         pairs[name] = source_size_pairs(
             manifest,
