@@ -52,14 +52,16 @@ def run(arch: str, size: int, base_filters: int, batch: int, steps: int) -> dict
         )
     rng = np.random.default_rng(0)
     images, masks, labels = _batch(rng, batch * steps, size)
-    y = (masks, labels) if joint else masks
-    warm_up = (masks[:batch], labels[:batch]) if joint else masks[:batch]
+    y = {"mask": masks, "label": labels} if joint else masks
+    warm_up = {"mask": masks[:batch], "label": labels[:batch]} if joint else masks[:batch]
     model.fit(images[:batch], warm_up, batch_size=batch, epochs=1, verbose=0)  # compile
     started = time.perf_counter()
     history = model.fit(images, y, batch_size=batch, epochs=1, verbose=0)
     seconds = time.perf_counter() - started
     outputs = model.predict(images[:batch], verbose=0)
-    finite = all(np.isfinite(np.asarray(o)).all() for o in (outputs if joint else [outputs]))
+    finite = all(
+        np.isfinite(np.asarray(o)).all() for o in models.named_outputs(model, outputs).values()
+    )
     return {
         "arch": arch,
         "input": size,

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.script import cervixnet_first, parser_from_docstring
+from benchmarks.script import cervixnet_first, parser_from_docstring, patient_folds
 
 FIGURES = ("iou", "dice", "hd95_px", "assd_px", "hd95_mm", "hc_mae_mm", "hc_bias_mm", "auc")
 
@@ -56,8 +56,8 @@ def score_run(run_dir: Path, manifest, indices) -> dict[str, float]:
     pairs = source_size_pairs(manifest, indices, predictions["mask_prob"], config.data.resize)
     postprocessing = load_postprocessing(run_dir)
     scores = segmentation_scores(pairs, postprocessing)
-    spacing = np.array(
-        [float(manifest.records[i].extra.get("pixel_spacing_mm") or "nan") for i in indices]
+    spacing = np.array(  # square pixels (HD95 in px scales to mm), of the scan's own size
+        [(manifest.records[i].native_spacing or (np.nan, np.nan))[0] for i in indices]
     )
     reference = np.array(
         [float(manifest.records[i].extra.get("head_circumference_mm") or "nan") for i in indices]
@@ -112,19 +112,10 @@ def main() -> None:
 
     from cervixnet.config import load_config
     from cervixnet.data.manifest import read_manifest
-    from cervixnet.data.sources import prepared_data, resolve_data
-    from cervixnet.data.splits import cross_validation_splits
     from cervixnet.training import train
 
-    base = load_config(overrides={"data.path": args.data, "seed": args.seed})
-    source = resolve_data(base)
-    # The folds are by patient; any prepared copy of the data gives the same ones.
+    base, folds = patient_folds(args.data, args.folds, args.seed)
     plain = load_config("plain", overrides={"data.path": args.data, "seed": args.seed})
-    listing = read_manifest(prepared_data(plain, source))
-    train_share, val_share, _ = base.data.split
-    folds = cross_validation_splits(
-        listing, args.folds, val_share / (train_share + val_share), seed=args.seed
-    )
     if args.budget_minutes is not None:
         base = base.replace({"training.budget_minutes": args.budget_minutes})
     if args.steps is not None:

@@ -1,6 +1,6 @@
 """Statistics behind the clinician-facing evaluation report: thresholds, figures, intervals.
 
-NumPy, scikit-learn and OpenCV only (no Keras, no TensorFlow), for arrays of predictions that
+NumPy, SciPy, scikit-learn and OpenCV only (no Keras, no TensorFlow), for arrays of predictions that
 have already been computed (e.g. by ``cervixnet.evaluation.predict_records``).
 
 Conventions:
@@ -8,12 +8,11 @@ Conventions:
 - Classification: labels are 0/1 (1 = preterm); a NaN label (unknown outcome) leaves its entry
   out. Probabilities lie in [0, 1]. A probability **at or above** the threshold predicts
   preterm (``p >= threshold``), like ``sklearn.metrics.roc_curve``, so a threshold chosen by
-  :func:`choose_threshold` reproduces the sensitivity and specificity it reports. (Note that
-  ``cervixnet.metrics.classification_summary`` uses ``p > threshold``; the two differ only for
-  probabilities equal to the threshold.)
+  :func:`choose_threshold` reproduces the sensitivity and specificity it reports.
 - Segmentation: as in ``cervixnet.metrics``, a truth pixel is positive where > 0.5 and a
   predicted pixel where > ``threshold``, so the Hausdorff distance scores the very masks that
   ``iou_per_image`` and ``dice_per_image`` score.
+- Distances: in pixels, or in mm given the pixel spacing (:func:`surface_distances`).
 - A ratio whose denominator is 0 (e.g. precision with no predicted positive) is NaN.
 
 Typical use, with the threshold chosen on validation and never on test::
@@ -42,11 +41,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage
 from sklearn.metrics import roc_curve
 
-from cervixnet.checks import positive_int, unit_interval
+from cervixnet.checks import open_unit_interval, positive_int, unit_interval
 from cervixnet.errors import DataError
 from cervixnet.fileio import atomic_write_text
+from cervixnet.measure import pixel_spacing
 
 __all__ = [
     "THRESHOLD_RULES",
@@ -443,12 +444,7 @@ def bootstrap_intervals(
     if not callable(statistic):
         raise TypeError(f"`statistic` must be callable. Received: {type(statistic).__name__}")
     n_resamples = positive_int("n_resamples", n_resamples)
-    try:
-        confidence = float(confidence)
-    except (TypeError, ValueError):
-        confidence = math.nan
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"`confidence` must be in (0, 1). Received: confidence={confidence!r}")
+    confidence = open_unit_interval("confidence", confidence)
     groups = np.asarray(groups)
     if groups.ndim != 1 or groups.size == 0:
         raise ValueError(
@@ -517,12 +513,21 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask > eroded
 
 
-def _distances_to(boundary_from: np.ndarray, boundary_to: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each pixel of ``boundary_from`` to the nearest of ``boundary_to``."""
+def _distances_to(
+    boundary_from: np.ndarray,
+    boundary_to: np.ndarray,
+    spacing: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Euclidean distance of each pixel of ``boundary_from`` to the nearest of ``boundary_to``,
+    in pixels, or in mm with ``spacing`` ``(dy, dx)``."""
+    if spacing is not None and spacing[0] != spacing[1]:  # OpenCV's transform is isotropic
+        distance = ndimage.distance_transform_edt(~boundary_to, sampling=spacing)
+        return distance[boundary_from].astype(np.float64)
     distance = cv2.distanceTransform(
         (~boundary_to).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
     )
-    return distance[boundary_from].astype(np.float64)
+    scale = 1.0 if spacing is None else spacing[0]
+    return distance[boundary_from].astype(np.float64) * scale
 
 
 def _hausdorff95_binary(truth: np.ndarray, prediction: np.ndarray) -> float:
@@ -537,7 +542,7 @@ def _hausdorff95_binary(truth: np.ndarray, prediction: np.ndarray) -> float:
     )
 
 
-def surface_distances(mask_true: Any, mask_pred: Any) -> tuple[float, float]:
+def surface_distances(mask_true: Any, mask_pred: Any, spacing: Any = None) -> tuple[float, float]:
     """The 95th-percentile Hausdorff distance and the average symmetric surface distance.
 
     Boundaries and distances as :func:`hausdorff95`. The average symmetric surface distance
@@ -546,22 +551,26 @@ def surface_distances(mask_true: Any, mask_pred: Any) -> tuple[float, float]:
 
     Args:
         mask_true, mask_pred: binary masks ``(H, W)`` of one shape; foreground where > 0.5.
+        spacing: None (distances in pixels), or the pixel's size in mm, one number or
+            ``(dy, dx)`` (``cervixnet.measure.pixel_spacing``): distances in mm, exact for
+            non-square pixels too.
 
     Returns:
-        ``(hd95, assd)`` in pixels of the masks, rounded to 1e-6; both NaN when either mask
-        is empty.
+        ``(hd95, assd)`` in pixels of the masks or in mm, rounded to 1e-6; both NaN when
+        either mask is empty.
 
     Raises:
         ValueError: If the masks are not 2-D arrays of one shape.
     """
     mask_true, mask_pred = np.asarray(mask_true), np.asarray(mask_pred)
     _check_mask_pair(mask_true, mask_pred)
+    scale = pixel_spacing(spacing)
     truth, prediction = mask_true > 0.5, mask_pred > 0.5
     if not truth.any() or not prediction.any():
         return math.nan, math.nan
     boundary_true, boundary_pred = _boundary(truth), _boundary(prediction)
-    forward = _distances_to(boundary_true, boundary_pred)
-    backward = _distances_to(boundary_pred, boundary_true)
+    forward = _distances_to(boundary_true, boundary_pred, scale)
+    backward = _distances_to(boundary_pred, boundary_true, scale)
     hd95 = max(np.percentile(forward, 95), np.percentile(backward, 95))
     assd = (forward.sum() + backward.sum()) / (forward.size + backward.size)
     # OpenCV's parallel distance transform can differ in the last float32 bits between calls:

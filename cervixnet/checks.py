@@ -29,6 +29,14 @@ def unit_interval(name: str, value: Any) -> float:
     return number
 
 
+def open_unit_interval(name: str, value: Any) -> float:
+    """``value`` as a float in (0, 1), e.g. a confidence level, or ValueError."""
+    number = _real(name, value, "a number in (0, 1)")
+    if not 0.0 < number < 1.0:
+        raise ValueError(f"`{name}` must be in (0, 1). Received: {name}={value!r}")
+    return number
+
+
 def finite_positive(name: str, value: Any) -> float:
     """``value`` as a finite float > 0, or ValueError."""
     number = _real(name, value, "a finite number > 0")

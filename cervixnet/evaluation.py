@@ -2,7 +2,8 @@
 
 Segmentation is scored per image at each scan's own size (the predicted probabilities mapped
 back through the letterbox, thresholded, cleaned by the run's validated post-processing):
-mean and std of IoU, Dice, HD95 and ASSD over the images that have a mask; classification
+mean and std of IoU, Dice, HD95 and ASSD (in mm where the manifest gives the pixel spacing,
+else in the scan's pixels) over the images that have a mask; classification
 over the images that have a label (``cervixnet.analysis.binary_figures``: AUC, precision,
 recall, specificity and more, a probability >= the threshold counting as preterm). When
 the manifest carries the synthetic generator's latent ``risk`` column, the AUC that risk
@@ -21,7 +22,7 @@ import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from cervixnet import analysis
+from cervixnet import analysis, clinical, measure, models
 from cervixnet import metrics as cx_metrics
 from cervixnet.config import AugmentConfig, Config
 from cervixnet.data import imagefile
@@ -35,14 +36,13 @@ from cervixnet.fileio import atomic_path
 def model_run(model: keras.Model) -> Run:
     """``model`` as an ensemble :data:`~cervixnet.ensemble.Run`: images ->
     (mask probabilities ``(N, H, W, 1)``, p(label) ``(N,)`` or ``None``), float32."""
-    joint = len(model.outputs) == 2
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = model(images, training=False)
-        mask = keras.ops.convert_to_numpy(outputs[0] if joint else outputs).astype(np.float32)
-        if not joint:
+        outputs = models.named_outputs(model, model(images, training=False))
+        mask = keras.ops.convert_to_numpy(outputs["mask"]).astype(np.float32)
+        if "label" not in outputs:
             return mask, None
-        return mask, keras.ops.convert_to_numpy(outputs[1])[:, 0].astype(np.float32)
+        return mask, keras.ops.convert_to_numpy(outputs["label"])[:, 0].astype(np.float32)
 
     return run
 
@@ -77,7 +77,7 @@ def predict_records(
         inputs ``images`` (N, H, W, C).
     """
     members = [model] if isinstance(model, keras.Model) else list(model)
-    joint = len(members[0].outputs) == 2
+    joint = models.has_label(members[0])
     runs = [model_run(m) for m in members]
     dataset = make_dataset(
         manifest,
@@ -96,8 +96,10 @@ def predict_records(
         for name in ("mask_true", "has_mask", "label", "has_label", "mask_prob", "mask_std")
     }
     parts.update(uncertainty=[], probability=[], images=[])
-    for images, (mask, label), (mask_weight, label_weight) in dataset:
+    for images, targets, weights in dataset:
         images = np.asarray(images)
+        mask, label = targets["mask"], targets["label"]
+        mask_weight, label_weight = weights["mask"], weights["label"]
         if keep_images:
             parts["images"].append(images)
         predicted = predict_members(runs, images, horizontal_flip=tta, batch_size=len(images))
@@ -190,18 +192,52 @@ def source_size_pairs(
     return pairs
 
 
+def pair_spacings(
+    manifest: Manifest, indices: Sequence[int], copies: Sequence[bool] | None = None
+) -> list[tuple[float, float] | None]:
+    """The pixel spacing ``(dy, dx)`` in mm of each :func:`source_size_pairs` pair, or None.
+
+    A pair at the scan's own size has the scan's spacing (``Record.native_spacing``); one at
+    the network's input size has the prepared image's (``Record.spacing``), an augmented copy
+    too (its augmentation's zoom, within ``data.augment.scale``, is not accounted for).
+    """
+    spacings = []
+    for k, index in enumerate(indices):
+        record = manifest.records[index]
+        native = bool(record.extra.get("native_mask")) and not (copies is not None and copies[k])
+        spacings.append(record.native_spacing if native else record.spacing)
+    return spacings
+
+
+def distance_unit(manifest: Manifest) -> str:
+    """``"mm"`` when the manifest gives every row's pixel spacing (it gives all or none),
+    else ``"px"``: the unit of HD95 and ASSD."""
+    return "mm" if manifest.records and manifest.records[0].spacing is not None else "px"
+
+
 def segmentation_scores(
     pairs: Sequence[tuple[np.ndarray | None, np.ndarray]],
     postprocessing: PostprocessingChoice | None = None,
     threshold: float = 0.5,
+    spacings: Sequence[tuple[float, float] | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """IoU, Dice, HD95 and ASSD of every ``(truth, probabilities)`` pair (``source_size_pairs``).
 
     The prediction is ``probabilities > threshold``, then ``postprocessing`` (the run's
-    validated largest-component step, ``cervixnet.ensemble``). Distances are in pixels of the
-    pair (the scan's own). Returns ``(N,)`` float64 arrays, NaN where there is no truth (and
-    for the distances where either mask is empty).
+    validated largest-component step, ``cervixnet.ensemble``). Distances are in mm with each
+    pair's ``spacings`` (:func:`pair_spacings`), else in pixels of the pair (the scan's own).
+    Returns ``(N,)`` float64 arrays, NaN where there is no truth (and for the distances where
+    either mask is empty).
+
+    Raises:
+        ValueError: ``spacings`` gives some pairs a spacing and not others.
     """
+    if spacings is not None and len({s is None for s in spacings}) > 1:
+        raise ValueError(
+            "`spacings` must give every pair a spacing or none: distances in mm for some "
+            f"and pixels for others. Received: {sum(s is None for s in spacings)} of "
+            f"{len(spacings)} without"
+        )
     scores = {name: np.full(len(pairs), np.nan) for name in SEGMENTATION_SCORES}
     for k, (truth, prob) in enumerate(pairs):
         if truth is None:
@@ -209,8 +245,69 @@ def segmentation_scores(
         prediction = apply_postprocessing(prob > threshold, postprocessing)
         scores["iou"][k] = cx_metrics.iou_per_image(truth[None], prediction[None])[0]
         scores["dice"][k] = cx_metrics.dice_per_image(truth[None], prediction[None])[0]
-        scores["hd95"][k], scores["assd"][k] = analysis.surface_distances(truth, prediction)
+        spacing = None if spacings is None else spacings[k]
+        scores["hd95"][k], scores["assd"][k] = analysis.surface_distances(
+            truth, prediction, spacing
+        )
     return scores
+
+
+def measurement_name(manifest: Manifest, unit: str | None = None) -> str:
+    """The measurement that stands as the clinical marker of ``manifest``'s label: the first
+    of ``cervical_length``, ``head_circumference`` and ``area`` whose reference column (e.g.
+    ``head_circumference_mm``) the manifest has, else ``cervical_length``; named with
+    ``unit`` (default :func:`distance_unit`'s), e.g. ``"cervical_length_mm"``."""
+    unit = unit or distance_unit(manifest)
+    names = [f"{name}_{unit}" + ("2" if name == "area" else "") for name in measure.MEASUREMENTS]
+    columns = set(manifest.records[0].extra) if manifest.records else set()
+    return next((name for name in names if name in columns), names[0])
+
+
+def measure_pairs(
+    pairs: Sequence[tuple[np.ndarray | None, np.ndarray]],
+    spacings: Sequence[tuple[float, float] | None] | None = None,
+    postprocessing: PostprocessingChoice | None = None,
+    threshold: float = 0.5,
+    names: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every measurement of each pair's predicted mask (``cervixnet.measure.measure``), at the
+    scan's own size and spacing: ``{"cervical_length_mm": (N,), ...}`` (the ``_px`` names
+    without spacing); ``names`` keeps only those. The mask is ``probabilities > threshold``
+    after ``postprocessing``, as :func:`segmentation_scores` scores it."""
+    spacings = [None] * len(pairs) if spacings is None else list(spacings)
+    rows = [
+        measure.measure(apply_postprocessing(prob > threshold, postprocessing), spacing, names)
+        for (_, prob), spacing in zip(pairs, spacings, strict=True)
+    ]
+    keys = list(rows[0]) if rows else list(names or [])
+    return {key: np.array([row[key] for row in rows], np.float64) for key in keys}
+
+
+def fit_split_markers(
+    manifest: Manifest,
+    indices: Sequence[int],
+    predictions: Mapping[str, np.ndarray],
+    pairs: Sequence[tuple[np.ndarray | None, np.ndarray]],
+    postprocessing: PostprocessingChoice | None = None,
+    copies: Sequence[bool] | None = None,
+) -> clinical.MarkerModels:
+    """The label from the measurement of :func:`measurement_name`, alone and with the image
+    model's probability (``cervixnet.clinical.fit_markers``), fitted on one split's original
+    scans (augmented copies left out), measured at each scan's own size and spacing.
+
+    Raises:
+        ValueError: too few scans with a label and a measurement, or one class.
+    """
+    name = measurement_name(manifest)
+    spacings = pair_spacings(manifest, indices, copies) if distance_unit(manifest) == "mm" else None
+    measured = measure_pairs(pairs, spacings, postprocessing, names=[name])[name]
+    original = ~np.asarray(copies if copies is not None else [False] * len(indices), bool)
+    return clinical.fit_markers(
+        predictions["label"][original],
+        measured[original],
+        predictions["probability"][original],
+        name,
+    )
 
 
 def split_metrics(
@@ -218,16 +315,22 @@ def split_metrics(
     risk: Sequence[float | None] | None = None,
     threshold: float = 0.5,
     scores: Mapping[str, np.ndarray] | None = None,
+    distance_unit: str = "px",
 ) -> dict[str, Any]:
     """Segmentation and (for a joint model) classification figures for one split.
 
-    ``scores``: the per-image :func:`segmentation_scores` at each scan's own size; without
-    them the masks are scored at the network's input size.
+    ``scores``: the per-image :func:`segmentation_scores` at each scan's own size, their
+    distances in ``distance_unit`` (``"mm"`` or ``"px"``); without them the masks are scored
+    at the network's input size.
     """
     has_mask = predictions["has_mask"]
     result: dict[str, Any] = {"n_images": len(has_mask)}
     if scores is not None and has_mask.any():
-        summary: dict[str, Any] = {"n_images": int(has_mask.sum()), "scored_at": "source size"}
+        summary: dict[str, Any] = {
+            "n_images": int(has_mask.sum()),
+            "scored_at": "source size",
+            "distance_unit": distance_unit,
+        }
         for name in SEGMENTATION_SCORES:
             values = np.asarray(scores[name])[has_mask]
             finite = values[np.isfinite(values)]
@@ -271,9 +374,11 @@ def write_predictions(
     manifest: Manifest,
     per_split: Mapping[str, tuple[Sequence[int], Mapping, Sequence[bool]]],
     scores: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    distance_unit: str = "px",
 ) -> None:
     """Writes one CSV row per image: split, image, patient, label, probability, IoU, Dice,
-    HD95 and ASSD (pixels of the scan), and the uncertainty score.
+    HD95 and ASSD (columns ``hd95_mm`` and ``assd_mm``, or ``_px`` in the scan's pixels, as
+    ``distance_unit`` says), and the uncertainty score.
 
     ``per_split`` maps a split name to ``(indices, predictions, copies)``; ``copies`` flags
     augmented copies, written in the ``augmented_copy`` column (1 for a copy). ``scores``
@@ -292,8 +397,8 @@ def write_predictions(
                 "probability",
                 "iou",
                 "dice",
-                "hd95",
-                "assd",
+                f"hd95_{distance_unit}",
+                f"assd_{distance_unit}",
                 "uncertainty",
                 "augmented_copy",
             ]
@@ -338,10 +443,14 @@ def _cell(values: np.ndarray | None, k: int, has_mask: bool) -> str:
 
 
 def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
-    """A plain-text table of IoU/Dice (mean ± std), HD95 (pixels of the scans, when scored
-    there) and label figures per split."""
-    distances = any("hd95_mean" in m.get("segmentation", {}) for m in metrics.values())
-    columns = ["split", "images", "IoU", "Dice"] + (["HD95 px"] if distances else [])
+    """A plain-text table of IoU/Dice (mean ± std), HD95 (in mm, or pixels of the scans, when
+    scored there) and label figures per split."""
+    scored = [
+        m["segmentation"] for m in metrics.values() if "hd95_mean" in m.get("segmentation", {})
+    ]
+    distances = bool(scored)
+    unit = scored[0].get("distance_unit", "px") if scored else "px"
+    columns = ["split", "images", "IoU", "Dice"] + ([f"HD95 {unit}"] if distances else [])
     joint = any("classification" in m for m in metrics.values())
     if joint:
         columns += ["AUC", "best AUC", "recall", "precision", "specificity"]

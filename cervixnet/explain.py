@@ -1,7 +1,7 @@
 """Class-activation maps (Grad-CAM, Grad-CAM++, Score-CAM) for the joint model's ``label`` output.
 
 The maps show which image regions drive the predicted preterm probability of
-:func:`cervixnet.models.build_unet_joint` (outputs ``[mask, label]``). They are computed with
+:func:`cervixnet.models.build_unet_joint` (outputs ``mask`` and ``label``). They are computed with
 tf-keras-vis on a *copy* of the model, so the model passed in is never modified::
 
     from cervixnet import explain
@@ -33,6 +33,7 @@ import cv2
 import keras
 import numpy as np
 
+from cervixnet import models
 from cervixnet.checks import positive_int
 from cervixnet.models.folding import clone_with_weights
 from cervixnet.models.stop_gradient import StopGradient
@@ -271,7 +272,7 @@ def class_activation_maps(
     """Class-activation maps of the preterm probability (``label`` output) per image.
 
     Args:
-        model: a joint model (outputs ``[mask, label]``); it is not modified.
+        model: a joint model (outputs ``mask`` and ``label``); it is not modified.
         images: float32 ``(N, H, W, C)`` in [0, 1], as the model takes them.
         method: ``"gradcam"`` (default), ``"gradcam++"`` or ``"scorecam"`` (see ``METHODS``).
             The gradient methods differentiate the label logit; Score-CAM (gradient-free)
@@ -518,11 +519,11 @@ def explain_images(
     )
     layer_name = default_layer(model) if layer is None else layer
     array = _check_images(model, images)
-    names = list(model.output_names)
     labels, masks = [], []
     for start in range(0, len(array), batch_size):
-        outputs = keras.tree.flatten(model(array[start : start + batch_size], training=False))
-        named = dict(zip(names, outputs, strict=True))
+        named = models.named_outputs(
+            model, model(array[start : start + batch_size], training=False)
+        )
         labels.append(keras.ops.convert_to_numpy(named[LABEL_OUTPUT]).reshape(-1))
         if MASK_OUTPUT in named:
             masks.append(keras.ops.convert_to_numpy(named[MASK_OUTPUT])[..., 0])

@@ -286,9 +286,7 @@ def _build_archive(
         for model in served:
             for flip in flips:
                 result = model(tf.reverse(images, axis=[2]) if flip else images, training=False)
-                if not isinstance(result, list | tuple):
-                    result = [result]
-                named = dict(zip(model.output_names, result, strict=True))
+                named = models.named_outputs(model, result)
                 mask = tf.cast(named["mask"], tf.float32)
                 masks.append(tf.reverse(mask, axis=[2]) if flip else mask)
                 if spec.joint:
@@ -399,10 +397,8 @@ def _test_images(spec: _Spec) -> np.ndarray:
 
 
 def _keras_outputs(model: keras.Model, images: np.ndarray, spec: _Spec) -> dict[str, np.ndarray]:
-    result = model(images, training=False)
-    if not isinstance(result, list | tuple):
-        result = [result]
-    named = {k: np.asarray(v, np.float32) for k, v in zip(model.output_names, result, strict=True)}
+    result = models.named_outputs(model, model(images, training=False))
+    named = {k: np.asarray(v, np.float32) for k, v in result.items()}
     out = {"mask": named["mask"]}
     if spec.joint:
         out["probability"] = named["label"][:, 0]

@@ -34,11 +34,14 @@ from sklearn.metrics import (
 )
 
 from cervixnet.analysis import bootstrap_intervals, known_labels
+from cervixnet.clinical import agreement
 
 __all__ = [
     "FORMATS",
+    "bland_altman_figure",
     "calibration_figure",
     "confusion_matrix_figure",
+    "decision_curve_figure",
     "overlay_figure",
     "precision_recall_figure",
     "read_history",
@@ -371,4 +374,94 @@ def overlay_figure(
         axes.set_axis_off()
     for axes in panels[len(rows) :]:
         axes.set_axis_off()
+    return figure
+
+
+# A measurement against its reference, predictors against each other
+
+
+@_styled
+def bland_altman_figure(
+    measured: Any, reference: Any, *, quantity: str = "head circumference", unit: str = "mm"
+) -> Figure:
+    """Bland-Altman plot: the difference ``measured - reference`` against the mean of the two,
+    one point per pair where both are finite, with horizontal lines at the bias (mean
+    difference) and the 95 % limits of agreement (bias -/+ 1.96 SD), each labelled with its
+    value; figures as ``cervixnet.clinical.agreement``.
+
+    Args:
+        measured: Measured values, shape ``(N,)``, in ``unit``; NaN where missing.
+        reference: Reference values, same shape and unit.
+        quantity: What was measured, for the axis labels. Defaults to "head circumference".
+        unit: The unit of both, for the axis and line labels. Defaults to "mm".
+
+    Raises:
+        ValueError: If the sizes differ or no pair has both values finite.
+    """
+    figures = agreement(measured, reference)
+    if figures["n"] == 0:
+        raise ValueError(
+            "No pair where `measured` and `reference` are both finite. "
+            f"Received: {np.size(measured)} pairs"
+        )
+    measured = np.asarray(measured, float).ravel()
+    reference = np.asarray(reference, float).ravel()
+    both = np.isfinite(measured) & np.isfinite(reference)
+    mean = (measured[both] + reference[both]) / 2.0
+    difference = measured[both] - reference[both]
+    figure = _new_figure(4.6, 3.6)
+    axes = figure.add_subplot()
+    axes.plot(mean, difference, "o", color="C0", alpha=0.6, markersize=3, label="scans")
+    lines = (
+        ("bias", "bias", "-", "C3"),
+        ("loa_high", "+1.96 SD", "--", "0.3"),
+        ("loa_low", "\N{MINUS SIGN}1.96 SD", "--", "0.3"),
+    )
+    for key, name, style, colour in lines:
+        value = figures[key]
+        if not math.isfinite(value):  # one pair: no standard deviation
+            continue
+        axes.axhline(value, linestyle=style, color=colour, linewidth=1, label=name)
+        axes.text(
+            0.99, value, f"{name} {value:.2f}".replace("-", "\N{MINUS SIGN}") + f" {unit}",
+            transform=axes.get_yaxis_transform(), ha="right", va="bottom", color=colour,
+        )  # fmt: skip
+    axes.set(
+        title=f"Bland-Altman: {quantity} (n = {figures['n']})",
+        xlabel=f"mean of measured and reference ({unit})",
+        ylabel=f"measured \N{MINUS SIGN} reference ({unit})",
+    )
+    return figure
+
+
+@_styled
+def decision_curve_figure(curves: Mapping[str, Any]) -> Figure:
+    """Decision curves: net benefit against threshold probability, one line per predictor,
+    with "treat all" (gray) and "treat none" (black, at 0).
+
+    The y axis runs from a little below 0 (-0.05, or -10 % of the top when that is lower) to
+    10 % above the prevalence, the most any strategy can reach (at threshold 0).
+
+    Args:
+        curves: ``cervixnet.clinical.decision_curve``'s output: ``thresholds``,
+            ``net_benefit`` (``{name: values}``), ``treat_all``, ``treat_none`` and
+            ``prevalence``.
+    """
+    thresholds = np.asarray(curves["thresholds"], float)
+    figure = _new_figure(4.6, 3.6)
+    axes = figure.add_subplot()
+    for colour, (name, values) in enumerate(curves["net_benefit"].items()):
+        axes.plot(thresholds, values, "-", color=f"C{colour}", label=name)
+    axes.plot(thresholds, curves["treat_all"], "-", color="0.6", label="treat all")
+    axes.plot(thresholds, curves["treat_none"], "-", color="black", linewidth=1,
+              label="treat none")  # fmt: skip
+    top = max(1.1 * float(curves["prevalence"]), 0.05)
+    axes.set(
+        title="Decision curve",
+        xlabel="threshold probability",
+        ylabel="net benefit",
+        xlim=(float(thresholds.min()), float(thresholds.max())),
+        ylim=(-max(0.05, 0.1 * top), top),
+    )
+    axes.legend(loc="upper right")
     return figure

@@ -14,15 +14,18 @@ import csv
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import keras
 import numpy as np
 
-from cervixnet import run_folder
+from cervixnet import models, run_folder
 from cervixnet.analysis import load_operating_point
+from cervixnet.clinical import MarkerModels, load_markers
 from cervixnet.config import Config, default_config, load_config
 from cervixnet.data.letterbox import fit_image, unfit_probabilities
+from cervixnet.data.manifest import read_manifest
 from cervixnet.data.prepare import clean_image, read_image
 from cervixnet.ensemble import (
     MemberPredictions,
@@ -36,6 +39,7 @@ from cervixnet.ensemble import (
 from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
 from cervixnet.evaluation import model_run
 from cervixnet.export_metadata import read_export_metadata
+from cervixnet.measure import measure, pixel_spacing
 from cervixnet.model_file import load_keras_model
 
 # Grad-CAM overlays of small network inputs are enlarged to at least this many pixels.
@@ -53,7 +57,7 @@ class LoadedModel:
 
     @property
     def joint(self) -> bool:
-        return len(self.model.outputs) == 2
+        return models.has_label(self.model)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +164,9 @@ def load_ensemble(path: str | Path, *, unsafe: bool = False) -> LoadedEnsemble:
     for folder, fold in zip(folders, loaded, strict=True):
         preprocessing = (fold.config.data.image_size, fold.config.data.channels)
         expected = (first.config.data.image_size, first.config.data.channels)
-        if preprocessing != expected or fold.model.output_names != first.model.output_names:
+        if preprocessing != expected or set(fold.model.output_names) != set(
+            first.model.output_names
+        ):
             raise ConfigError(
                 f"{folder}: input {list(preprocessing[0])} x {preprocessing[1]} and outputs "
                 f"{fold.model.output_names} differ from {folders[0].name}'s "
@@ -194,6 +200,8 @@ class Predictor:
         predict_members: for a model that holds its own ensemble and test-time augmentation
             (a SavedModel export): ``fn(images) -> MemberPredictions``, used instead of
             ``runs``.
+        markers: a run folder's label from the mask's measurement, alone and with the image
+            model, fitted on its validation split (``markers.json``).
     """
 
     kind: str
@@ -204,6 +212,7 @@ class Predictor:
     runs: tuple[Run, ...]
     postprocessing: PostprocessingChoice | None = None
     predict_members: Callable[[np.ndarray], MemberPredictions] | None = None
+    markers: MarkerModels | None = None
 
     def members(self, images: np.ndarray, batch_size: int = 8) -> MemberPredictions:
         """Every member's predictions, with the left-right flipped pass of each where the
@@ -255,6 +264,9 @@ def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
         ensemble.joint,
         tuple(model_run(member.model) for member in ensemble.members),
         ensemble.postprocessing,
+        markers=None
+        if ensemble.is_folds or not path.is_dir()
+        else load_markers(path / run_folder.MARKERS),
     )
 
 
@@ -374,11 +386,27 @@ def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImage
     return PreparedImages(np.stack(inputs), tuple(sizes), tuple(grays))
 
 
+def manifest_images(path: str | Path) -> tuple[list[Path], list[tuple[float, float]] | None]:
+    """The image files of a data set (its folder or its ``manifest.csv``), validated as
+    training validates them, with each row's pixel spacing ``(dy, dx)`` in mm (None when the
+    manifest gives none).
+
+    Raises:
+        DataError: naming the file, row and column of what is wrong in the manifest.
+    """
+    manifest = read_manifest(path)
+    spacings = [record.spacing for record in manifest.records]
+    return [record.image for record in manifest.records], (
+        None if spacings and spacings[0] is None else spacings
+    )
+
+
 def predict_files(
     model_path: str | Path,
     images: Sequence[str | Path],
     out_dir: str | Path,
     *,
+    spacings: Sequence[Any] | None = None,
     unsafe: bool = False,
 ) -> Path:
     """Writes masks, overlays and ``predictions.csv`` for image files.
@@ -395,7 +423,12 @@ def predict_files(
     0-0.5; black for a model without test-time augmentation), ``overlays/<name>.png`` (the
     predicted outline on the image, with p(preterm)) and ``predictions.csv`` (image, width,
     height, probability, predicted class at the run's operating threshold, threshold, mask
-    area in pixels, and an uncertainty score that ranks the images most worth a human look).
+    area in pixels, an uncertainty score that ranks the images most worth a human look, the
+    measurements of the mask, ``cervixnet.measure.measure``: ``cervical_length_mm``,
+    ``head_circumference_mm`` and ``area_mm2`` with ``spacings``, one pixel spacing per image
+    (mm, or ``(dy, dx)``), else ``cervical_length_px``, ``head_circumference_px`` and
+    ``area_px2``; and for a run folder with ``markers.json`` whose measurement is among them,
+    ``combined_probability``, the label from that measurement and the image model together).
 
     Output files are named after each image's file name only (``a/b/scan.png`` ->
     ``scan.png``), so no input path can put a file outside ``out_dir``. ``unsafe`` lets a
@@ -404,6 +437,14 @@ def predict_files(
     Returns:
         The path of ``predictions.csv``.
     """
+    if spacings is not None and len(spacings) != len(images):
+        raise ConfigError(
+            f"one pixel spacing per image: {len(images)} images, {len(spacings)} spacings"
+        )
+    try:
+        spacings = None if spacings is None else [pixel_spacing(s) for s in spacings]
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     loaded = load_predictor(model_path, unsafe=unsafe)
     check_output_folder(out_dir)
     prepared = prepare_images(images, loaded.config)  # a broken image stops before any output
@@ -427,6 +468,11 @@ def predict_files(
         spread = np.clip(np.rint(spread * 510), 0, 255).astype(np.uint8)
         _write_png(inside_folder(out_dir, f"uncertainty/{name}"), spread)
         p = None if probability is None else float(probability[k])
+        measured = measure(mask, spacings and spacings[k])
+        combined = {}
+        if loaded.markers is not None and p is not None and loaded.markers.measurement in measured:
+            value = loaded.markers.predict([measured[loaded.markers.measurement]], [p])["combined"]
+            combined["combined_probability"] = "" if np.isnan(value[0]) else f"{value[0]:.6f}"
         overlay = _outline_overlay(prepared.grays[k], mask, p)
         _write_png(inside_folder(out_dir, f"overlays/{name}"), overlay)
         rows.append(
@@ -440,6 +486,11 @@ def predict_files(
                 "threshold_source": loaded.threshold_source if p is not None else "",
                 "mask_pixels": int(mask.sum()),
                 "uncertainty": f"{uncertainty[k]:.6f}",
+                **{
+                    key: "" if not np.isfinite(value) else f"{value:.3f}"
+                    for key, value in measured.items()
+                },
+                **combined,
                 "mask": f"masks/{name}",
                 "uncertainty_map": f"uncertainty/{name}",
             }

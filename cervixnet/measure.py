@@ -1,12 +1,18 @@
-"""Clinical measurements from a mask and its pixel spacing: area and the ellipse-fit circumference.
+"""Clinical measurements from a mask and its pixel spacing: cervical length, the ellipse-fit
+circumference and area.
 
-NumPy and OpenCV only (no Keras, no TensorFlow). A mask is a 2-D array, non-zero inside the
+NumPy, SciPy and OpenCV only (no Keras, no TensorFlow). A mask is a 2-D array, non-zero inside the
 structure; ``spacing`` is the physical size of a pixel in mm, one number, or ``(row, column)``
 (``(dy, dx)``) where the two differ. Without spacing every figure is in pixels, and the
 function says so in its result's ``unit``::
 
+    cervical_length(mask, spacing=0.2)                          # Measurement(value, "mm")
     circumference = ellipse_circumference(mask, spacing=0.154)   # Measurement(value, "mm")
     area(mask, spacing=(0.1, 0.12))                             # Measurement(value, "mm2")
+
+The cervical length is the length of the mask's central line from one end to the other (os to
+os): :func:`medial_path` finds the two ends of the longest path inside the mask and the path
+between them that keeps furthest from the boundary, so it follows a curved cervix.
 
 The ellipse is fitted to the outline in physical coordinates (each point scaled by its axis'
 spacing), so a scan with non-square pixels is measured as it is, not as it looks.
@@ -21,8 +27,27 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 
-__all__ = ["Measurement", "area", "ellipse_circumference", "ellipse_fit", "pixel_spacing"]
+__all__ = [
+    "MEASUREMENTS",
+    "Measurement",
+    "area",
+    "cervical_length",
+    "ellipse_circumference",
+    "ellipse_fit",
+    "measure",
+    "medial_path",
+    "pixel_spacing",
+]
+
+# The measurements cervixnet reports, each by its output name's stem; a name ends in ``_mm``
+# (``_mm2``) when spacing is known, ``_px`` (``_px2``) when it is not.
+MEASUREMENTS = ("cervical_length", "head_circumference", "area")
+# The central line is smoothed over this many pixels (Gaussian sigma) before it is measured:
+# a path on the pixel grid zigzags, and its length would exceed the line's by up to 8 %.
+_PATH_SMOOTHING_PX = 2.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,104 @@ def _mask(mask: Any) -> np.ndarray:
     return mask != 0
 
 
+def _largest_part(mask: Any) -> np.ndarray:
+    """The largest 8-connected part of ``mask`` (bool ``(H, W)``; all False if empty)."""
+    inside = _mask(mask).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(inside, connectivity=8)
+    if count < 2:
+        return np.zeros(inside.shape, bool)
+    return labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def _pixel_graph(
+    part: np.ndarray, dy: float, dx: float, depth: np.ndarray
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix, np.ndarray]:
+    """The 8-neighbour graph of ``part``'s pixels: edge lengths in the spacing's unit, and the
+    same edges weighted by ``length / depth**2`` (cheap far from the boundary)."""
+    rows, cols = np.nonzero(part)
+    index = np.full(part.shape, -1, np.int64)
+    index[rows, cols] = np.arange(rows.size)
+    heads, tails, lengths = [], [], []
+    height, width = part.shape
+    for oy, ox in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        r, c = rows + oy, cols + ox
+        valid = (r < height) & (c >= 0) & (c < width)
+        valid[valid] = part[r[valid], c[valid]]
+        heads.append(index[rows[valid], cols[valid]])
+        tails.append(index[r[valid], c[valid]])
+        lengths.append(np.full(int(valid.sum()), math.hypot(oy * dy, ox * dx)))
+    head, tail, length = np.concatenate(heads), np.concatenate(tails), np.concatenate(lengths)
+    centre_depth = depth[rows, cols]
+    mean_depth = (centre_depth[head] + centre_depth[tail]) / 2
+    shape = (rows.size, rows.size)
+    plain = sparse.csr_matrix((length, (head, tail)), shape=shape)
+    centred = sparse.csr_matrix((length / mean_depth**2, (head, tail)), shape=shape)
+    return plain, centred, np.stack([cols, rows], axis=1).astype(np.float64)
+
+
+def medial_path(mask: Any, spacing: Any = None) -> np.ndarray | None:
+    """The central line of the mask's largest part from one end to the other, in pixels.
+
+    The ends are the two pixels furthest apart along paths inside the mask (the farthest pixel
+    from the deepest one, then the farthest from that, by Dijkstra on the 8-neighbour graph in
+    physical units). The line between them is the path whose steps cost ``length / depth**2``,
+    ``depth`` being the distance to the boundary: it runs along the middle of a straight or a
+    curved shape and out to its two tips. It is then smoothed (Gaussian, sigma 2 pixels,
+    ends kept). None when the part has fewer than 2 pixels.
+
+    Returns:
+        float64 ``(N, 2)`` points ``(x, y)`` (column, row) from one end to the other.
+    """
+    part = _largest_part(mask)
+    if np.count_nonzero(part) < 2:
+        return None
+    scale = pixel_spacing(spacing)
+    dy, dx = scale if scale is not None else (1.0, 1.0)
+    depth = ndimage.distance_transform_edt(np.pad(part, 1), sampling=(dy, dx))[1:-1, 1:-1]
+    plain, centred, points = _pixel_graph(part, dy, dx, depth)
+    deepest = int(np.argmax(depth[part]))
+    distances = csgraph.dijkstra(plain, directed=False, indices=deepest)
+    start = int(np.argmax(np.where(np.isfinite(distances), distances, -1.0)))
+    distances = csgraph.dijkstra(plain, directed=False, indices=start)
+    end = int(np.argmax(np.where(np.isfinite(distances), distances, -1.0)))
+    _, predecessors = csgraph.dijkstra(
+        centred, directed=False, indices=start, return_predecessors=True
+    )
+    order = [end]
+    while order[-1] != start:
+        order.append(int(predecessors[order[-1]]))
+    path = points[order[::-1]]
+    if len(path) > 2:
+        smoothed = ndimage.gaussian_filter1d(path, _PATH_SMOOTHING_PX, axis=0, mode="nearest")
+        smoothed[0], smoothed[-1] = path[0], path[-1]
+        path = smoothed
+    return path
+
+
+def cervical_length(mask: Any, spacing: Any = None) -> Measurement:
+    """The length of the cervix os to os: the length of :func:`medial_path` (``"mm"`` with
+    spacing, ``"px"`` without; NaN for an empty mask, 0 for a single pixel).
+
+    The line runs between pixel centres at the two tips, so it is about one pixel shorter than
+    the outline it was drawn from.
+
+    Args:
+        mask: ``(H, W)``, non-zero inside; only its largest connected part is measured.
+        spacing: None, mm per pixel, or ``(dy, dx)``.
+    """
+    scale = pixel_spacing(spacing)
+    unit = "mm" if scale is not None else "px"
+    part = _largest_part(mask)
+    if not part.any():
+        return Measurement(math.nan, unit)
+    path = medial_path(part, spacing)
+    if path is None:
+        return Measurement(0.0, unit)
+    dy, dx = scale if scale is not None else (1.0, 1.0)
+    steps = np.diff(path, axis=0) * np.array([dx, dy])
+    return Measurement(float(np.hypot(steps[:, 0], steps[:, 1]).sum()), unit)
+
+
 def area(mask: Any, spacing: Any = None) -> Measurement:
     """The mask's area: its pixel count times ``dy * dx`` (``"mm2"``), or in pixels (``"px2"``).
 
@@ -119,12 +242,9 @@ def ellipse_fit(mask: Any, spacing: Any = None) -> Ellipse | None:
     outline (``cv2.ellipse``, ``cv2.fillPoly``), whose boundary pixels lie on it. HC18's
     reference masks measured so reproduce the sonographers' head circumference to 0.08 mm.
     """
-    inside = _mask(mask).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(inside, connectivity=8)
-    if count < 2:
+    part = _largest_part(mask).astype(np.uint8)
+    if not part.any():
         return None
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    part = (labels == largest).astype(np.uint8)
     contours, _ = cv2.findContours(part, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     points = max(contours, key=len)[:, 0, :].astype(np.float64)  # (x, y) pixel centres
     if len(points) < 5:
@@ -146,3 +266,31 @@ def ellipse_circumference(mask: Any, spacing: Any = None) -> Measurement:
     fitted = ellipse_fit(mask, spacing)
     unit = "mm" if pixel_spacing(spacing) is not None else "px"
     return Measurement(math.nan if fitted is None else fitted.circumference, unit)
+
+
+def measure(mask: Any, spacing: Any = None, names: Any = None) -> dict[str, float]:
+    """Every measurement of :data:`MEASUREMENTS` of one mask, keyed by output name.
+
+    Args:
+        mask: ``(H, W)``, non-zero inside.
+        spacing: None, mm per pixel, or ``(dy, dx)``.
+        names: keep only these output names (e.g. ``["head_circumference_mm"]``); the others
+            are not computed. Default: all.
+
+    Returns:
+        ``{"cervical_length_mm": ..., "head_circumference_mm": ..., "area_mm2": ...}`` with
+        spacing, the ``_px`` / ``_px2`` names without; NaN where there is nothing to measure.
+    """
+    unit = "mm" if pixel_spacing(spacing) is not None else "px"
+    functions = {
+        f"cervical_length_{unit}": cervical_length,
+        f"head_circumference_{unit}": ellipse_circumference,
+        f"area_{unit}2": area,
+    }
+    wanted = list(functions) if names is None else list(names)
+    unknown = [name for name in wanted if name not in functions]
+    if unknown:
+        raise ValueError(
+            f"`names` must be among {list(functions)} for spacing={spacing!r}. Received: {unknown}"
+        )
+    return {name: functions[name](mask, spacing).value for name in wanted}

@@ -34,7 +34,7 @@ from cervixnet.errors import ConfigError, UnsafeModelError
 LAMBDA_CLASS_NAME = "__lambda__"
 # config.json of a cervixnet model is a few hundred KiB; anything far larger is not one.
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
-CERVIXNET_OUTPUTS = (["mask"], ["mask", "label"])
+CERVIXNET_OUTPUTS = (["mask"], ["label", "mask"])  # sorted: list or dict outputs alike
 
 
 def load_keras_model(path: str | Path, *, unsafe: bool = False) -> keras.Model:
@@ -115,7 +115,7 @@ def check_cervixnet_model(model: keras.Model, path: str | Path) -> None:
             (1, 3), or outputs other than ``['mask']`` or ``['mask', 'label']``.
     """
     inputs = [tuple(t.shape) for t in getattr(model, "inputs", None) or []]
-    outputs = list(getattr(model, "output_names", None) or [])
+    outputs = sorted(getattr(model, "output_names", None) or [])
     image = inputs[0] if len(inputs) == 1 else ()
     good_input = (
         len(image) == 4

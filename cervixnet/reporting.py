@@ -37,7 +37,7 @@ import cv2
 import keras
 import numpy as np
 
-from cervixnet import analysis, run_folder
+from cervixnet import analysis, clinical, models, run_folder
 from cervixnet.config import Config, load_config
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
@@ -46,6 +46,9 @@ from cervixnet.ensemble import PostprocessingChoice, combine_postprocessing, loa
 from cervixnet.errors import ConfigError, DataError, inside_folder
 from cervixnet.evaluation import (
     SEGMENTATION_SCORES,
+    distance_unit,
+    measure_pairs,
+    pair_spacings,
     predict_configured,
     segmentation_scores,
     source_size_pairs,
@@ -196,14 +199,14 @@ def evaluate_run(
         )
     runs = [load_run(folder, unsafe=unsafe) for folder in (folds or [run_dir])]
     config, model, run_dir = runs[0][0], runs[0][1], Path(run_dir)
-    models = [run_model for _, run_model, _ in runs]
+    fold_models = [run_model for _, run_model, _ in runs]
     for run_config, _, folder in runs[1:]:
         if (run_config.data.image_size, run_config.data.channels) != (
             config.data.image_size,
             config.data.channels,
         ):
             raise ConfigError(f"{folder}: its input differs from {runs[0][2]}'s; folds differ")
-    joint = len(model.outputs) == 2
+    joint = models.has_label(model)
     run_splits = [Splits.load(folder / run_folder.SPLITS) for _, _, folder in runs]
     splits = run_splits[0]
     own = _manifest(config, None, cache_root, echo)
@@ -256,21 +259,34 @@ def evaluate_run(
             f"{choice.sensitivity:.3f}, specificity {choice.specificity:.3f}"
         )
 
-    averaged = f" with {len(models)} fold models averaged" if folds else ""
+    averaged = f" with {len(fold_models)} fold models averaged" if folds else ""
     echo(f"Evaluating {len(evaluated)} images of the {split_name} split{averaged}")
-    predictions = predict_configured(models, config, manifest, evaluated, keep_images=True)
+    predictions = predict_configured(fold_models, config, manifest, evaluated, keep_images=True)
     patients = np.array([manifest.records[i].patient_id for i in evaluated])
     risk = _float_column(manifest, "risk", evaluated)
     postprocessing = combine_postprocessing([load_postprocessing(f) for _, _, f in runs])
-    per_image = per_image_segmentation(predictions, manifest, evaluated, config, postprocessing)
+    unit = distance_unit(manifest)
+    pairs = source_size_pairs(manifest, evaluated, predictions["mask_prob"], config.data.resize)
+    spacings = pair_spacings(manifest, evaluated) if unit == "mm" else None
+    per_image = segmentation_scores(pairs, postprocessing, spacings=spacings)
+    measured = measure_pairs(pairs, spacings, postprocessing)
     report = build_report(
         predictions, patients, choice, risk=risk, n_bootstrap=n_bootstrap, seed=config.seed,
-        per_image=per_image,
+        per_image=per_image, distance_unit=unit,
     )  # fmt: skip
+    # A --folds ensemble has no one validation fit of the measurement's logistic models.
+    markers = None if folds else clinical.load_markers(run_dir / run_folder.MARKERS)
+    references = {name: _reference_column(manifest, name, evaluated) for name in measured}
+    millimetres = clinical.measurement_figures(
+        measured, {k: v for k, v in references.items() if v is not None}, patients,
+        predictions["label"], predictions.get("probability"), markers,
+        n_resamples=n_bootstrap, seed=config.seed,
+    )  # fmt: skip
+    report.update(_without_nan(millimetres))
     report.update(
         {
             "run": str(run_dir),
-            "models": len(models),
+            "models": len(fold_models),
             "arch": config.arch,
             "data": str(manifest.root),
             "split": split_name,
@@ -287,6 +303,7 @@ def evaluate_run(
         files = _write_outputs(
             staging, report, predictions, per_image, manifest, evaluated, choice, run_dir,
             model, gradcam_images if explain is not None else 0, config.seed, explain,
+            measured, references,
         )  # fmt: skip
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -305,11 +322,13 @@ def build_report(
     n_bootstrap: int = 1000,
     seed: int = 0,
     per_image: Mapping[str, np.ndarray] | None = None,
+    distance_unit: str = "px",
 ) -> dict[str, Any]:
     """Figures with patient-bootstrap 95 % intervals from the arrays of ``predict_records``.
 
-    ``per_image`` is :func:`per_image_segmentation` of the same predictions; without it the
-    masks are scored at the network's input size.
+    ``per_image`` is :func:`per_image_segmentation` of the same predictions, its distances
+    in ``distance_unit`` (``"mm"`` or ``"px"``); without it the masks are scored at the
+    network's input size, in its pixels.
 
     Returns:
         ``{"segmentation": {...}, "classification": {...}, "calibration": {...},
@@ -319,6 +338,7 @@ def build_report(
     report: dict[str, Any] = {"n_images": len(patients), "n_patients": len(set(patients))}
     has_mask = predictions["has_mask"]
     if has_mask.any():
+        per_image_given = per_image is not None
         if per_image is None:
             per_image = per_image_segmentation(predictions)
         per_image = {name: np.asarray(values)[has_mask] for name, values in per_image.items()}
@@ -336,6 +356,7 @@ def build_report(
         )  # fmt: skip
         report["segmentation"] = {
             "n_images": int(has_mask.sum()),
+            "distance_unit": distance_unit if per_image_given else "px",
             **{
                 name: _figure(point[name], intervals[name], std=float(np.nanstd(per_image[name])))
                 for name in SEGMENTATION_FIGURES
@@ -389,12 +410,14 @@ def per_image_segmentation(
 
     With the ``manifest``, ``indices`` and ``config`` the predictions were made from, each
     mask is scored at its scan's own size (``cervixnet.evaluation.segmentation_scores``,
-    distances in the scan's pixels) after ``postprocessing``; without them, at the network's
+    distances in mm where the manifest gives the pixel spacing, else in the scan's pixels) after
+    ``postprocessing``; without them, at the network's
     input size.
     """
     if manifest is not None and indices is not None and config is not None:
         pairs = source_size_pairs(manifest, indices, predictions["mask_prob"], config.data.resize)
-        return segmentation_scores(pairs, postprocessing)
+        spacings = pair_spacings(manifest, indices) if distance_unit(manifest) == "mm" else None
+        return segmentation_scores(pairs, postprocessing, spacings=spacings)
     truth, prob = predictions["mask_true"], predictions["mask_prob"]
     pairs = [(t > 0.5, p) for t, p in zip(truth, prob, strict=True)]
     scores = segmentation_scores(pairs)
@@ -413,11 +436,14 @@ def format_report(report: Mapping[str, Any]) -> str:
     ]
     segmentation = report.get("segmentation")
     if segmentation:
+        in_mm = segmentation.get("distance_unit") == "mm"
+        unit = "mm" if in_mm else "pixels"
         lines += [
             "## Segmentation",
             "",
             f"Per image at each scan's own size, over {segmentation['n_images']} images "
-            "with a mask; distances in the scan's pixels.",
+            "with a mask; distances "
+            + ("in mm (the manifest's pixel spacing)." if in_mm else "in the scan's pixels."),
             "",
             "| figure | mean ± std | 95 % CI |",
             "|---|---|---|",
@@ -425,8 +451,8 @@ def format_report(report: Mapping[str, Any]) -> str:
         names = {
             "iou": "IoU",
             "dice": "Dice",
-            "hd95": "Hausdorff 95 % (pixels)",
-            "assd": "Average symmetric surface distance (pixels)",
+            "hd95": f"Hausdorff 95 % ({unit})",
+            "assd": f"Average symmetric surface distance ({unit})",
         }
         for key in SEGMENTATION_FIGURES:
             f = segmentation[key]
@@ -477,14 +503,94 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"| **control** | {cm['fp']} | {cm['tn']} |",
             "",
         ]
+    lines += _millimetre_sections(report)
     return "\n".join(lines) + "\n"
+
+
+def _interval(low: float | None, high: float | None, digits: int = 2) -> str:
+    if low is None or high is None:
+        return "n/a"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _millimetre_sections(report: Mapping[str, Any]) -> list[str]:
+    """Markdown of the measurements, their agreement with the reference, and the label
+    predicted by the measurement, the image model and both."""
+    measurements = report.get("measurements") or {}
+    lines: list[str] = []
+    if measurements:
+        lines += [
+            "## Measurements",
+            "",
+            "Of the predicted masks at each scan's own size (cervixnet.measure), in mm where the "
+            "manifest gives the pixel spacing. Against a reference column of the same name: "
+            "mean absolute error, bias (measured - reference) and 95 % limits of agreement, "
+            "with 95 % bootstrap intervals over patients.",
+            "",
+            "| measurement | scans | mean | MAE | bias | limits of agreement |",
+            "|---|---:|---:|---|---|---|",
+        ]
+        for name, entry in measurements.items():
+            agreement = entry.get("agreement")
+            cells = ["", "", ""]
+            if agreement:
+                mae, bias = agreement["mae"], agreement["bias"]
+                low, high = agreement["loa_low"], agreement["loa_high"]
+                cells = [
+                    f"{_num(mae['value'])} {_interval(mae['low'], mae['high'])}",
+                    f"{_num(bias['value'])} {_interval(bias['low'], bias['high'])}",
+                    f"{_num(low['value'])} to {_num(high['value'])}",
+                ]
+            lines.append(f"| {name} | {entry['n']} | {_num(entry['mean'])} | " + " | ".join(cells)
+                         + " |")  # fmt: skip
+        lines.append("")
+    markers = report.get("markers")
+    if markers:
+        lines += [
+            "## The measurement and the image model",
+            "",
+            f"The label predicted by {markers['measurement']} alone, by the image model's "
+            "probability, and by both combined: logistic models fitted on the validation "
+            f"split (markers.json), scored here on {markers['n']} labelled scans "
+            f"({markers['n_positive']} positive; {markers['left_out']} left out with nothing "
+            "to measure). AUC with DeLong's and a patient-bootstrap 95 % interval; paired "
+            "DeLong tests.",
+            "",
+            "| predictor | AUC | DeLong 95 % CI | bootstrap 95 % CI |",
+            "|---|---:|---|---|",
+        ]
+        for name, figures in markers["predictors"].items():
+            lines.append(
+                f"| {name} | {_num(figures['auc'])} | "
+                f"{_interval(figures['delong_low'], figures['delong_high'], 3)} | "
+                f"{_interval(figures['bootstrap_low'], figures['bootstrap_high'], 3)} |"
+            )
+        lines += ["", "| pair | AUC difference | bootstrap 95 % CI | p (DeLong) |",
+                  "|---|---:|---|---:|"]  # fmt: skip
+        for pair in markers["comparisons"]:
+            p_value = pair["p_value"]
+            lines.append(
+                f"| {pair['a']} - {pair['b']} | {_num(pair['difference'])} | "
+                f"{_interval(pair['bootstrap_low'], pair['bootstrap_high'], 3)} | "
+                + ("n/a" if p_value is None else f"{p_value:.3g}")
+                + " |"
+            )
+        lines += ["", "The decision curve (decision_curve.png) shows the net benefit of each "
+                  "against the threshold probability.", ""]  # fmt: skip
+    return lines
 
 
 def format_tables(report: Mapping[str, Any]) -> str:
     """Plain-text tables for the terminal."""
     rows = [["figure", "value", "95 % CI"]]
     segmentation = report.get("segmentation", {})
-    names = (("iou", "IoU"), ("dice", "Dice"), ("hd95", "HD95 (px)"), ("assd", "ASSD (px)"))
+    unit = segmentation.get("distance_unit", "px")
+    names = (
+        ("iou", "IoU"),
+        ("dice", "Dice"),
+        ("hd95", f"HD95 ({unit})"),
+        ("assd", f"ASSD ({unit})"),
+    )
     for key, name in names:
         if key in segmentation:
             f = segmentation[key]
@@ -496,6 +602,14 @@ def format_tables(report: Mapping[str, Any]) -> str:
                          _ci(classification[key])])  # fmt: skip
     if "best_auc" in classification:
         rows.append(["best possible AUC", _num(classification["best_auc"]), ""])
+    for name, entry in (report.get("measurements") or {}).items():
+        for key in ("mae", "bias") if entry.get("agreement") else ():
+            figure = entry["agreement"][key]
+            rows.append([f"{name} {key}", _num(figure["value"]),
+                         _interval(figure["low"], figure["high"], 3)])  # fmt: skip
+    for name, figures in ((report.get("markers") or {}).get("predictors") or {}).items():
+        rows.append([f"AUC {name}", _num(figures["auc"]),
+                     _interval(figures["delong_low"], figures["delong_high"], 3)])  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -573,6 +687,28 @@ def _float_column(manifest: Manifest, name: str, indices: Sequence[int]) -> np.n
         return None
 
 
+def _reference_column(manifest: Manifest, name: str, indices: Sequence[int]) -> np.ndarray | None:
+    """A manifest column of reference values (NaN where empty); None when no row has one."""
+    values = [manifest.records[i].extra.get(name) or "" for i in indices]
+    if not any(values):
+        return None
+    try:
+        return np.array([float(v) if v else math.nan for v in values])
+    except ValueError as error:
+        raise DataError(f"{manifest.path}: column {name!r} must hold numbers: {error}") from None
+
+
+def _without_nan(value: Any) -> Any:
+    """``value`` with every NaN float replaced by None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: _without_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nan(item) for item in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
 def _free_folder(path: Path) -> Path:
     if not path.exists():
         return path
@@ -596,6 +732,8 @@ def _write_outputs(
     gradcam_images: int,
     seed: int,
     explain: Explainer | None,
+    measured: Mapping[str, np.ndarray],
+    references: Mapping[str, np.ndarray | None],
 ) -> list[Path]:
     from cervixnet import figures
 
@@ -616,11 +754,15 @@ def _write_outputs(
     iou = per_image["iou"]
     probability = predictions.get("probability")
     threshold = choice.threshold if choice is not None else None
+    unit = report.get("segmentation", {}).get("distance_unit", "px")
+    scores = [
+        f"{name}_{unit}" if name in ("hd95", "assd") else name for name in SEGMENTATION_FIGURES
+    ]
     with (out_dir / run_folder.PREDICTIONS).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["image", "source_image", "patient_id", "label", "probability", "predicted_class",
-             *SEGMENTATION_FIGURES, "uncertainty"]
+             *scores, "uncertainty", *measured]
         )  # fmt: skip
         for k, index in enumerate(indices):
             record = manifest.records[index]
@@ -639,9 +781,22 @@ def _write_outputs(
                         for name in SEGMENTATION_FIGURES
                     ),
                     f"{predictions['uncertainty'][k]:.6f}",
+                    *(
+                        f"{values[k]:.3f}" if math.isfinite(values[k]) else ""
+                        for values in measured.values()
+                    ),
                 ]
             )
     files.append(out_dir / run_folder.PREDICTIONS)
+    for name, reference in references.items():
+        if reference is not None and np.isfinite(reference).any():
+            quantity, unit = name.rsplit("_", 1)
+            figure = figures.bland_altman_figure(
+                measured[name], reference, quantity=quantity.replace("_", " "), unit=unit
+            )
+            draw(f"bland_altman_{name}", figure)
+    if "decision_curve" in report:
+        draw("decision_curve", figures.decision_curve_figure(report["decision_curve"]))
 
     classification = report.get("classification")
     if classification is not None:

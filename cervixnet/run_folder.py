@@ -19,6 +19,7 @@ METRICS = "metrics.json"  # per-split figures of the kept model
 PREDICTIONS = "predictions.csv"  # one row per image
 OPERATING_POINT = "operating_point.json"  # the label threshold chosen on validation
 POSTPROCESSING = "postprocessing.json"  # the post-processing validation kept
+MARKERS = "markers.json"  # the label from a measurement, alone and with the image, fitted on val
 CHECKPOINT = "checkpoint"  # the state after the last epoch, while a run goes on
 LOGS = "logs"  # TensorBoard event files
 FOLDS = "folds.json"  # a --folds folder: the fold of every patient

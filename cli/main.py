@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import math
 from pathlib import Path
 
 import click
@@ -200,11 +201,13 @@ def train(
     built from Bézier points, letterboxed into the input) or a folder written by
     `cervixnet data prepare`. The run folder holds config.yaml (fully resolved), plan.json,
     splits.json, model.keras (best epoch by validation Dice), history.csv, TensorBoard logs,
-    metrics.json, predictions.csv and postprocessing.json. The figures of the best model,
-    scored at each scan's own size with the flipped prediction averaged in, are printed at
-    the end. With --folds K,
-    OUT holds fold-1 ... fold-K run folders, summary.csv and summary.json, and the test
-    figures of every fold with their mean ± std are printed.
+    metrics.json, predictions.csv, postprocessing.json and, for the joint model,
+    operating_point.json and markers.json (the label from the mask's measurement, alone and
+    with the image, fitted on validation). The figures of the best model, scored at each
+    scan's own size with the flipped prediction averaged in (HD95 in mm where the data gives
+    the pixel spacing), are printed at the end. With --folds K, OUT holds fold-1 ... fold-K
+    run folders, summary.csv and summary.json, and the test figures of every fold with their
+    mean ± std are printed.
 
     The run folder's checkpoint/ holds the state after every epoch: if a run is killed,
     `cervixnet train --resume RUN_DIR` continues it with the same weights, optimiser state,
@@ -442,7 +445,12 @@ def evaluate(
     predictions.csv, and as PNG and PDF the ROC curve (with its patient-bootstrap band) and
     precision-recall curve, the confusion matrix, calibration, training curves and
     segmentation overlays (best, median, worst by IoU); Grad-CAM overlays; and prints the
-    tables.
+    tables. Distances and the measurements of each predicted mask (cervical length, head
+    circumference, area) are in mm where the data gives the pixel spacing. A manifest column
+    of a measurement's name (e.g. head_circumference_mm) is its reference: its agreement
+    (MAE, bias, limits of agreement) and a Bland-Altman figure. A joint run's markers.json
+    adds the label predicted by the measurement alone, the image model and both, with AUCs,
+    DeLong tests and a decision curve.
     """
     from cervixnet.explain import gradcam_overlays
     from cervixnet.reporting import evaluate_run, format_tables
@@ -500,26 +508,65 @@ def gradcam(model_path, images, out, method, layer, unsafe) -> None:
         click.echo(str(path))
 
 
+def _spacing(context, parameter, value: str | None) -> tuple[float, float] | None:
+    """``--spacing`` as ``(dy, dx)`` mm: one number, or two separated by a comma."""
+    if value is None:
+        return None
+    try:
+        numbers = [float(part) for part in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or not all(math.isfinite(n) and n > 0 for n in numbers):
+        raise click.BadParameter(
+            f"expected mm per pixel, one number (0.2) or dy,dx (0.2,0.25), each > 0. "
+            f"Received: {value!r}"
+        )
+    return (numbers[0], numbers[-1])
+
+
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, path_type=Path))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
 )
+@click.option(
+    "--spacing",
+    callback=_spacing,
+    metavar="MM|DY,DX",
+    help="Pixel spacing of the image files, in mm per pixel: measurements in mm, not pixels. "
+    "A data set gives its own, per row.",
+)
 @_unsafe_option
 @_user_errors
 @_needs_tensorflow
-def predict(model_path, images, out, unsafe) -> None:
-    """Segment new images and predict p(preterm).
+def predict(model_path, images, out, spacing, unsafe) -> None:
+    """Segment new images, measure the masks and predict p(preterm).
 
-    MODEL is a run folder or its model.keras. Each image is prepared as in training
-    (calipers filled, grayscale, resized); OUT gets masks/ (each at its image's own size),
-    overlays/ and predictions.csv with the probability and the predicted class at the run's
-    operating threshold (chosen on validation; 0.5 when the run has none).
+    MODEL is a run folder, its model.keras, a --folds folder or an export. IMAGES are image
+    files, or one data set (its folder or manifest.csv), whose rows give each image's pixel
+    spacing. Each image is prepared as in training (calipers filled, grayscale, resized); OUT
+    gets masks/ (each at its image's own size), overlays/ and predictions.csv with the
+    probability, the predicted class at the run's operating threshold (chosen on validation;
+    0.5 when the run has none) and the measurements of each mask: cervical_length_mm,
+    head_circumference_mm and area_mm2 where the spacing is known, else the same in pixels
+    (_px, _px2).
     """
-    from cervixnet.inference import predict_files
+    from cervixnet.inference import manifest_images, predict_files
 
-    table = predict_files(model_path, images, out, unsafe=unsafe)
+    spacings = None
+    data_set = len(images) == 1 and (
+        (images[0] / "manifest.csv").is_file() or images[0].suffix.lower() == ".csv"
+    )
+    if data_set:
+        images, spacings = manifest_images(images[0])
+        if spacings is not None and spacing is not None:
+            raise click.BadParameter(
+                "the data set gives each row's spacing; leave --spacing out", param_hint="--spacing"
+            )
+    if spacings is None and spacing is not None:
+        spacings = [spacing] * len(images)
+    table = predict_files(model_path, images, out, spacings=spacings, unsafe=unsafe)
     click.echo(table.read_text(encoding="utf-8").rstrip())
     click.echo(f"\nWrote {len(images)} masks and overlays to {table.parent}")
 

@@ -30,6 +30,7 @@ from cervixnet.analysis import (
     hausdorff95,
     hausdorff95_per_image,
     reliability_curve,
+    surface_distances,
 )
 from cervixnet.metrics import iou_per_image, segmentation_summary
 
@@ -452,6 +453,31 @@ def test_hausdorff95_matches_brute_force(seed: int) -> None:
         pytest.skip("empty mask")
     assert hausdorff95(a, b) == pytest.approx(_hausdorff95_brute_force(a, b), abs=1e-4)
     assert hausdorff95(a, a) == 0.0
+
+
+@pytest.mark.parametrize("spacing", [None, 0.2, (0.15, 0.25), (0.3, 0.1)])
+@pytest.mark.parametrize("seed", range(3))
+def test_surface_distances_in_mm_match_brute_force(seed: int, spacing) -> None:
+    """Boundary points scaled by (dy, dx) and measured with cdist: exact for any pixel shape."""
+    rng = np.random.default_rng(seed)
+    a = ndimage.gaussian_filter(rng.random((24, 20)), 2) > 0.5
+    b = ndimage.gaussian_filter(rng.random((24, 20)), 2) > 0.5
+    if not a.any() or not b.any():
+        pytest.skip("empty mask")
+    scale = np.ones(2) if spacing is None else np.broadcast_to(np.asarray(spacing, float), 2)
+    boundary_a = np.argwhere(a & ~ndimage.binary_erosion(a, border_value=0)) * scale
+    boundary_b = np.argwhere(b & ~ndimage.binary_erosion(b, border_value=0)) * scale
+    distances = cdist(boundary_a, boundary_b)
+    forward, backward = distances.min(axis=1), distances.min(axis=0)
+    hd95 = max(np.percentile(forward, 95), np.percentile(backward, 95))
+    assd = (forward.sum() + backward.sum()) / (forward.size + backward.size)
+    got = surface_distances(a, b, spacing)
+    assert got == pytest.approx((hd95, assd), abs=1e-4)
+    if spacing is not None:
+        in_pixels = surface_distances(a, b)
+        assert got != pytest.approx(in_pixels)  # a unit, not a no-op
+    with pytest.raises(ValueError, match="Received"):
+        surface_distances(a, b, 0.0)
 
 
 def test_hausdorff95_per_image_binarises_like_metrics() -> None:

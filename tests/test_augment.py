@@ -257,7 +257,7 @@ def _batches(manifest, seed: int, **kwargs) -> list[np.ndarray]:
         seed=seed,
         **kwargs,
     )
-    return [t.numpy() for images, (masks, _), _ in dataset for t in (images, masks)]
+    return [t.numpy() for images, targets, _ in dataset for t in (images, targets["mask"])]
 
 
 def test_training_dataset_repeats_for_a_seed(tiny_dataset: Path):

@@ -247,3 +247,41 @@ def test_the_recipe_benchmark_pairs_each_variant_with_the_default():
     flip = summary["difference_flip_minus_default"]["iou"]
     assert flip["per_fold"] == pytest.approx([0.005, -0.005]) and flip["mean"] == pytest.approx(0)
     assert "difference_flip_minus_plain" not in summary
+
+
+def _split(rng, n: int, shift: float) -> dict:
+    import numpy as np
+
+    labels = (np.arange(n) % 3 == 0).astype(float)
+    reference = rng.normal(150.0, 20.0, n) - 40.0 * labels
+    return {
+        "label": labels,
+        "patient": np.array([f"p{k // 2}" for k in range(n)]),
+        "probability": np.clip(0.3 + 0.3 * labels + rng.normal(0, 0.2, n), 0.01, 0.99),
+        "dice": np.full(n, 0.95),
+        "hd95_mm": np.full(n, 2.0),
+        "assd_mm": np.full(n, 0.5),
+        "measured": reference + shift + rng.normal(0, 2.0, n),
+        "reference": reference,
+    }
+
+
+def test_the_millimetres_benchmark_fits_on_validation_and_scores_on_test():
+    import numpy as np
+
+    from benchmarks import millimetres
+    from cervixnet import clinical
+
+    rng = np.random.default_rng(0)
+    val, test = _split(rng, 60, 0.0), _split(rng, 90, 1.5)
+    figures, scores = millimetres.fold_figures(val, test)
+    assert figures["agreement"]["bias"] == pytest.approx(1.5, abs=0.6)
+    assert figures["marker_sign"] == -1  # a small measurement means label 1
+    np.testing.assert_array_equal(scores["measurement"], -test["measured"])
+    label = millimetres.label_figures(test["label"], scores, test["patient"], seed=0)
+    assert list(label["predictors"]) == list(millimetres.PREDICTORS) and label["left_out"] == 0
+    fitted = clinical.fit_combined(
+        val["label"], {"measurement": val["measured"], "probability": val["probability"]}
+    )  # the same fit, on validation only
+    features = {"measurement": test["measured"], "probability": test["probability"]}
+    np.testing.assert_allclose(scores["combined"], fitted.predict_proba(features))

@@ -186,7 +186,8 @@ def test_model_reloads_in_a_fresh_process(tiny_dataset: Path, tmp_path: Path, ti
         "from cervixnet import losses, metrics, models  # registers them with Keras\n"
         f"model = keras.models.load_model({str(run / 'model.keras')!r})\n"
         "assert model.compiled and model.loss['mask'].__class__.__module__ == losses.__name__\n"
-        "mask, label = model.predict(np.zeros((1, 32, 32, 1), 'float32'), verbose=0)\n"
+        "outputs = model.predict(np.zeros((1, 32, 32, 1), 'float32'), verbose=0)\n"
+        "mask, label = outputs['mask'], outputs['label']\n"
         "assert mask.shape == (1, 32, 32, 1) and label.shape == (1, 1)\n"
         "print('ok', float(label[0, 0]))\n"
     )

@@ -59,13 +59,21 @@ def test_format_table_lists_splits_and_columns():
 # Scores at each scan's own size, on a data set of non-square scans of two shapes.
 
 
-def _prepared(tmp_path, resize: str):
+def _prepared(tmp_path, resize: str, spacing: float | None = None):
     from cervixnet.config import load_config
     from cervixnet.data.manifest import read_manifest
     from cervixnet.data.prepare import prepare
-    from tests.conftest import write_tiny_dataset
+    from tests.conftest import rewrite_manifest, write_tiny_dataset
 
     write_tiny_dataset(tmp_path / "data", n_patients=3)  # 48 x 64 and 56 x 64 scans
+    if spacing is not None:
+
+        def add_spacing(fields, rows):
+            for row in rows:
+                row["pixel_spacing_mm"] = str(spacing)
+            return [*fields, "pixel_spacing_mm"], rows
+
+        rewrite_manifest(tmp_path / "data" / "manifest.csv", add_spacing)
     config = load_config(overrides={"data.image_size": [32, 32], "data.resize": resize})
     return read_manifest(prepare(tmp_path / "data", tmp_path / f"prepared-{resize}", config))
 
@@ -136,3 +144,40 @@ def test_an_augmented_copy_is_scored_against_its_augmented_mask(tmp_path):
     assert original[0].shape == (48, 64)  # the scan's own size and mask
     np.testing.assert_array_equal(copy[0], augmented[1] > 0.5)  # no scan holds a copy's pixels
     np.testing.assert_array_equal(copy[1], prob[1])
+
+
+def test_distances_are_in_mm_where_the_manifest_gives_the_spacing(tmp_path):
+    import cv2
+
+    from cervixnet.evaluation import (
+        distance_unit,
+        pair_spacings,
+        segmentation_scores,
+        source_size_pairs,
+    )
+
+    manifest = _prepared(tmp_path, "letterbox", spacing=0.25)
+    assert distance_unit(manifest) == "mm"
+    indices = list(range(len(manifest.records)))
+    spacings = pair_spacings(manifest, indices)
+    assert set(spacings) == {(0.25, 0.25)}  # the scan's own, not the 32 x 32 input's
+    shifted = np.stack(
+        [np.roll(cv2.imread(str(r.mask), cv2.IMREAD_GRAYSCALE) / 255.0, 2, axis=1)
+         for r in manifest.records]
+    ).astype(np.float32)  # fmt: skip
+    pairs = source_size_pairs(manifest, indices, shifted, "letterbox")
+    in_pixels = segmentation_scores(pairs)
+    in_mm = segmentation_scores(pairs, spacings=spacings)
+    np.testing.assert_allclose(in_mm["hd95"], 0.25 * in_pixels["hd95"], atol=1e-5)
+    np.testing.assert_allclose(in_mm["assd"], 0.25 * in_pixels["assd"], atol=1e-5)
+    assert np.all(in_pixels["hd95"] > 0)
+    summary = split_metrics(_predictions_for(len(indices)), scores=in_mm, distance_unit="mm")
+    assert summary["segmentation"]["distance_unit"] == "mm"
+    assert "HD95 mm" in format_table({"test": summary})
+    with pytest.raises(ValueError, match="every pair a spacing or none"):
+        segmentation_scores(pairs, spacings=[None, *spacings[1:]])
+    assert distance_unit(_prepared(tmp_path / "plain", "letterbox")) == "px"
+
+
+def _predictions_for(n: int) -> dict[str, np.ndarray]:
+    return {"has_mask": np.ones(n, bool), "label": np.full(n, np.nan)}

@@ -81,10 +81,10 @@ def test_map_responds_to_the_input_and_is_deterministic(model, images):
 
 
 def test_the_model_is_not_modified(model, images):
-    before = [keras.ops.convert_to_numpy(t) for t in model(images, training=False)]
+    before = [keras.ops.convert_to_numpy(t) for t in model(images, training=False).values()]
     nodes = len(model.get_layer("label")._inbound_nodes)
     explain.class_activation_maps(model, images, "gradcam++")
-    after = [keras.ops.convert_to_numpy(t) for t in model(images, training=False)]
+    after = [keras.ops.convert_to_numpy(t) for t in model(images, training=False).values()]
     assert model.get_layer("label").activation is keras.activations.sigmoid
     assert len(model.get_layer("label")._inbound_nodes) == nodes
     for old, new in zip(before, after, strict=True):
@@ -115,7 +115,7 @@ def test_default_layer_has_a_nonzero_label_gradient(images, trains_encoder, feat
     assert gradient is not None
     assert np.all(np.isfinite(gradient.numpy())) and np.abs(gradient.numpy()).max() > 0
     # The explainer's logit is the model's: sigmoid(z) == p(preterm).
-    probability = keras.ops.convert_to_numpy(model(images, training=False)[1])[:, 0]
+    probability = keras.ops.convert_to_numpy(model(images, training=False)["label"])[:, 0]
     np.testing.assert_allclose(tf.sigmoid(logits[:, 1]).numpy(), probability, atol=1e-5)
 
     # Hence the Grad-CAM of one target or the other is not constant (the ReLU keeps one sign).
@@ -240,7 +240,8 @@ def test_overlay_rejects_bad_arguments():
 
 def test_explain_images_predicts_and_draws(model, images):
     items = explain.explain_images(model, images, "gradcam")
-    mask, label = (keras.ops.convert_to_numpy(t) for t in model(images, training=False))
+    outputs = model(images, training=False)
+    mask, label = (keras.ops.convert_to_numpy(outputs[name]) for name in ("mask", "label"))
     assert [item.index for item in items] == [0, 1]
     cams = explain.class_activation_maps(model, images)
     for item in items:

@@ -85,10 +85,13 @@ def _spread_label(model: keras.Model, images: np.ndarray) -> None:
 
 
 def _keras_outputs(model: keras.Model, images: np.ndarray) -> dict[str, np.ndarray]:
-    outputs = model(images, training=False)
-    if isinstance(outputs, list | tuple) and len(outputs) == 2:
-        return {"mask": np.asarray(outputs[0]), "probability": np.asarray(outputs[1])[:, 0]}
-    return {"mask": np.asarray(outputs[0] if isinstance(outputs, list | tuple) else outputs)}
+    outputs = models.named_outputs(model, model(images, training=False))
+    if "label" in outputs:
+        return {
+            "mask": np.asarray(outputs["mask"]),
+            "probability": np.asarray(outputs["label"])[:, 0],
+        }
+    return {"mask": np.asarray(outputs["mask"])}
 
 
 def _with_flip(models_: list[keras.Model], images: np.ndarray) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from matplotlib.collections import PolyCollection
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
 
-from cervixnet import figures
+from cervixnet import clinical, figures
 
 
 def _scores(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,3 +163,51 @@ def test_saved_files_are_png_and_pdf_with_truetype_fonts_and_identical_on_a_reru
     assert b"/FontFile2" in pdf and b"/Type3" not in pdf  # TrueType embedded, no Type 3
     assert b"CreationDate" not in pdf
     assert first[0].read_bytes().startswith(b"\x89PNG")
+
+
+def test_bland_altman_lines_are_the_agreement_figures():
+    rng = np.random.default_rng(4)
+    reference = rng.uniform(100, 350, 80)
+    measured = reference + 2.0 + rng.normal(0, 4.0, 80)
+    measured[3] = np.nan  # left out, as in agreement
+    figure = figures.bland_altman_figure(measured, reference, quantity="head circumference")
+    axes = figure.axes[0]
+    expected = clinical.agreement(measured, reference)
+    lines = {line.get_label(): line for line in axes.lines}
+    x, y = lines["scans"].get_data()
+    both = np.isfinite(measured)
+    np.testing.assert_allclose(x, (measured[both] + reference[both]) / 2)
+    np.testing.assert_allclose(y, measured[both] - reference[both])
+    assert lines["bias"].get_ydata() == pytest.approx([expected["bias"]] * 2)
+    assert lines["+1.96 SD"].get_ydata() == pytest.approx([expected["loa_high"]] * 2)
+    assert lines["\N{MINUS SIGN}1.96 SD"].get_ydata() == pytest.approx([expected["loa_low"]] * 2)
+    texts = {text.get_text() for text in axes.texts}
+    assert f"bias {expected['bias']:.2f} mm" in texts
+    assert f"+1.96 SD {expected['loa_high']:.2f} mm" in texts
+    low = f"{expected['loa_low']:.2f}".replace("-", "\N{MINUS SIGN}")
+    assert f"\N{MINUS SIGN}1.96 SD {low} mm" in texts
+    assert axes.get_xlabel().endswith("(mm)") and axes.get_ylabel().endswith("(mm)")
+    assert "head circumference" in axes.get_title() and "n = 79" in axes.get_title()
+    one = figures.bland_altman_figure([3.0], [1.0], unit="cm").axes[0]
+    assert [line.get_label() for line in one.lines] == ["scans", "bias"]  # no SD from one pair
+    with pytest.raises(ValueError, match="both finite"):
+        figures.bland_altman_figure([np.nan], [1.0])
+
+
+def test_decision_curve_lines_are_the_net_benefits():
+    labels, probabilities, _ = _scores(200)
+    curves = clinical.decision_curve(labels, {"model": probabilities, "coin": np.full(200, 0.5)})
+    axes = figures.decision_curve_figure(curves).axes[0]
+    lines = {line.get_label(): line for line in axes.lines}
+    assert list(lines) == ["model", "coin", "treat all", "treat none"]
+    thresholds = curves["thresholds"]
+    for name, probability in (("model", probabilities), ("coin", np.full(200, 0.5))):
+        np.testing.assert_allclose(lines[name].get_xdata(), thresholds)
+        np.testing.assert_allclose(
+            lines[name].get_ydata(), clinical.net_benefit(labels, probability, thresholds)
+        )
+    np.testing.assert_allclose(lines["treat all"].get_ydata(), curves["treat_all"])
+    assert not np.any(lines["treat none"].get_ydata())
+    bottom, top = axes.get_ylim()
+    assert -0.1 < bottom < 0 and labels.mean() < top < 1.2 * labels.mean()
+    assert axes.get_xlabel() == "threshold probability" and axes.get_ylabel() == "net benefit"

@@ -18,8 +18,8 @@ TINY = {
 
 
 def _outputs(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
-    result = model(x, training=False)
-    return [np.asarray(r) for r in (result if isinstance(result, list | tuple) else [result])]
+    named = models.named_outputs(model, model(x, training=False))
+    return [np.asarray(named[name]) for name in sorted(named)]
 
 
 def _batch_norms(model: keras.Model) -> list[keras.layers.Layer]:

@@ -10,7 +10,8 @@ import pytest
 @pytest.mark.parametrize(
     "module",
     ["cervixnet.analysis", "cervixnet.ensemble", "cervixnet.data.letterbox",
-     "cervixnet.data.fingerprint", "cervixnet.figures", "cervixnet.measure"],
+     "cervixnet.data.fingerprint", "cervixnet.figures", "cervixnet.measure",
+     "cervixnet.clinical"],
 )  # fmt: skip
 def test_module_imports_neither_keras_nor_tensorflow(module: str) -> None:
     tree = ast.parse(Path(importlib.import_module(module).__file__).read_text())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from cervixnet.cli.main import main
@@ -148,3 +149,137 @@ def test_an_ensemble_averages_its_members(tiny_run: Path, tmp_path: Path):
     masks, probability = mixed.predict(images)
     np.testing.assert_allclose(masks, 0.5, atol=1e-6)
     np.testing.assert_allclose(probability, 0.5, atol=1e-6)
+
+
+def test_a_model_saved_with_list_outputs_still_predicts_explains_and_exports(
+    tiny_run: Path, tmp_path: Path
+):
+    """A joint model saved with outputs ``[mask, label]`` (before they were named) still works."""
+    import shutil
+
+    import keras
+
+    from cervixnet import explain
+    from cervixnet.export import export_savedmodel
+
+    old_run = tmp_path / "old-run"
+    shutil.copytree(tiny_run, old_run)
+    named = load_model(tiny_run).model
+    assert isinstance(named.output, dict)
+    listed = keras.Model(
+        named.input, [named.get_layer("mask").output, named.get_layer("label").output]
+    )
+    listed.save(old_run / "model.keras")
+    assert load_model(old_run).model.output_names == ["mask", "label"]
+    old, new = load_predictor(old_run), load_predictor(tiny_run)
+    assert old.joint
+    images = prepare_images(_images_of_several_sizes(tmp_path / "new"), new.config).inputs
+    for got, want in zip(old.predict(images), new.predict(images), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    (explained,) = explain.explain_images(load_model(old_run).model, images[:1], "gradcam")
+    (expected,) = explain.explain_images(named, images[:1], "gradcam")
+    assert explained.probability == pytest.approx(expected.probability, abs=1e-6)
+    np.testing.assert_allclose(explained.cam, expected.cam, atol=1e-5)
+    assert export_savedmodel(old_run, tmp_path / "served").max_abs_diff is not None
+
+
+def _measured(out: Path, row: dict, spacing) -> dict[str, str]:
+    from cervixnet.measure import measure
+
+    mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED)
+    return {k: "" if not np.isfinite(v) else f"{v:.3f}" for k, v in measure(mask, spacing).items()}
+
+
+def test_predict_measures_each_mask_in_mm_or_in_pixels(tiny_run: Path, tmp_path: Path):
+    images = _images_of_several_sizes(tmp_path / "new")
+    for spacing, unit in (("0.25", "mm"), ("0.2,0.3", "mm"), (None, "px")):
+        out = tmp_path / f"out-{unit}-{spacing}"
+        option = [] if spacing is None else ["--spacing", spacing]
+        result = CliRunner().invoke(
+            main, ["predict", str(tiny_run), *map(str, images), "--out", str(out), *option]
+        )
+        assert result.exit_code == 0, result.output
+        rows = list(csv.DictReader((out / "predictions.csv").open()))
+        names = [f"cervical_length_{unit}", f"head_circumference_{unit}", f"area_{unit}2"]
+        assert set(names) <= set(rows[0])
+        scale = None if spacing is None else tuple(float(v) for v in spacing.split(","))
+        scale = scale if scale is None or len(scale) == 2 else (scale[0], scale[0])
+        for row in rows:
+            assert {k: row[k] for k in names} == _measured(out, row, scale)
+
+
+def test_predict_takes_a_data_set_and_each_rows_spacing(tiny_run: Path, tmp_path: Path):
+    from tests.conftest import rewrite_manifest, write_tiny_dataset
+
+    data = tmp_path / "data"
+    write_tiny_dataset(data, n_patients=2)
+
+    def add_spacing(fields, rows):
+        for k, row in enumerate(rows):
+            row["pixel_spacing_mm"] = f"{0.1 + 0.05 * k:.2f}"
+        return [*fields, "pixel_spacing_mm"], rows
+
+    rewrite_manifest(data / "manifest.csv", add_spacing)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["predict", str(tiny_run), str(data), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    sources = list(csv.DictReader((data / "manifest.csv").open()))
+    assert len(rows) == len(sources)
+    for row, source in zip(rows, sources, strict=True):
+        assert Path(row["image"]).name == Path(source["image"]).name
+        spacing = float(source["pixel_spacing_mm"])
+        measured = _measured(out, row, (spacing, spacing))
+        assert {k: row[k] for k in measured} == measured
+    again = CliRunner().invoke(
+        main,
+        ["predict", str(tiny_run), str(data / "manifest.csv"), "--out", str(tmp_path / "o2"),
+         "--spacing", "0.3"],
+    )  # fmt: skip
+    assert again.exit_code == 2 and "leave --spacing out" in again.output
+
+
+@pytest.mark.parametrize("spacing", ["0", "-0.2", "a", "0.1,0.2,0.3", "nan", "0.2,"])
+def test_a_bad_spacing_is_refused_with_what_was_received(tiny_run, tmp_path, spacing):
+    images = _images_of_several_sizes(tmp_path / "new")
+    result = CliRunner().invoke(
+        main,
+        ["predict", str(tiny_run), str(images[0]), "--out", str(tmp_path / "o"),
+         "--spacing", spacing],
+    )  # fmt: skip
+    assert result.exit_code == 2 and repr(spacing) in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
+
+
+def test_predict_adds_the_combined_probability_of_the_runs_marker_models(
+    tiny_run: Path, tmp_path: Path
+):
+    import shutil
+
+    from cervixnet import clinical
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    rng = np.random.default_rng(0)
+    labels = np.arange(30) % 2
+    length = rng.normal(30, 5, 30) - 4 * labels
+    markers = clinical.fit_markers(labels, length, rng.random(30), "cervical_length_px")
+    markers.save(run / "markers.json")
+    images = _images_of_several_sizes(tmp_path / "new")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["predict", str(run), *map(str, images), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for row in csv.DictReader((out / "predictions.csv").open()):
+        if row["cervical_length_px"]:
+            expected = markers.predict(
+                [float(row["cervical_length_px"])], [float(row["probability"])]
+            )["combined"][0]
+            assert float(row["combined_probability"]) == pytest.approx(expected, abs=1e-4)
+    # In mm, the run's models (fitted on pixels) do not apply: no combined column.
+    again = tmp_path / "mm"
+    result = CliRunner().invoke(
+        main,
+        ["predict", str(run), *map(str, images), "--out", str(again), "--spacing", "0.2"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "combined_probability" not in next(csv.DictReader((again / "predictions.csv").open()))

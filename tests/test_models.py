@@ -31,10 +31,9 @@ TINY = {
 
 
 def _outputs(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
-    """Run ``model`` in inference mode and return its outputs as a list of NumPy arrays."""
-    out = model(x, training=False)
-    out = out if isinstance(out, list | tuple) else [out]
-    return [keras.ops.convert_to_numpy(o) for o in out]
+    """Run ``model`` in inference mode; its outputs as NumPy arrays, ``mask`` first."""
+    named = models.named_outputs(model, model(x, training=False))
+    return [keras.ops.convert_to_numpy(named[name]) for name in ("mask", "label") if name in named]
 
 
 def _random_images(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -65,7 +64,8 @@ def test_output_names_shapes_and_range(name: str, input_shape: tuple[int, int, i
     outputs = _outputs(model, x)
 
     if models.is_joint(name):
-        assert model.output_names == ["mask", "label"]
+        assert isinstance(model(x, training=False), dict)  # named outputs
+        assert sorted(model.output_names) == ["label", "mask"]
         expected_shapes = [(2, height, width, 1), (2, 1)]
     else:
         assert model.output_names == ["mask"]
@@ -429,7 +429,7 @@ def test_joint_classifier_features(kwargs: dict, pooled_width: int) -> None:
     )
     assert model.get_layer("label").kernel.shape == (pooled_width, 1)
     outputs = _outputs(model, _random_images((2, 32, 32, 1)))
-    assert outputs[1].shape == (2, 1)
+    assert outputs[1].shape == (2, 1)  # label
 
 
 def test_dropout_layers_only_when_enabled() -> None:
@@ -532,7 +532,7 @@ def test_registry_names_and_is_joint() -> None:
     assert set(models.__all__) == {
         "build_unet", "build_fcn", "build_deeplabv3", "build_unet_joint", "get", "names",
         "is_joint", "builder", "FusedBatchNormalization", "fold_batch_norms", "foldable_pairs",
-        "float32_copy", "policy_name",
+        "float32_copy", "policy_name", "has_label", "named_outputs",
     }  # fmt: skip
     assert models.builder("unet-joint") is build_unet_joint
     assert models.builder("fcn") is build_fcn

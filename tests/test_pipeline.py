@@ -31,7 +31,10 @@ def test_batches_shapes_and_ranges(tiny_dataset: Path):
     dataset = make_dataset(manifest, range(20), image_size=(32, 40), batch_size=8, joint=True)
     batches = list(dataset)
     assert [b[0].shape[0] for b in batches] == [8, 8, 4]
-    images, (masks, labels), (mask_weight, label_weight) = batches[0]
+    images, targets, weights = batches[0]
+    assert set(targets) == set(weights) == {"mask", "label"}  # keyed by the output names
+    masks, labels = targets["mask"], targets["label"]
+    mask_weight, label_weight = weights["mask"], weights["label"]
     assert images.shape == (8, 32, 40, 1) and images.dtype == tf.float32
     assert float(tf.reduce_min(images)) >= 0.0 and float(tf.reduce_max(images)) <= 1.0
     assert masks.shape == (8, 32, 40, 1)
@@ -59,9 +62,8 @@ def test_missing_mask_or_label_gets_zero_weight(tiny_dataset: Path):
 
     rewrite_manifest(tiny_dataset / "manifest.csv", edit)
     manifest = read_manifest(tiny_dataset)
-    _, (masks, _), (mask_weight, label_weight) = next(
-        iter(make_dataset(manifest, [0, 1, 2], image_size=(16, 16)))
-    )
+    _, targets, weights = next(iter(make_dataset(manifest, [0, 1, 2], image_size=(16, 16))))
+    masks, mask_weight, label_weight = targets["mask"], weights["mask"], weights["label"]
     np.testing.assert_array_equal(mask_weight.numpy(), [0, 1, 1])
     np.testing.assert_array_equal(label_weight.numpy(), [1, 0, 1])
     assert float(tf.reduce_max(masks[0])) == 0.0
@@ -163,11 +165,9 @@ def test_autotuner_is_off_unless_asked_and_changes_no_batch(tiny_dataset: Path, 
     tuned = make_dataset(manifest, range(10), autotune=True, **kwargs)
     assert plain.options().autotune.enabled is False
     assert tuned.options().autotune.enabled is True
-    for (images, (masks, _), _), (same_images, (same_masks, _), _) in zip(
-        plain, tuned, strict=True
-    ):
+    for (images, targets, _), (same_images, same_targets, _) in zip(plain, tuned, strict=True):
         np.testing.assert_array_equal(images.numpy(), same_images.numpy())
-        np.testing.assert_array_equal(masks.numpy(), same_masks.numpy())
+        np.testing.assert_array_equal(targets["mask"].numpy(), same_targets["mask"].numpy())
 
 
 def test_an_image_at_the_network_size_is_used_as_decoded():

@@ -85,7 +85,8 @@ def test_mixed_bfloat16_model_computes_in_bfloat16_with_float32_outputs_and_trai
     before = model.get_layer("encoder1_conv1").get_weights()[0].copy()
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
-    mask, label = model.predict(x, verbose=0)
+    outputs = model.predict(x, verbose=0)
+    mask, label = outputs["mask"], outputs["label"]
     assert mask.dtype == np.float32 and label.dtype == np.float32
     assert not np.array_equal(before, model.get_layer("encoder1_conv1").get_weights()[0])
 

@@ -353,3 +353,23 @@ def test_cached_copy_is_reused_until_the_data_or_settings_change(
     assert read_image(read_manifest(changed).records[0].image).max() == 0
     # A prepared folder is used as it is.
     assert prepared_data(config(), first, cache) == first
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_the_pixel_spacing_follows_the_resize(synthetic: Path, tmp_path: Path, resize: str):
+    source = read_manifest(synthetic / "manifest.csv")
+    prepared = read_manifest(prepare(synthetic, tmp_path / "p", config(**{"data.resize": resize})))
+    with (prepared.path).open(newline="") as handle:
+        assert "pixel_spacing_mm" not in (csv.DictReader(handle).fieldnames or [])
+    for original, record in zip(source.records, prepared.records, strict=True):
+        assert record.native_spacing == pytest.approx(original.spacing, rel=1e-8)
+        height, width = read_image(original.image).shape[:2]
+        box = letterbox_geometry((height, width), SIZE, resize)
+        content_height, content_width = box.content_size
+        dy, dx = original.spacing
+        expected = (dy * height / content_height, dx * width / content_width)
+        assert record.spacing == pytest.approx(expected, rel=1e-8)
+        # A physical length is the same at both sizes: the image's height in mm.
+        assert record.spacing[0] * content_height == pytest.approx(dy * height, rel=1e-8)
+    stretched = [r.spacing[0] != pytest.approx(r.spacing[1]) for r in prepared.records]
+    assert any(stretched) == (resize == "stretch")

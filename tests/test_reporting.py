@@ -176,3 +176,71 @@ def test_a_folds_folder_is_evaluated_averaged_on_other_patients(tiny_run: Path, 
         evaluate_run(folds, data=config.data.path, out_dir=tmp_path / "three", **quiet)
     with pytest.raises(ConfigError, match="cross-validation folder"):
         evaluate_run(folds, out_dir=tmp_path / "four", **quiet)
+
+
+def test_measurements_agree_with_a_reference_column_and_meet_the_image_model(
+    tiny_run: Path, tmp_path: Path
+):
+    """With the pixel spacing and an ``area_mm2`` reference column, evaluate measures every
+    predicted mask in mm, reports its agreement (Bland-Altman) and compares the label from the
+    area alone, the image model and both (the run's markers.json), with a decision curve."""
+    from cervixnet import clinical
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    area = rng.normal(3.5, 0.5, 40) - 0.4 * labels
+    clinical.fit_markers(labels, area, rng.random(40), "area_mm2").save(run / "markers.json")
+    spacing = 0.1
+    data = tmp_path / "data"
+    shutil.copytree(Path(load_config(tiny_run / "config.yaml").data.path), data)
+
+    def add_columns(fields, rows):
+        for row in rows:
+            mask = cv2.imread(str(data / row["mask"]), cv2.IMREAD_GRAYSCALE)
+            row["pixel_spacing_mm"] = str(spacing)
+            row["area_mm2"] = f"{np.count_nonzero(mask) * spacing**2:.4f}"
+        rows[0]["area_mm2"] = ""  # a reference may be missing
+        return [*fields, "pixel_spacing_mm", "area_mm2"], rows
+
+    rewrite_manifest(data / "manifest.csv", add_columns)
+    quiet = {"n_bootstrap": 100, "gradcam_images": 0, "echo": lambda _: None}
+    result = evaluate_run(run, data=data, out_dir=tmp_path / "report", **quiet)
+    report = result.report
+    assert report["segmentation"]["distance_unit"] == "mm"
+    assert set(report["measurements"]) == {
+        "cervical_length_mm",
+        "head_circumference_mm",
+        "area_mm2",
+    }
+    rows = list(csv.DictReader((result.out_dir / "predictions.csv").open()))
+    assert {"hd95_mm", "assd_mm", "area_mm2"} <= set(rows[0])
+    manifest = read_manifest(data)
+    by_name = {str(r.image.relative_to(manifest.root)): r for r in manifest.records}
+    measured = np.array([float(r["area_mm2"] or "nan") for r in rows])
+    reference = np.array(
+        [float(by_name[r["source_image"]].extra["area_mm2"] or "nan") for r in rows]
+    )
+    expected = clinical.agreement(measured, reference)
+    agreement = report["measurements"]["area_mm2"]["agreement"]
+    assert agreement["mae"]["value"] == pytest.approx(expected["mae"], abs=1e-3)
+    assert agreement["bias"]["value"] == pytest.approx(expected["bias"], abs=1e-3)
+    assert "agreement" not in report["measurements"]["cervical_length_mm"]  # no reference
+    assert (result.out_dir / "bland_altman_area_mm2.pdf").is_file()
+    markers = report["markers"]
+    assert markers["measurement"] == "area_mm2" and list(markers["predictors"]) == [
+        "measurement", "image", "combined"
+    ]  # fmt: skip
+    known = np.array([r["label"] != "" for r in rows]) & np.isfinite(measured)
+    y = np.array([float(r["label"]) for r in rows])[known]
+    probability = np.array([float(r["probability"]) for r in rows])[known]
+    models = clinical.load_markers(run / "markers.json")
+    scores = models.predict(measured[known], probability)
+    assert markers["predictors"]["image"]["auc"] == pytest.approx(roc_auc_score(y, probability))
+    assert markers["predictors"]["combined"]["auc"] == pytest.approx(
+        roc_auc_score(y, scores["combined"])
+    )
+    assert (result.out_dir / "decision_curve.png").is_file()
+    markdown = (result.out_dir / "report.md").read_text()
+    assert "## Measurements" in markdown and "## The measurement and the image model" in markdown

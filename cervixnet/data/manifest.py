@@ -22,6 +22,9 @@ REQUIRED_COLUMNS = ("image", "patient_id", "label", "mask")
 # Optional pixel spacing, mm per pixel: one column for square pixels, or one per axis.
 SPACING_COLUMN = "pixel_spacing_mm"
 SPACING_AXIS_COLUMNS = ("spacing_y_mm", "spacing_x_mm")
+# A prepared copy's rows: the spacing of the scan itself (of ``native_mask``), where the axis
+# columns give the prepared image's.
+NATIVE_SPACING_COLUMNS = ("native_spacing_y_mm", "native_spacing_x_mm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,13 @@ class Record:
             return float(y), float(x)
         square = self.extra.get(SPACING_COLUMN)
         return (float(square), float(square)) if square else None
+
+    @property
+    def native_spacing(self) -> tuple[float, float] | None:
+        """The spacing ``(dy, dx)`` in mm of the scan at its own size: a prepared copy's
+        ``native_spacing_y_mm`` and ``native_spacing_x_mm``, else :attr:`spacing`."""
+        y, x = (self.extra.get(c) for c in NATIVE_SPACING_COLUMNS)
+        return (float(y), float(x)) if y and x else self.spacing
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Each element is ``(image, targets, sample_weights)``:
 
 - ``image``: float32 ``(batch, height, width, channels)`` in [0, 1];
-- targets: for the joint model the tuple ``(mask (batch, H, W, 1), label (batch, 1))`` in
-  the model's output order, else the mask alone;
+- targets: for the joint model the dict ``{"mask": (batch, H, W, 1), "label": (batch, 1)}``
+  keyed by the model's output names, else the mask alone;
 - sample weights, same structure, ``(batch,)``: 0 where a row has no mask (its mask loss
   counts zero) or no label (its label loss counts zero), 1 otherwise.
 
@@ -394,7 +394,7 @@ def make_dataset(
         image_size: ``(height, width)`` of the network input.
         channels: 1 (grayscale) or 3.
         batch_size: images per batch; the last batch may be smaller.
-        joint: yield ``(mask, label)`` targets (joint model) or the mask only.
+        joint: yield ``{"mask", "label"}`` targets (joint model) or the mask only.
         training: shuffle every epoch and augment.
         augment: augmentation settings used when ``training``; ``None`` disables it.
         seed: seeds shuffling and augmentation.
@@ -467,10 +467,8 @@ def make_dataset(
             masks = tf.where(chosen, new_masks, masks)
         if not joint:
             return images, masks, row["has_mask"]
-        # Tuples in output order (mask, label): Keras matches per-output sample weights
-        # to a list-output model only in this form.
-        targets = (masks, row["label"][:, None])
-        weights = (row["has_mask"], row["has_label"])
+        targets = {"mask": masks, "label": row["label"][:, None]}
+        weights = {"mask": row["has_mask"], "label": row["has_label"]}
         return images, targets, weights
 
     def batches(elements: tf.data.Dataset, key: tf.Tensor) -> tf.data.Dataset:

@@ -14,9 +14,11 @@
 
 and writes ``images/``, ``masks/``, ``native_masks/`` (each mask at its scan's own size, which
 segmentation is scored against), ``manifest.csv`` (the source's columns plus what was done
-to each row), ``splits.json`` (the patient-level split a run with the same seed makes),
-``report.json`` and ``report.md`` (counts per class, site and split, filled pixels and
-inter-annotator agreement) and ``prepared.json`` (the settings, for reuse checks).
+to each row; a pixel spacing becomes ``spacing_y_mm`` and ``spacing_x_mm``, the prepared
+image's, with the scan's own in ``native_spacing_y_mm`` and ``native_spacing_x_mm``),
+``splits.json`` (the patient-level split a run with the same seed makes), ``report.json``
+and ``report.md`` (counts per class, site and split, filled pixels and inter-annotator
+agreement) and ``prepared.json`` (the settings, for reuse checks).
 
 The source folder is only read. The copy is written to a staging folder next to ``out_dir``
 and renamed into place when complete, so an interrupted run leaves no half-written copy.
@@ -46,7 +48,16 @@ from cervixnet.config import AUTO, AnnotationConfig, CaliperConfig, Config
 from cervixnet.data import bezier, imagefile
 from cervixnet.data.calipers import CaliperSpec, remove_calipers
 from cervixnet.data.letterbox import fit_image, letterbox_geometry
-from cervixnet.data.manifest import MANIFEST_NAME, REQUIRED_COLUMNS, Manifest, Record, read_manifest
+from cervixnet.data.manifest import (
+    MANIFEST_NAME,
+    NATIVE_SPACING_COLUMNS,
+    REQUIRED_COLUMNS,
+    SPACING_AXIS_COLUMNS,
+    SPACING_COLUMN,
+    Manifest,
+    Record,
+    read_manifest,
+)
 from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
 
 if TYPE_CHECKING:
@@ -55,7 +66,7 @@ if TYPE_CHECKING:
 PREPARED_INFO_NAME = "prepared.json"
 # Bumped whenever prepare writes different pixels for the same input and settings, so that
 # cached prepared copies (cervixnet.data.sources) are rebuilt.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 FUSIONS = ("majority", "union", "intersection")
 # Columns prepare adds to the manifest, after the source's own.
 ADDED_COLUMNS = (
@@ -372,6 +383,11 @@ def prepare(
             c for c in _source_columns(manifest) if c not in REQUIRED_COLUMNS
         ]
         columns += [c for c in ADDED_COLUMNS if c not in columns]
+        if any(record.spacing is not None for record in manifest.records):
+            columns = [c for c in columns if c != SPACING_COLUMN]
+            columns += [
+                c for c in (*SPACING_AXIS_COLUMNS, *NATIVE_SPACING_COLUMNS) if c not in columns
+            ]
         with (staging / MANIFEST_NAME).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
@@ -562,4 +578,11 @@ def _output_row(
             "filled_pixels": str(row.filled_pixels),
         }
     )
+    if record.spacing is not None:  # the scan's spacing, and the prepared image's
+        (dy, dx), (scale_x, scale_y) = record.spacing, row.scale
+        values.pop(SPACING_COLUMN, None)
+        values.update(zip(NATIVE_SPACING_COLUMNS, (f"{dy:.9g}", f"{dx:.9g}"), strict=True))
+        values.update(
+            zip(SPACING_AXIS_COLUMNS, (f"{dy / scale_y:.9g}", f"{dx / scale_x:.9g}"), strict=True)
+        )
     return values

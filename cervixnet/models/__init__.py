@@ -8,7 +8,11 @@ architecture name with :func:`get`::
     import cervixnet.models as models
 
     model = models.get("unet-joint", input_shape=(256, 256, 1))
-    model.output_names  # ["mask", "label"]
+    outputs = model.predict(images)  # {"mask": (N, H, W, 1), "label": (N, 1)}
+
+The joint model's outputs are named: ``predict`` returns a dict, and losses, metrics and
+targets are keyed ``"mask"`` and ``"label"``. :func:`named_outputs` reads any cervixnet model's
+result by name, including a joint model saved with list outputs ``[mask, label]``.
 
 For inference, :func:`float32_copy` gives a copy of a mixed-precision model that computes in
 float32, and :func:`fold_batch_norms` one with each batch norm folded into the convolution
@@ -18,6 +22,7 @@ before it (``cervixnet export`` serves both).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import keras
 
@@ -44,7 +49,9 @@ __all__ = [
     "fold_batch_norms",
     "foldable_pairs",
     "get",
+    "has_label",
     "is_joint",
+    "named_outputs",
     "names",
     "policy_name",
 ]
@@ -77,6 +84,24 @@ def _check_name(name: object) -> str:
 def is_joint(name: str) -> bool:
     """True if architecture ``name`` outputs ``[mask, label]`` (only ``"unet-joint"``)."""
     return _check_name(name) == "unet-joint"
+
+
+def has_label(model: keras.Model) -> bool:
+    """True if ``model`` has a ``label`` output (a joint model, whatever its output form)."""
+    return "label" in model.output_names
+
+
+def named_outputs(model: keras.Model, outputs: Any) -> dict[str, Any]:
+    """``model``'s result (of ``model(x)`` or ``model.predict(x)``) as ``{name: tensor}``.
+
+    A dict is returned as it is; a list (a joint model saved with list outputs ``[mask,
+    label]``) or a single tensor (a segmentation model: ``{"mask": ...}``) is matched to
+    ``model.output_names``.
+    """
+    if isinstance(outputs, dict):
+        return dict(outputs)
+    flat = list(outputs) if isinstance(outputs, list | tuple) else [outputs]
+    return dict(zip(model.output_names, flat, strict=True))
 
 
 def builder(name: str) -> Callable[..., keras.Model]:

@@ -89,8 +89,10 @@ def build_unet_joint(
         name: model name.
 
     Returns:
-        A ``keras.Model`` with outputs ``[mask, label]``: ``mask`` of shape ``(batch, H, W, 1)``
-        and ``label`` (preterm probability) of shape ``(batch, 1)``, both sigmoid, float32.
+        A ``keras.Model`` with named outputs ``{"mask": ..., "label": ...}``: ``mask`` of shape
+        ``(batch, H, W, 1)`` and ``label`` (preterm probability) of shape ``(batch, 1)``, both
+        sigmoid, float32. ``predict`` returns that dict; losses, metrics and targets are keyed
+        by the same names.
     """
     args = validate_unet_args(input_shape, base_filters, depth, batch_norm, dropout)
     features_used = _check_classifier_features(classifier_features, args.depth)
@@ -142,6 +144,6 @@ def build_unet_joint(
             x = layers.Dropout(head_dropout, dtype="float32", name=f"label_head_dropout{index}")(x)
     label = layers.Dense(1, activation="sigmoid", dtype="float32", name="label")(x)
 
-    model = keras.Model(inputs, [mask, label], name=name)
+    model = keras.Model(inputs, {"mask": mask, "label": label}, name=name)
     v.load_weights(model, weights_path)
     return model

@@ -124,7 +124,7 @@ def compile_model(
         beta_1=config.training.beta_1,
         beta_2=config.training.beta_2,
     )
-    if len(model.outputs) == 2:
+    if models.has_label(model):
         model.compile(
             optimizer=optimizer,
             loss={

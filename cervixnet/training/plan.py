@@ -400,7 +400,7 @@ def measure_step_seconds(config: Config, steps: int = 4) -> float:
         pixels, mask = tf.constant(images), tf.constant(masks)
         if augment is not None:
             pixels, mask = augment(pixels, mask, tf.stack([index, tf.constant(0, tf.int64)]))
-        return pixels, ((mask, tf.constant(labels)) if joint else mask)
+        return pixels, ({"mask": mask, "label": tf.constant(labels)} if joint else mask)
 
     dataset = tf.data.Dataset.range(steps + 1).map(element).prefetch(1)
     times: list[float] = []

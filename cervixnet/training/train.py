@@ -41,6 +41,8 @@ from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.ensemble import PostprocessingChoice, choose_postprocessing
 from cervixnet.errors import ConfigError, DataError, TrainingError
 from cervixnet.evaluation import (
+    distance_unit,
+    pair_spacings,
     predict_configured,
     segmentation_scores,
     source_size_pairs,
@@ -270,14 +272,20 @@ def train(
             masks_true=predictions["mask_true"],
         )
     postprocessing = _choose_postprocessing(config, pairs.get("val"), run_dir, echo)
-    figures, scores = {}, {}
-    for name, (positions, predictions, _) in per_split.items():
-        scores[name] = segmentation_scores(pairs[name], postprocessing)
+    figures, scores, unit = {}, {}, distance_unit(manifest)
+    for name, (positions, predictions, copies) in per_split.items():
+        spacings = pair_spacings(manifest, positions, copies) if unit == "mm" else None
+        scores[name] = segmentation_scores(pairs[name], postprocessing, spacings=spacings)
         split_risk = None if risk is None else [risk[i] for i in positions]
-        figures[name] = split_metrics(predictions, risk=split_risk, scores=scores[name])
-    write_predictions(run_dir / run_folder.PREDICTIONS, manifest, per_split, scores)
+        figures[name] = split_metrics(
+            predictions, risk=split_risk, scores=scores[name], distance_unit=unit
+        )
+    write_predictions(run_dir / run_folder.PREDICTIONS, manifest, per_split, scores, unit)
     if joint:
         _save_operating_point(per_split.get("val"), run_dir, echo)
+        _save_markers(
+            manifest, per_split.get("val"), pairs.get("val"), postprocessing, run_dir, echo
+        )
     seconds = time.perf_counter() - started
     summary = {
         "arch": config.arch,
@@ -556,6 +564,29 @@ def _save_operating_point(val, run_dir: Path, echo: Callable[[str], None]) -> No
         echo(f"No operating threshold saved: {error}")
         return
     save_operating_point(run_dir / run_folder.OPERATING_POINT, choice)
+
+
+def _save_markers(
+    manifest: Manifest,
+    val,
+    pairs,
+    postprocessing: PostprocessingChoice | None,
+    run_dir: Path,
+    echo: Callable[[str], None],
+) -> None:
+    """Fits the label on the mask's measurement, alone and with the image model, on the
+    validation predictions already made (``markers.json``, for ``evaluate`` and ``predict``)."""
+    from cervixnet.evaluation import fit_split_markers
+
+    if val is None:
+        return
+    positions, predictions, copies = val
+    try:
+        markers = fit_split_markers(manifest, positions, predictions, pairs, postprocessing, copies)
+    except ValueError as error:
+        echo(f"No marker models saved: {error}")
+        return
+    markers.save(run_dir / run_folder.MARKERS)
 
 
 def _balanced(
