@@ -124,7 +124,7 @@ def main() -> None:
     from cervixnet import clinical
     from cervixnet.data.manifest import read_manifest
     from cervixnet.data.splits import Splits
-    from cervixnet.training import train
+    from cervixnet.runs import train
 
     config, folds = patient_folds(args.data, args.folds, args.seed)
     result: dict = {"measurement": args.measurement, "folds": []}

@@ -112,7 +112,7 @@ def main() -> None:
 
     from cervixnet.config import load_config
     from cervixnet.data.manifest import read_manifest
-    from cervixnet.training import train
+    from cervixnet.runs import train
 
     base, folds = patient_folds(args.data, args.folds, args.seed)
     plain = load_config("plain", overrides={"data.path": args.data, "seed": args.seed})

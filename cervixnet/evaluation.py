@@ -462,7 +462,11 @@ def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
             str(figures.get("n_images", "")),
             _mean_std(seg.get("iou_mean"), seg.get("iou_std")),
             _mean_std(seg.get("dice_mean"), seg.get("dice_std")),
-        ] + ([_mean_std(seg.get("hd95_mean"), seg.get("hd95_std"), 1)] if distances else [])
+        ] + (
+            [_mean_std(seg.get("hd95_mean"), seg.get("hd95_std"), 2 if unit == "mm" else 1)]
+            if distances
+            else []
+        )
         if joint:
             cls = figures.get("classification", {})
             row += [

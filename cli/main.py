@@ -214,8 +214,8 @@ def train(
     learning-rate schedule, data order and augmentation.
     """
     from cervixnet.evaluation import format_table
-    from cervixnet.training import cross_validate, format_summary, resume_training
-    from cervixnet.training import train as run_training
+    from cervixnet.runs import cross_validate, format_summary, resume_training
+    from cervixnet.runs import train as run_training
 
     if resume_dir is not None:
         given = {
@@ -358,7 +358,7 @@ def compare(archs, config_path, data, out, epochs, seed, cache_dir) -> None:
     with mean IoU ± std for train, val and test, parameter counts and training times.
     """
     from cervixnet.config import load_config
-    from cervixnet.training import compare_architectures, format_comparison
+    from cervixnet.runs import compare_architectures, format_comparison
 
     config = load_config(
         config_path,

@@ -128,7 +128,7 @@ TINY_RUN_CONFIG = {
 def tiny_run(tmp_path_factory) -> Path:
     """A joint model trained for two epochs on a tiny data set (20 patients): its run folder."""
     from cervixnet.config import load_config
-    from cervixnet.training import train
+    from cervixnet.runs import train
 
     folder = tmp_path_factory.mktemp("tiny-run")
     data = folder / "data"

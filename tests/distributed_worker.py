@@ -1,7 +1,7 @@
 """One training process of tests/test_distributed.py: ``python distributed_worker.py SPEC``.
 
 SPEC is a JSON file: ``{"data": ..., "run_dir": ..., "out": ..., "overrides": {...}}``.
-The process trains with ``cervixnet.training.train`` (the strategy comes from
+The process trains with ``cervixnet.runs.train`` (the strategy comes from
 ``training.distribution`` and, for multi-worker, from ``TF_CONFIG``) and writes to ``out``
 what the test compares: the replicas recorded in ``metrics.json``, the folder it wrote to,
 and a SHA-256 of the weights right after ``fit`` on every local replica. With
@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from cervixnet.config import load_config
-from cervixnet.training import checkpoint, resume_training, train
+from cervixnet.runs import resume_training, train
+from cervixnet.training import checkpoint
 
 KILLED_EXIT_STATUS = 3
 

@@ -172,7 +172,7 @@ def test_same_seed_same_run(tmp_path: Path):
     import numpy as np
 
     from cervixnet.config import load_config
-    from cervixnet.training import train
+    from cervixnet.runs import train
     from tests.conftest import TINY_RUN_CONFIG
 
     data = tmp_path / "data"

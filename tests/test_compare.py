@@ -6,7 +6,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from cervixnet.cli.main import main
-from cervixnet.training.compare import comparison_table, format_comparison
+from cervixnet.runs.compare import comparison_table, format_comparison
 from tests.conftest import TINY_CONFIG
 
 

@@ -8,7 +8,7 @@ import pytest
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.splits import SPLIT_NAMES, cross_validation_splits
 from cervixnet.errors import DataError
-from cervixnet.training.cross_validation import format_summary, summarize_folds
+from cervixnet.runs.cross_validation import format_summary, summarize_folds
 from tests.conftest import write_tiny_dataset
 
 

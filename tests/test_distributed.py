@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from cervixnet.config import load_config
 from cervixnet.errors import ConfigError
-from cervixnet.training import RUN_FILES
+from cervixnet.runs import RUN_FILES
 from cervixnet.training.build import learning_rate
 from cervixnet.training.distribution import (
     Distribution,

@@ -19,6 +19,7 @@ from cervixnet.data.manifest import read_manifest
 from cervixnet.data.splits import Splits
 from cervixnet.errors import ConfigError
 from cervixnet.training.build import learning_rate, run_epochs
+from cervixnet.training.fit import training_inputs
 from cervixnet.training.plan import (
     CPU_RULES,
     DeviceInfo,
@@ -27,7 +28,6 @@ from cervixnet.training.plan import (
     measure_step_seconds,
     plan_run,
 )
-from cervixnet.training.train import training_inputs
 from tests.conftest import TINY_RUN_CONFIG, rewrite_manifest, write_tiny_dataset
 
 CPU = DeviceInfo("cpu", "test CPU", 24 * 2**30)
@@ -227,7 +227,7 @@ def test_plan_run_plans_from_the_data_and_changes_nothing_set(tiny_dataset: Path
 
 
 def test_a_planned_run_writes_its_plan_and_trains_whole_passes(tmp_path: Path) -> None:
-    from cervixnet.training import train
+    from cervixnet.runs import train
 
     write_tiny_dataset(tmp_path / "data", n_patients=10)
     overrides = {**TINY_RUN_CONFIG, "training.epochs": None, "training.steps": 7}
@@ -270,7 +270,7 @@ def test_cli_plan_prints_the_reasons_and_writes_a_config(tiny_dataset: Path, tmp
 
 
 def test_the_checkpoint_follows_the_validation_dice_unless_set() -> None:
-    from cervixnet.training.train import checkpoint_monitor
+    from cervixnet.training.fit import checkpoint_monitor
 
     config = load_config()
     assert checkpoint_monitor(config, joint=True) == "val_mask_dice"

@@ -24,7 +24,8 @@ from click.testing import CliRunner
 from cervixnet.cli.main import main
 from cervixnet.config import load_config
 from cervixnet.errors import ConfigError, DataError, TrainingError
-from cervixnet.training import checkpoint, resume_training, train
+from cervixnet.runs import resume_training, train
+from cervixnet.training import checkpoint
 from tests.conftest import TINY_RUN_CONFIG, write_tiny_dataset
 
 EPOCHS = 3

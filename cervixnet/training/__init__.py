@@ -1,47 +1,26 @@
-"""Training: build, compile and fit a model from a configuration, and write its run folder."""
+"""Training: plan, build, compile and fit a model from a configuration into its run folder
+(``fit_run``); ``cervixnet.runs`` scores what it fitted."""
 
 from cervixnet.training.build import compile_model
-from cervixnet.training.compare import (
-    ComparisonResult,
-    compare_architectures,
-    comparison_table,
-    format_comparison,
-)
-from cervixnet.training.cross_validation import (
-    CrossValidationResult,
-    cross_validate,
-    format_summary,
-    summarize_folds,
-)
-from cervixnet.training.plan import Plan, make_plan, plan_run
-from cervixnet.training.train import (
-    RUN_FILES,
+from cervixnet.training.fit import (
+    FittedRun,
     TrainingInputs,
-    TrainResult,
     build_model,
-    resume_training,
-    train,
+    checkpoint_monitor,
+    fit_run,
     training_inputs,
 )
+from cervixnet.training.plan import Plan, make_plan, plan_run
 
 __all__ = [
-    "RUN_FILES",
-    "ComparisonResult",
-    "CrossValidationResult",
+    "FittedRun",
     "Plan",
-    "TrainResult",
     "TrainingInputs",
     "build_model",
-    "compare_architectures",
-    "comparison_table",
+    "checkpoint_monitor",
     "compile_model",
-    "cross_validate",
-    "format_comparison",
-    "format_summary",
+    "fit_run",
     "make_plan",
     "plan_run",
-    "resume_training",
-    "summarize_folds",
-    "train",
     "training_inputs",
 ]

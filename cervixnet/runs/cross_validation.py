@@ -1,7 +1,7 @@
 """K-fold cross-validation by patient: one run folder per fold and a summary across folds.
 
 ``out_dir`` receives ``fold-1/`` ... ``fold-K/`` (each a complete run folder, see
-:mod:`cervixnet.training.train`), ``folds.json`` (the patients of every fold's sets),
+:mod:`cervixnet.runs.train`), ``folds.json`` (the patients of every fold's sets),
 ``summary.json`` and ``summary.csv`` (each fold's test figures, their mean and standard
 deviation across folds).
 """
@@ -28,7 +28,7 @@ from cervixnet.data.splits import SPLIT_NAMES, cross_validation_splits
 from cervixnet.errors import ConfigError, check_output_folder
 from cervixnet.fileio import atomic_write_json
 from cervixnet.training.plan import plan_run
-from cervixnet.training.train import TrainResult, train
+from cervixnet.runs.train import TrainResult, train
 
 # Test-split figures summarised across folds: (name in the summary, section, key).
 SUMMARY_FIGURES = (

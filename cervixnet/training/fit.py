@@ -1,4 +1,5 @@
-"""One training run, from a configuration to a run folder.
+"""The fitting of one run, from a configuration to a run folder and its kept model
+(:func:`fit_run`); ``cervixnet.runs.train`` then scores the model and completes the folder.
 
 The run folder holds:
 
@@ -10,8 +11,8 @@ The run folder holds:
 - ``checkpoint/``, while the run is going: the state after the last completed epoch, from
   which ``resume=True`` continues a killed run exactly (``cervixnet.training.checkpoint``);
 - ``logs/``: TensorBoard event files;
-- ``metrics.json`` and ``predictions.csv``: per-split figures and per-image results of the
-  best model.
+- written by ``cervixnet.runs.train`` once fitted: ``metrics.json`` and ``predictions.csv``,
+  per-split figures and per-image results of the best model, and what validation chose.
 
 Every file but TensorBoard's append-only event files is written atomically (a temporary file
 renamed over the old one), so a kill at any moment leaves whole files.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -38,17 +38,7 @@ from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.pipeline import make_dataset
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
-from cervixnet.ensemble import PostprocessingChoice, choose_postprocessing
 from cervixnet.errors import ConfigError, DataError, TrainingError
-from cervixnet.evaluation import (
-    distance_unit,
-    pair_spacings,
-    predict_configured,
-    segmentation_scores,
-    source_size_pairs,
-    split_metrics,
-    write_predictions,
-)
 from cervixnet.fileio import atomic_write_json, check_writable, remove_temporaries
 from cervixnet.training.build import build_network, compile_model, run_epochs
 from cervixnet.training.checkpoint import (
@@ -68,13 +58,35 @@ RUN_FILES = run_folder.RUN_FILES
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainResult:
-    """What a run produced: its folder, per-split figures and the epoch history."""
+class FittedRun:
+    """A run folder whose training is done (:func:`fit_run`), ready to be scored.
+
+    Attributes:
+        run_dir: the folder this process writes (a temporary one on a worker other than the
+            chief of a multi-worker run).
+        config: the configuration as run (planned values and the data path resolved).
+        manifest: the prepared data set the run read.
+        evaluated: per split, the records to score and which are augmented copies.
+        joint: whether the model has the label output.
+        best_path: the kept model (``model.keras``).
+        best_epoch, history: the kept epoch and the history of every epoch.
+        reproducibility: what a repeat needs besides ``config.yaml`` (seed, precision, data
+            fingerprint, versions, devices, threads, XLA, distribution).
+        started: ``time.perf_counter()`` when the run began.
+        finish: removes a worker's temporary folder once the run is complete.
+    """
 
     run_dir: Path
-    metrics: dict[str, Any]
+    config: Config
+    manifest: Manifest
+    evaluated: dict[str, tuple[list[int], list[bool]]]
+    joint: bool
+    best_path: Path
+    best_epoch: int
     history: dict[str, list[float]]
-    seconds: float
+    reproducibility: dict[str, Any]
+    started: float
+    finish: Callable[[], None]
 
 
 def build_model(config: Config) -> keras.Model:
@@ -102,7 +114,7 @@ def checkpoint_monitor(config: Config, joint: bool) -> str:
     return "val_mask_dice" if joint else "val_dice"
 
 
-def train(
+def fit_run(
     config: Config,
     run_dir: str | Path,
     *,
@@ -111,8 +123,9 @@ def train(
     echo: Callable[[str], None] = print,
     splits: Splits | None = None,
     resume: bool = False,
-) -> TrainResult:
-    """Trains ``config.arch`` and writes a run folder (see the module docstring).
+) -> FittedRun:
+    """Trains ``config.arch`` into a run folder, up to its kept model (see the module
+    docstring); ``cervixnet.runs.train`` then scores it.
 
     Args:
         config: a resolved configuration (``cervixnet.config.load_config``).
@@ -249,62 +262,21 @@ def train(
             f"training ended without a finite '{monitor}' to choose the best epoch by; "
             f"no model.keras was written in {run_dir}"
         )
-    history = state.history
-
-    best = keras.models.load_model(best_path)
-    risk = _float_column(manifest, "risk")
-    per_split, pairs = {}, {}
-    for name in SPLIT_NAMES:
-        positions, copies = evaluated[name]
-        if not positions:
-            continue
-        predictions = predict_configured(
-            best, config, manifest, positions, copies=copies, augment=config.data.augment,
-            seed=config.seed,
-        )  # fmt: skip
-        per_split[name] = (positions, predictions, copies)
-        pairs[name] = source_size_pairs(
-            manifest,
-            positions,
-            predictions["mask_prob"],
-            config.data.resize,
-            copies=copies,
-            masks_true=predictions["mask_true"],
-        )
-    postprocessing = _choose_postprocessing(config, pairs.get("val"), run_dir, echo)
-    figures, scores, unit = {}, {}, distance_unit(manifest)
-    for name, (positions, predictions, copies) in per_split.items():
-        spacings = pair_spacings(manifest, positions, copies) if unit == "mm" else None
-        scores[name] = segmentation_scores(pairs[name], postprocessing, spacings=spacings)
-        split_risk = None if risk is None else [risk[i] for i in positions]
-        figures[name] = split_metrics(
-            predictions, risk=split_risk, scores=scores[name], distance_unit=unit
-        )
-    write_predictions(run_dir / run_folder.PREDICTIONS, manifest, per_split, scores, unit)
-    if joint:
-        _save_operating_point(per_split.get("val"), run_dir, echo)
-        _save_markers(
-            manifest, per_split.get("val"), pairs.get("val"), postprocessing, run_dir, echo
-        )
-    seconds = time.perf_counter() - started
-    summary = {
-        "arch": config.arch,
-        "parameters": int(best.count_params()),
-        "epochs": config.training.epochs,
-        "best_epoch": state.best_epoch,
-        "evaluation": config.data.balance.eval,
-        "prepared_data": str(manifest.root),
-        "reproducibility": _environment(config, fingerprint, policy)
+    return FittedRun(
+        run_dir=run_dir,
+        config=config,
+        manifest=manifest,
+        evaluated=evaluated,
+        joint=joint,
+        best_path=best_path,
+        best_epoch=state.best_epoch,
+        history=dict(state.history),
+        reproducibility=_environment(config, fingerprint, policy)
         | {"jit_compile": bool(model.jit_compile)}
         | distribution.describe(),
-        "seconds": round(seconds, 1),
-        "splits": figures,
-    }
-    atomic_write_json(run_dir / run_folder.METRICS, summary)
-    # The run is complete: the state it could have resumed from is no longer needed.
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    distribution.remove_scratch()  # a worker's temporary folder; the chief keeps run_dir
-    return TrainResult(run_dir, summary, dict(history), seconds)
+        started=started,
+        finish=distribution.remove_scratch,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -385,43 +357,6 @@ def training_inputs(
         steps_per_epoch=steps_per_epoch,
         train_data=train_data,
         val_data=val_data,
-    )
-
-
-def resume_training(
-    run_dir: str | Path,
-    *,
-    cache_root: str | Path | None = None,
-    verbose: int | str = "auto",
-    echo: Callable[[str], None] = print,
-) -> TrainResult:
-    """Continues the interrupted run in ``run_dir`` from its last completed epoch.
-
-    The run's own ``config.yaml`` and ``splits.json`` are used, the model and optimiser
-    state (learning-rate schedule included) come from ``checkpoint/``, and the data order and
-    augmentation of each remaining epoch are those of the uninterrupted run, so the run ends
-    as if it had never stopped. A run whose training finished is only evaluated again.
-
-    Raises:
-        ConfigError: ``run_dir`` holds no run, or a finished one (``metrics.json``).
-        DataError: the data changed since the run started.
-    """
-    from cervixnet.config import load_config
-
-    run_dir = Path(run_dir)
-    for name in (run_folder.CONFIG, run_folder.SPLITS):
-        if not (run_dir / name).is_file():
-            raise ConfigError(f"--resume {run_dir}: no {name}, so no run to resume there")
-    config = load_config(run_dir / run_folder.CONFIG)
-    splits = Splits.load(run_dir / run_folder.SPLITS)
-    return train(
-        config,
-        run_dir,
-        cache_root=cache_root,
-        verbose=verbose,
-        echo=echo,
-        splits=splits,
-        resume=True,
     )
 
 
@@ -525,70 +460,6 @@ def _environment(config: Config, fingerprint: str, precision: str) -> dict[str, 
     }
 
 
-def _choose_postprocessing(
-    config: Config, val_pairs, run_dir: Path, echo: Callable[[str], None]
-) -> PostprocessingChoice | None:
-    """Keeps the largest connected component only if it raises the mean validation Dice at
-    the scans' own size (nnU-Net's rule; ``evaluation.largest_component: auto``), and saves
-    the choice as ``postprocessing.json`` for ``evaluate`` and ``predict``."""
-    setting = config.evaluation.largest_component
-    if setting == "auto" and val_pairs:
-        known = [(t, p) for t, p in val_pairs if t is not None]
-        choice = choose_postprocessing([t for t, _ in known], [p for _, p in known])
-        echo(
-            f"Largest-component post-processing {'on' if choice.largest_component else 'off'}:"
-            f" validation Dice {choice.dice_with:.4f} with it, {choice.dice_without:.4f} without"
-        )
-    elif setting == "auto":
-        return None
-    else:
-        choice = PostprocessingChoice(setting is True, math.nan, math.nan, 0)
-    atomic_write_json(run_dir / run_folder.POSTPROCESSING, choice.to_dict())
-    return choice
-
-
-def _save_operating_point(val, run_dir: Path, echo: Callable[[str], None]) -> None:
-    """Chooses the label threshold (Youden's J) on the validation predictions already made,
-    original images only, for ``predict`` and ``export`` to apply."""
-    from cervixnet.analysis import save_operating_point, threshold_from_predictions
-
-    if val is None:
-        return
-    _, predictions, copies = val
-    original = ~np.asarray(copies, dtype=bool)
-    try:
-        choice = threshold_from_predictions(
-            predictions["label"][original], predictions["probability"][original]
-        )
-    except DataError as error:
-        echo(f"No operating threshold saved: {error}")
-        return
-    save_operating_point(run_dir / run_folder.OPERATING_POINT, choice)
-
-
-def _save_markers(
-    manifest: Manifest,
-    val,
-    pairs,
-    postprocessing: PostprocessingChoice | None,
-    run_dir: Path,
-    echo: Callable[[str], None],
-) -> None:
-    """Fits the label on the mask's measurement, alone and with the image model, on the
-    validation predictions already made (``markers.json``, for ``evaluate`` and ``predict``)."""
-    from cervixnet.evaluation import fit_split_markers
-
-    if val is None:
-        return
-    positions, predictions, copies = val
-    try:
-        markers = fit_split_markers(manifest, positions, predictions, pairs, postprocessing, copies)
-    except ValueError as error:
-        echo(f"No marker models saved: {error}")
-        return
-    markers.save(run_dir / run_folder.MARKERS)
-
-
 def _balanced(
     config: Config, manifest: Manifest, positions: list[int], fraction: float | None
 ) -> tuple[list[int], list[bool]]:
@@ -597,13 +468,3 @@ def _balanced(
         return list(positions), [False] * len(positions)
     labels = [manifest.records[i].label for i in positions]
     return oversample(positions, labels, fraction, seed=config.seed)
-
-
-def _float_column(manifest: Manifest, name: str) -> list[float] | None:
-    values = manifest.column(name)
-    if all(v is None for v in values):
-        return None
-    try:
-        return [float("nan") if v is None else float(v) for v in values]
-    except ValueError:
-        return None

@@ -24,7 +24,8 @@ from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.errors import ConfigError, check_output_folder
 from cervixnet.training.plan import plan_run
-from cervixnet.training.train import TrainResult, build_model, train
+from cervixnet.runs.train import TrainResult, train
+from cervixnet.training.fit import build_model
 
 DEFAULT_ARCHITECTURES = ("unet", "fcn", "deeplabv3")
 
