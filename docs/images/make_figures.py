@@ -1,4 +1,4 @@
-"""Regenerates the figures of docs/synthetic-data.md (OpenCV and NumPy only).
+"""Regenerates the figures of docs/synthetic-data.md with matplotlib (Agg), as the reports draw.
 
 Run from the repository root::
 
@@ -12,22 +12,19 @@ filled in both readings).
 from __future__ import annotations
 
 import csv
-import itertools
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure
 
 from cervixnet.data.bezier import outline, rasterize
 from cervixnet.data.synthetic import SyntheticSpec, generate
+from cervixnet.figures import save_figure
 
 HERE = Path(__file__).resolve().parent
-TILE = (400, 300)  # width, height of one grid tile
-CAPTION = 44  # pixels of caption under each tile
-PNG = [cv2.IMWRITE_PNG_COMPRESSION, 9]
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-OUTLINE_BGR = (255, 255, 0)  # cyan: neither caliper colour
+OUTLINE = "cyan"  # neither caliper colour
 
 
 def _pick_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -44,79 +41,57 @@ def _pick_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return sorted([*chosen, funnel], key=lambda row: row["image"])
 
 
-def _tile(folder: Path, row: dict[str, str]) -> np.ndarray:
-    image = cv2.imread(str(folder / row["image"]))
-    mask = cv2.imread(str(folder / row["mask"]), cv2.IMREAD_GRAYSCALE)
-    scale = TILE[0] / image.shape[1]
-    image = cv2.resize(image, TILE, interpolation=cv2.INTER_AREA)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    contours = [np.round(c * scale).astype(np.int32) for c in contours]
-    cv2.drawContours(image, contours, -1, OUTLINE_BGR, 1, cv2.LINE_AA)
-    caption = np.zeros((CAPTION, TILE[0], 3), dtype=np.uint8)
+def _caption(row: dict[str, str]) -> str:
     label = "preterm" if row["label"] == "1" else "control"
-    lines = [
-        f"{row['image'].split('/')[-1]}  {label}  risk {float(row['risk']):.2f}  {row['site']}",
+    return (
+        f"{row['image'].split('/')[-1]}  {label}  risk {float(row['risk']):.2f}  {row['site']}\n"
         f"length {row['cervical_length_mm']} mm  funnel {float(row['funnelling']):.2f}  "
-        f"heterogeneity {float(row['heterogeneity']):.2f}",
-    ]
-    for i, text in enumerate(lines):
-        cv2.putText(caption, text, (6, 17 + 19 * i), FONT, 0.45, (230, 230, 230), 1, cv2.LINE_AA)
-    return np.vstack([image, caption])
+        f"heterogeneity {float(row['heterogeneity']):.2f}"
+    )
 
 
 def synthetic_grid(path: Path) -> None:
+    figure = Figure(figsize=(12, 7.2), layout="constrained")
     with tempfile.TemporaryDirectory() as tmp:
         manifest = generate(Path(tmp) / "data", SyntheticSpec())
         with manifest.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
-        tiles = [_tile(manifest.parent, row) for row in _pick_rows(rows)]
-    gap = np.full((tiles[0].shape[0], 4, 3), 255, dtype=np.uint8)
-    strips = [np.hstack([tiles[i], gap, tiles[i + 1], gap, tiles[i + 2]]) for i in (0, 3)]
-    grid = np.vstack([strips[0], np.full((4, strips[0].shape[1], 3), 255, np.uint8), strips[1]])
-    cv2.imwrite(str(path), grid, PNG)
-
-
-def _panel(points: np.ndarray, mode: str, size: tuple[int, int]) -> np.ndarray:
-    width, height = size
-    mask = rasterize(points, height, width, mode=mode)
-    panel = np.full((height, width, 3), 255, dtype=np.uint8)
-    panel[mask > 0] = (200, 225, 245)
-    # The control polygon, dashed grey.
-    polygon = np.vstack([points, points[:1]]) if mode == "smooth" else points
-    for a, b in itertools.pairwise(polygon):
-        for t in np.arange(0.0, 1.0, 0.08):
-            p = a + (b - a) * t
-            q = a + (b - a) * min(t + 0.04, 1.0)
-            cv2.line(panel, _px(p), _px(q), (150, 150, 150), 1, cv2.LINE_AA)
-    curve = outline(points, mode=mode, samples=128)
-    cv2.polylines(panel, [_fixed(curve)], True, (160, 60, 0), 2, cv2.LINE_AA, 4)
-    for i, p in enumerate(points):
-        cv2.circle(panel, _px(p), 5, (0, 0, 220), -1, cv2.LINE_AA)
-        away = (p - points.mean(axis=0)) / np.linalg.norm(p - points.mean(axis=0))
-        corner = p + 20 * away + np.array([-9, 6])  # text box centred 20 px outwards
-        cv2.putText(panel, f"p{i}", _px(corner), FONT, 0.55, (0, 0, 180), 1, cv2.LINE_AA)
-    title = {
-        "smooth": 'mode="smooth" (default): through the points',
-        "chord": 'mode="chord": control polygon + chord p3-p0',
-    }[mode]
-    cv2.putText(panel, title, (10, 24), FONT, 0.5, (40, 40, 40), 1, cv2.LINE_AA)
-    return panel
-
-
-def _px(p: np.ndarray) -> tuple[int, int]:
-    return round(float(p[0])), round(float(p[1]))
-
-
-def _fixed(curve: np.ndarray) -> np.ndarray:
-    return np.round(curve * 16).astype(np.int32)
+        for axes, row in zip(figure.subplots(2, 3).ravel(), _pick_rows(rows), strict=True):
+            image = cv2.imread(str(manifest.parent / row["image"]))
+            mask = cv2.imread(str(manifest.parent / row["mask"]), cv2.IMREAD_GRAYSCALE)
+            axes.imshow(image[..., ::-1], interpolation="antialiased")
+            axes.contour(mask > 0, levels=[0.5], colors=OUTLINE, linewidths=0.8)
+            axes.set_title(_caption(row), fontsize=8, loc="left")
+            axes.set_axis_off()
+    save_figure(figure, path.with_suffix(""), formats=("png",))
 
 
 def bezier_readings(path: Path) -> None:
     points = np.array([[330.0, 110.0], [250.0, 250.0], [70.0, 210.0], [130.0, 70.0]])
-    size = (400, 300)
-    panels = [_panel(points, mode, size) for mode in ("smooth", "chord")]
-    gap = np.full((size[1], 6, 3), 200, dtype=np.uint8)
-    cv2.imwrite(str(path), np.hstack([panels[0], gap, panels[1]]), PNG)
+    width, height = 400, 300
+    titles = {
+        "smooth": 'mode="smooth" (default): through the points',
+        "chord": 'mode="chord": control polygon + chord p3-p0',
+    }
+    figure = Figure(figsize=(8, 3.2), layout="constrained")
+    for axes, (mode, title) in zip(figure.subplots(1, 2), titles.items(), strict=True):
+        mask = rasterize(points, height, width, mode=mode)
+        axes.imshow(np.where(mask[..., None] > 0, [0.96, 0.88, 0.78], 1.0))
+        polygon = np.vstack([points, points[:1]]) if mode == "smooth" else points
+        axes.plot(polygon[:, 0], polygon[:, 1], "--", color="0.6", linewidth=0.8)
+        curve = outline(points, mode=mode, samples=128)
+        closed = np.vstack([curve, curve[:1]])
+        axes.plot(closed[:, 0], closed[:, 1], color="#003ca0", linewidth=1.6)
+        axes.plot(points[:, 0], points[:, 1], "o", color="#dc0000", markersize=5)
+        centre = points.mean(axis=0)
+        for i, p in enumerate(points):
+            away = (p - centre) / np.linalg.norm(p - centre)
+            x, y = p + 22 * away
+            axes.text(x, y, f"p{i}", color="#b40000", ha="center", va="center", fontsize=9)
+        axes.set(title=title, xlim=(0, width), ylim=(height, 0))
+        axes.title.set_fontsize(9)
+        axes.set_axis_off()
+    save_figure(figure, path.with_suffix(""), formats=("png",))
 
 
 if __name__ == "__main__":
