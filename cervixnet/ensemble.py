@@ -377,3 +377,24 @@ def combine_postprocessing(
         dice_with=float(np.mean([c.dice_with for c in chosen])),
         images=sum(c.images for c in chosen),
     )
+
+
+def check_fold_members(
+    folders: Sequence[Path],
+    inputs: Sequence[tuple[Sequence[int], int]],
+    outputs: Sequence[Sequence[str]],
+) -> None:
+    """Checks that the fold models of a ``--folds`` folder can be averaged: every fold's input
+    (``(image_size, channels)``) and output names those of the first fold.
+
+    Raises:
+        ConfigError: naming the first fold that differs, and what each has.
+    """
+    first_input, first_outputs = (list(inputs[0][0]), inputs[0][1]), sorted(outputs[0])
+    for folder, (size, channels), names in zip(folders, inputs, outputs, strict=True):
+        if (list(size), channels) != first_input or sorted(names) != first_outputs:
+            raise ConfigError(
+                f"{folder}: input {list(size)} x {channels} and outputs {sorted(names)} differ "
+                f"from {Path(folders[0]).name}'s {first_input[0]} x {first_input[1]} and "
+                f"{first_outputs}; the folds cannot be averaged"
+            )

@@ -32,6 +32,7 @@ from cervixnet.ensemble import (
     PostprocessingChoice,
     Run,
     apply_postprocessing,
+    check_fold_members,
     combine_postprocessing,
     load_postprocessing,
     predict_members,
@@ -160,19 +161,11 @@ def load_ensemble(path: str | Path, *, unsafe: bool = False) -> LoadedEnsemble:
             load_postprocessing(folder),
         )  # fmt: skip
     loaded = [load_model(folder, unsafe=unsafe) for folder in folders]
-    first = loaded[0]
-    for folder, fold in zip(folders, loaded, strict=True):
-        preprocessing = (fold.config.data.image_size, fold.config.data.channels)
-        expected = (first.config.data.image_size, first.config.data.channels)
-        if preprocessing != expected or set(fold.model.output_names) != set(
-            first.model.output_names
-        ):
-            raise ConfigError(
-                f"{folder}: input {list(preprocessing[0])} x {preprocessing[1]} and outputs "
-                f"{fold.model.output_names} differ from {folders[0].name}'s "
-                f"{list(expected[0])} x {expected[1]} and {first.model.output_names}; "
-                "the folds cannot be averaged"
-            )
+    check_fold_members(
+        folders,
+        [(fold.config.data.image_size, fold.config.data.channels) for fold in loaded],
+        [fold.model.output_names for fold in loaded],
+    )
     postprocessing = combine_postprocessing([load_postprocessing(f) for f in folders])
     return LoadedEnsemble(
         tuple(loaded),

@@ -42,7 +42,12 @@ from cervixnet.config import Config, load_config
 from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits
-from cervixnet.ensemble import PostprocessingChoice, combine_postprocessing, load_postprocessing
+from cervixnet.ensemble import (
+    PostprocessingChoice,
+    check_fold_members,
+    combine_postprocessing,
+    load_postprocessing,
+)
 from cervixnet.errors import ConfigError, DataError, inside_folder
 from cervixnet.evaluation import (
     SEGMENTATION_SCORES,
@@ -200,12 +205,11 @@ def evaluate_run(
     runs = [load_run(folder, unsafe=unsafe) for folder in (folds or [run_dir])]
     config, model, run_dir = runs[0][0], runs[0][1], Path(run_dir)
     fold_models = [run_model for _, run_model, _ in runs]
-    for run_config, _, folder in runs[1:]:
-        if (run_config.data.image_size, run_config.data.channels) != (
-            config.data.image_size,
-            config.data.channels,
-        ):
-            raise ConfigError(f"{folder}: its input differs from {runs[0][2]}'s; folds differ")
+    check_fold_members(
+        [folder for _, _, folder in runs],
+        [(c.data.image_size, c.data.channels) for c, _, _ in runs],
+        [m.output_names for m in fold_models],
+    )
     joint = models.has_label(model)
     run_splits = [Splits.load(folder / run_folder.SPLITS) for _, _, folder in runs]
     splits = run_splits[0]

@@ -13,6 +13,7 @@ from cervixnet.ensemble import (
     MemberPredictions,
     PostprocessingChoice,
     apply_postprocessing,
+    check_fold_members,
     choose_postprocessing,
     largest_component,
     predict_members,
@@ -290,3 +291,18 @@ def test_apply_postprocessing_follows_the_choice() -> None:
         np.testing.assert_array_equal(result, expected)
     with pytest.raises(ValueError, match=r"mask\.shape=\(1, 10, 10\)"):
         apply_postprocessing(mask[None], None)
+
+
+def test_folds_that_differ_cannot_be_averaged():
+    from pathlib import Path
+
+    from cervixnet.errors import ConfigError
+
+    folders = [Path("cv/fold-1"), Path("cv/fold-2"), Path("cv/fold-3")]
+    same = [((96, 128), 1)] * 3
+    joint = [["label", "mask"], ["mask", "label"], ["label", "mask"]]  # list or dict outputs
+    check_fold_members(folders, same, joint)
+    with pytest.raises(ConfigError, match=r"fold-3: input \[96, 96\] x 1 .* fold-1's \[96, 128\]"):
+        check_fold_members(folders, [*same[:2], ((96, 96), 1)], joint)
+    with pytest.raises(ConfigError, match=r"fold-2: .* outputs \['mask'\] differ"):
+        check_fold_members(folders, same, [["label", "mask"], ["mask"], ["label", "mask"]])
