@@ -34,6 +34,7 @@ __all__ = [
     "MEASUREMENTS",
     "Measurement",
     "area",
+    "canal_length",
     "cervical_length",
     "ellipse_circumference",
     "ellipse_fit",
@@ -214,6 +215,35 @@ def cervical_length(mask: Any, spacing: Any = None) -> Measurement:
     dy, dx = scale if scale is not None else (1.0, 1.0)
     steps = np.diff(path, axis=0) * np.array([dx, dy])
     return Measurement(float(np.hypot(steps[:, 0], steps[:, 1]).sum()), unit)
+
+
+def canal_length(mask: Any, spacing: Any = None, first: int = 1, second: int = 2) -> Measurement:
+    """The length of the canal between two classes of a class-id mask (e.g. the anterior lip
+    ``first`` and the posterior lip ``second``), from one end of their interface to the other:
+    the internal os, where the lips meet inside, to the external os.
+
+    The interface is the pixels within one pixel of both classes (a canal drawn as a thin gap
+    of background still counts); its largest part is measured as :func:`cervical_length`
+    measures a mask, along its central line. NaN when the two classes do not meet.
+
+    Args:
+        mask: ``(H, W)`` integer class ids (0 background).
+        spacing: None, mm per pixel, or ``(dy, dx)``.
+        first, second: the two class ids. Defaults to 1 and 2.
+    """
+    ids = np.asarray(mask)
+    if ids.ndim == 3 and ids.shape[-1] == 1:
+        ids = ids[..., 0]
+    if ids.ndim != 2:
+        raise ValueError(f"`mask` must have shape (H, W). Received: mask.shape={ids.shape}")
+    near = np.ones((3, 3), np.uint8)
+    interface = cv2.dilate((ids == first).astype(np.uint8), near) & cv2.dilate(
+        (ids == second).astype(np.uint8), near
+    )
+    unit = "mm" if pixel_spacing(spacing) is not None else "px"
+    if not interface.any():
+        return Measurement(math.nan, unit)
+    return cervical_length(interface, spacing)
 
 
 def area(mask: Any, spacing: Any = None) -> Measurement:

@@ -8,6 +8,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from cervixnet.data.bezier import parse_points
 from cervixnet.data.synthetic import SyntheticSpec, generate
@@ -117,10 +118,11 @@ def test_spacing_forms():
         area(np.ones((2, 3, 4)))
 
 
-def _band_mask(radius_mm, degrees, half_width_mm, spacing, rotation=0.0):
+def _band(radius_mm, degrees, half_width_mm, spacing, rotation=0.0):
     """The pixels within ``half_width_mm`` of an arc of ``radius_mm`` spanning ``degrees``: a
     curved band with round ends, whose centreline from tip to tip is ``radius * angle +
-    2 * half_width`` long. ``degrees`` 0 gives a straight band of length ``radius_mm``."""
+    2 * half_width`` long (``degrees`` 0: a straight band of length ``radius_mm``). Also the
+    side of each pixel: above (-1) or below (+1) the centreline extended through the ends."""
     dy, dx = spacing
     extent = 2 * (radius_mm + half_width_mm) + 4 * max(dy, dx)
     height, width = int(extent / dy), int(extent / dx)
@@ -131,13 +133,21 @@ def _band_mask(radius_mm, degrees, half_width_mm, spacing, rotation=0.0):
     if degrees == 0:
         along = np.clip(x, -radius_mm / 2, radius_mm / 2)
         distance = np.hypot(x - along, y)
-        return (distance <= half_width_mm).astype(np.uint8), radius_mm + 2 * half_width_mm
+        band = (distance <= half_width_mm).astype(np.uint8)
+        return band, radius_mm + 2 * half_width_mm, np.sign(y)
     span = math.radians(degrees)
     y = y + radius_mm / 2  # centre the arc's chord
     angle = np.clip(np.arctan2(x, y), -span / 2, span / 2)
     nearest = radius_mm * np.stack([np.sin(angle), np.cos(angle)])
     distance = np.hypot(x - nearest[0], y - nearest[1])
-    return (distance <= half_width_mm).astype(np.uint8), radius_mm * span + 2 * half_width_mm
+    band = (distance <= half_width_mm).astype(np.uint8)
+    side = np.sign(x * np.sin(angle) + y * np.cos(angle) - radius_mm)
+    return band, radius_mm * span + 2 * half_width_mm, side
+
+
+def _band_mask(radius_mm, degrees, half_width_mm, spacing, rotation=0.0):
+    band, length, _ = _band(radius_mm, degrees, half_width_mm, spacing, rotation)
+    return band, length
 
 
 @pytest.mark.parametrize(
@@ -198,3 +208,27 @@ def test_cervical_length_on_the_synthetic_sets_known_lengths(tmp_path):
         errors.append(measured - float(row["cervical_length_mm"]))
     assert len(errors) >= 20
     assert np.mean(np.abs(errors)) < 1.0 and np.max(np.abs(errors)) < 2.0
+
+
+@pytest.mark.parametrize(
+    ("radius", "degrees", "half_width", "spacing", "rotation"),
+    [(30.0, 0, 4.0, (0.2, 0.2), 20.0), (25.0, 60, 3.0, (0.15, 0.25), 35.0)],
+)
+def test_canal_length_follows_the_interface_between_two_lips(
+    radius, degrees, half_width, spacing, rotation
+):
+    """A band split along its centreline into two lips (class ids 1 and 2): the canal between
+    them runs tip to tip, as long as the band's centreline; a canal drawn as a one-pixel gap
+    of background measures the same."""
+    from cervixnet.measure import canal_length
+
+    band, length, side = _band(radius, degrees, half_width, spacing, rotation)
+    ids = np.where(band > 0, np.where(side < 0, 1, 2), 0).astype(np.uint8)
+    assert ndimage.label(ids == 1)[1] == ndimage.label(ids == 2)[1] == 1  # one lip each
+    measured = canal_length(ids, spacing)
+    assert measured.unit == "mm"
+    assert abs(measured.value - length) <= 0.01 * length + 2 * max(spacing)
+    gap = ids.copy()
+    gap[(ids == 1) & (cv2.dilate((ids == 2).astype(np.uint8), np.ones((3, 3))) > 0)] = 0
+    assert abs(canal_length(gap, spacing).value - measured.value) <= 2 * max(spacing)
+    assert math.isnan(canal_length(np.where(ids == 2, 0, ids), spacing).value)  # one lip
