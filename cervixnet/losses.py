@@ -24,9 +24,12 @@ from cervixnet.checks import finite_positive, unit_interval
 
 __all__ = [
     "BCEDiceLoss",
+    "CEDiceLoss",
     "DiceLoss",
     "WeightedBinaryCrossentropy",
     "bce_dice_loss",
+    "ce_dice_loss",
+    "class_one_hot",
     "dice_loss",
     "positive_weight_from_labels",
     "weighted_binary_crossentropy",
@@ -121,6 +124,55 @@ def bce_dice_loss(y_true: Any, y_pred: Any, alpha: float = 0.5, epsilon: float =
     y_true, y_pred = _prepare(y_true, y_pred)
     bce = _per_sample_mean(_binary_crossentropy(y_true, y_pred))
     return alpha * bce + (1.0 - alpha) * dice_loss(y_true, y_pred, epsilon=epsilon)
+
+
+def class_one_hot(y_true: Any, channels: int) -> Any:
+    """Class-id masks ``(B, H, W)`` or ``(B, H, W, 1)`` as float32 one-hot ``(B, H, W,
+    channels)``; masks already one-hot (``channels`` on the last axis) are returned as they
+    are."""
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == 4 and y_true.shape[-1] == channels and channels > 1:
+        return ops.cast(y_true, "float32")
+    if len(y_true.shape) == 4:
+        y_true = ops.squeeze(y_true, axis=-1)
+    return ops.one_hot(ops.cast(y_true, "int32"), channels, dtype="float32")
+
+
+def ce_dice_loss(y_true: Any, y_pred: Any, alpha: float = 0.5, epsilon: float = 1e-6) -> Any:
+    """The compound loss of several classes, one value per image: ``alpha * CE + (1 - alpha)
+    * Dice``, the multi-class form of :func:`bce_dice_loss`.
+
+    CE is the mean pixel categorical cross-entropy (probabilities clipped to
+    ``[keras.config.epsilon(), 1]``); Dice is :func:`dice_loss` of each foreground class
+    (channels 1 to K, the background left out) averaged over the classes, so a small class
+    weighs as much as a large one.
+
+    Args:
+        y_true: Class ids ``(B, H, W)`` or ``(B, H, W, 1)`` (0 background, 1..K), or one-hot
+            ``(B, H, W, K + 1)``.
+        y_pred: Softmax probabilities ``(B, H, W, K + 1)``, background first, ``K >= 1``.
+        alpha: Weight of the CE term, in [0, 1]. Defaults to 0.5.
+        epsilon: Smoothing term of the Dice loss (> 0). Defaults to 1e-6.
+
+    Returns:
+        Float32 tensor of shape ``(B,)``.
+    """
+    alpha = unit_interval("alpha", alpha)
+    epsilon = finite_positive("epsilon", epsilon)
+    y_pred = ops.cast(ops.convert_to_tensor(y_pred), "float32")
+    channels = y_pred.shape[-1]
+    if len(y_pred.shape) != 4 or channels is None or channels < 2:
+        raise ValueError(
+            "`y_pred` must be softmax probabilities (B, H, W, K + 1) with K >= 1. "
+            f"Received: shape {tuple(y_pred.shape)}"
+        )
+    y_true = class_one_hot(y_true, channels)
+    clipped = ops.clip(y_pred, keras.config.epsilon(), 1.0)
+    ce = _per_sample_mean(-ops.sum(y_true * ops.log(clipped), axis=-1))
+    dice = ops.stack(
+        [dice_loss(y_true[..., c], y_pred[..., c], epsilon) for c in range(1, channels)], axis=1
+    )
+    return alpha * ce + (1.0 - alpha) * ops.mean(dice, axis=1)
 
 
 def weighted_binary_crossentropy(y_true: Any, y_pred: Any, positive_weight: float = 1.0) -> Any:
@@ -268,4 +320,38 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"positive_weight": self.positive_weight, "dtype": self.dtype})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="cervixnet")
+class CEDiceLoss(keras.losses.Loss):
+    """``alpha * CE + (1 - alpha) * mean class Dice`` of :func:`ce_dice_loss`, the mask loss
+    of a model with several classes (a softmax over ``K + 1`` channels).
+
+    Args:
+        alpha: Weight of the CE term, in [0, 1]. Defaults to 0.5.
+        epsilon: Smoothing term of the Dice loss (> 0). Defaults to 1e-6.
+        reduction: Keras reduction. Defaults to ``"sum_over_batch_size"``.
+        name: Defaults to ``"ce_dice_loss"``.
+        dtype: Dtype of the reduction. Defaults to None (``keras.config.floatx()``).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        epsilon: float = 1e-6,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "ce_dice_loss",
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.alpha = unit_interval("alpha", alpha)
+        self.epsilon = finite_positive("epsilon", epsilon)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return ce_dice_loss(y_true, y_pred, alpha=self.alpha, epsilon=self.epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"alpha": self.alpha, "epsilon": self.epsilon, "dtype": self.dtype})
         return config

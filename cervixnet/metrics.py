@@ -31,6 +31,8 @@ __all__ = [
     "PerImageDice",
     "PerImageIoU",
     "Specificity",
+    "class_ids",
+    "class_scores_per_image",
     "dice_per_image",
     "iou_per_image",
     "segmentation_summary",
@@ -91,6 +93,65 @@ def dice_per_image(y_true: Any, y_pred: Any, threshold: float = 0.5) -> np.ndarr
     intersection = np.count_nonzero(truth & prediction, axis=1)
     total = np.count_nonzero(truth, axis=1) + np.count_nonzero(prediction, axis=1)
     return np.where(total > 0, 2.0 * intersection / np.maximum(total, 1), 1.0)
+
+
+def class_ids(masks: Any, classes: int) -> np.ndarray:
+    """Masks of ``classes`` foreground classes as class ids ``(N, H, W)``: softmax
+    probabilities ``(N, H, W, classes + 1)`` by their largest channel, ids ``(N, H, W)`` or
+    ``(N, H, W, 1)`` as they are.
+
+    Raises:
+        ValueError: a shape that is neither, or an id above ``classes``.
+    """
+    masks = np.asarray(masks)
+    if masks.ndim == 4 and masks.shape[-1] == classes + 1 and classes > 0:
+        return np.argmax(masks, axis=-1)
+    if masks.ndim == 4 and masks.shape[-1] == 1:
+        masks = masks[..., 0]
+    if masks.ndim != 3:
+        raise ValueError(
+            f"`masks` must be class ids (N, H, W) or probabilities (N, H, W, {classes + 1}). "
+            f"Received: shape {masks.shape}"
+        )
+    ids = masks.astype(np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() > classes):
+        raise ValueError(
+            f"class ids must lie in 0..{classes}. Received: ids {ids.min()} to {ids.max()}"
+        )
+    return ids
+
+
+def class_scores_per_image(y_true: Any, y_pred: Any, classes: int) -> dict[str, np.ndarray]:
+    """IoU and Dice of each foreground class of each image, and of their union (the whole
+    organ, every class against the background).
+
+    Args:
+        y_true: Class ids ``(N, H, W)`` or ``(N, H, W, 1)``, 0 the background.
+        y_pred: Class ids, or softmax probabilities ``(N, H, W, classes + 1)`` (argmax).
+        classes: the number of foreground classes ``K`` (>= 1).
+
+    Returns:
+        ``{"iou": (N, K), "dice": (N, K), "union_iou": (N,), "union_dice": (N,)}``, float64;
+        1.0 where a class is absent from both, as for one class.
+    """
+    truth, prediction = class_ids(y_true, classes), class_ids(y_pred, classes)
+    if truth.shape != prediction.shape:
+        raise ValueError(
+            f"`y_true` and `y_pred` must hold masks of one shape. Received: {truth.shape} and "
+            f"{prediction.shape}"
+        )
+    iou = np.stack(
+        [iou_per_image(truth == k, prediction == k) for k in range(1, classes + 1)], axis=1
+    )
+    dice = np.stack(
+        [dice_per_image(truth == k, prediction == k) for k in range(1, classes + 1)], axis=1
+    )
+    return {
+        "iou": iou,
+        "dice": dice,
+        "union_iou": iou_per_image(truth > 0, prediction > 0),
+        "union_dice": dice_per_image(truth > 0, prediction > 0),
+    }
 
 
 def segmentation_summary(y_true: Any, y_pred: Any, threshold: float = 0.5) -> dict[str, Any]:

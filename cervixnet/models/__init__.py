@@ -2,7 +2,8 @@
 
 Every builder returns a Keras 3 Functional ``keras.Model`` built from ``keras.layers`` only (no
 TensorFlow import), with explicitly named layers and a sigmoid output layer named ``mask``
-(``(batch, H, W, 1)``); the joint model adds ``label`` (``(batch, 1)``). Look builders up by
+(``(batch, H, W, 1)``; with ``classes=K > 1`` a softmax over ``K + 1`` channels, background
+first); the joint model adds ``label`` (``(batch, 1)``). Look builders up by
 architecture name with :func:`get`::
 
     import cervixnet.models as models

@@ -63,6 +63,11 @@ def check_positive_int(value: object, arg: str) -> int:
     return int(value)
 
 
+def check_classes(value: object) -> int:
+    """Check ``classes``: the number of foreground classes, an int >= 1."""
+    return check_positive_int(value, "classes")
+
+
 def check_int_at_least(value: object, minimum: int, arg: str) -> int:
     """Check that ``value`` is an int >= ``minimum``."""
     if not _is_int(value) or value < minimum:

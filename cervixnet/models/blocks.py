@@ -86,13 +86,21 @@ def conv_bn_relu(
     return x
 
 
-def mask_activation(logits: keras.KerasTensor) -> keras.KerasTensor:
-    """The segmentation output: ``Activation("sigmoid", name="mask")`` in float32.
+def mask_channels(classes: int) -> int:
+    """Channels of the mask output: 1 for one class (a sigmoid), ``classes + 1`` for several
+    (a softmax with the background first)."""
+    return 1 if classes == 1 else classes + 1
 
-    The float32 dtype keeps the output float32 under a mixed-precision policy. The sigmoid lives
-    in its own named layer so that explanation tools can swap it for a linear activation.
+
+def mask_activation(logits: keras.KerasTensor, classes: int = 1) -> keras.KerasTensor:
+    """The segmentation output named ``mask``, in float32: a sigmoid for one class, a softmax
+    over the channels (background and ``classes``) for several.
+
+    The float32 dtype keeps the output float32 under a mixed-precision policy. The activation
+    lives in its own named layer so that explanation tools can swap it for a linear one.
     """
-    return layers.Activation("sigmoid", dtype="float32", name="mask")(logits)
+    activation = "sigmoid" if classes == 1 else "softmax"
+    return layers.Activation(activation, dtype="float32", name="mask")(logits)
 
 
 @keras.saving.register_keras_serializable(package="cervixnet")

@@ -9,7 +9,7 @@ import keras
 from keras import layers
 
 from cervixnet.models import _validation as v
-from cervixnet.models.blocks import conv_bn_relu, mask_activation
+from cervixnet.models.blocks import conv_bn_relu, mask_activation, mask_channels
 
 # Output stride of the backbone: stem conv /2, stem pool /2, stages 2 and 3 /2 each; stage 4
 # keeps the resolution and uses atrous rate 2 instead of its stride.
@@ -49,8 +49,10 @@ def build_deeplabv3(
     aspp_rates: Sequence[int] = (6, 12, 18),
     weights: str | os.PathLike | None = None,
     name: str = "deeplabv3",
+    classes: int = 1,
 ) -> keras.Model:
-    """Build a DeepLabv3 (output stride 16) that outputs a one-channel sigmoid mask.
+    """Build a DeepLabv3 (output stride 16) that outputs a one-channel sigmoid mask (or a
+    softmax over classes).
 
     Backbone (ResNet-50 at the defaults): a 7x7 stride-2 Conv-BN-ReLU stem with
     ``base_filters`` filters and a 3x3 stride-2 max-pool, then four stages of bottleneck
@@ -78,9 +80,13 @@ def build_deeplabv3(
         weights: path of a local weights file to load; ``None`` for random initialisation.
         name: model name.
 
+        classes: foreground classes ``K``. 1 (default): one sigmoid channel, the binary
+            mask. ``K > 1``: a softmax over ``K + 1`` channels, background first.
+
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` to ``mask`` of shape ``(batch, H, W, 1)``
-        with values in ``[0, 1]`` (float32 even under mixed precision).
+        (or ``(batch, H, W, classes + 1)``) with values in ``[0, 1]`` (float32 even under
+        mixed precision).
     """
     shape = v.check_input_shape(
         input_shape, _OUTPUT_STRIDE, f"DeepLabv3 at output stride {_OUTPUT_STRIDE}"
@@ -97,6 +103,7 @@ def build_deeplabv3(
         )
     weights_path = v.check_weights(weights)
     name = v.check_name(name)
+    classes = v.check_classes(classes)
 
     # Backbone: stem.
     inputs = keras.Input(shape=shape, name="image")
@@ -134,11 +141,11 @@ def build_deeplabv3(
     x = conv_bn_relu(x, aspp_width, "aspp_project", kernel_size=1)
 
     # Head: 1x1 classifier to one logit channel, bilinear upsampling to the input size.
-    x = layers.Conv2D(1, 1, name="deeplab_classifier")(x)
+    x = layers.Conv2D(mask_channels(classes), 1, name="deeplab_classifier")(x)
     logits = layers.UpSampling2D(_OUTPUT_STRIDE, interpolation="bilinear", name="deeplab_upsample")(
         x
     )
-    mask = mask_activation(logits)
+    mask = mask_activation(logits, classes)
 
     model = keras.Model(inputs, mask, name=name)
     v.load_weights(model, weights_path)

@@ -8,14 +8,21 @@ import keras
 from keras import layers
 
 from cervixnet.models import _validation as v
-from cervixnet.models.blocks import BilinearUpsampling, conv_bn_relu, mask_activation
+from cervixnet.models.blocks import (
+    BilinearUpsampling,
+    conv_bn_relu,
+    mask_activation,
+    mask_channels,
+)
 
 
-def _bilinear_up(x: keras.KerasTensor, stride: int, name: str) -> keras.KerasTensor:
-    """One-channel transposed convolution by ``stride`` (kernel ``2 * stride``), initialised
-    to bilinear interpolation as in FCN-8s."""
+def _bilinear_up(
+    x: keras.KerasTensor, stride: int, name: str, channels: int = 1
+) -> keras.KerasTensor:
+    """Transposed convolution by ``stride`` (kernel ``2 * stride``) of ``channels`` channels,
+    initialised to bilinear interpolation of each channel as in FCN-8s."""
     return layers.Conv2DTranspose(
-        1,
+        channels,
         2 * stride,
         strides=stride,
         padding="same",
@@ -34,8 +41,9 @@ def build_fcn(
     batch_norm: bool = False,
     weights: str | os.PathLike | None = None,
     name: str = "fcn",
+    classes: int = 1,
 ) -> keras.Model:
-    """Build an FCN-8s that outputs a one-channel sigmoid mask.
+    """Build an FCN-8s that outputs a one-channel sigmoid mask (or a softmax over classes).
 
     Encoder: the VGG16 convolutional layers, five blocks of 2, 2, 3, 3, 3 3x3 Conv-ReLU layers
     with ``base_filters * (1, 2, 4, 8, 8)`` filters, each block ending in a 2x2 max-pool (strides
@@ -62,10 +70,14 @@ def build_fcn(
             faithful FCN-8s/VGG16 (which has none); ``True`` helps when training from scratch.
         weights: path of a local weights file to load; ``None`` for random initialisation.
         name: model name.
+        classes: foreground classes ``K``. 1 (default): one sigmoid channel, the binary
+            mask. ``K > 1`` (e.g. anterior and posterior lip): a softmax over ``K + 1``
+            channels, background first, channel ``k`` the probability of class ``k``.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` to ``mask`` of shape ``(batch, H, W, 1)``
-        with values in ``[0, 1]`` (float32 even under mixed precision).
+        (or ``(batch, H, W, classes + 1)``) with values in ``[0, 1]`` (float32 even under
+        mixed precision).
     """
     shape = v.check_input_shape(input_shape, 32, "FCN-8s: five 2x poolings, 2**5 = 32")
     base = v.check_positive_int(base_filters, "base_filters")
@@ -73,6 +85,8 @@ def build_fcn(
     fc_kernel = v.check_positive_int(fc_kernel_size, "fc_kernel_size")
     fc_rate = v.check_rate(fc_dropout, "fc_dropout")
     bn = v.check_bool(batch_norm, "batch_norm")
+    classes = v.check_classes(classes)
+    channels = mask_channels(classes)
     weights_path = v.check_weights(weights)
     name = v.check_name(name)
 
@@ -97,15 +111,19 @@ def build_fcn(
         x = layers.Dropout(fc_rate, name="fc7_dropout")(x)
 
     # FCN-8s decoder: score, upsample 2x, fuse pool4; upsample 2x, fuse pool3; upsample 8x.
-    score = layers.Conv2D(1, 1, name="fcn_score_fc7")(x)
-    score = _bilinear_up(score, 2, "fcn_up2_fc7")
-    score_pool4 = layers.Conv2D(1, 1, kernel_initializer="zeros", name="fcn_score_pool4")(pools[4])
+    score = layers.Conv2D(channels, 1, name="fcn_score_fc7")(x)
+    score = _bilinear_up(score, 2, "fcn_up2_fc7", channels)
+    score_pool4 = layers.Conv2D(channels, 1, kernel_initializer="zeros", name="fcn_score_pool4")(
+        pools[4]
+    )
     score = layers.Add(name="fcn_fuse_pool4")([score, score_pool4])
-    score = _bilinear_up(score, 2, "fcn_up2_pool4")
-    score_pool3 = layers.Conv2D(1, 1, kernel_initializer="zeros", name="fcn_score_pool3")(pools[3])
+    score = _bilinear_up(score, 2, "fcn_up2_pool4", channels)
+    score_pool3 = layers.Conv2D(channels, 1, kernel_initializer="zeros", name="fcn_score_pool3")(
+        pools[3]
+    )
     score = layers.Add(name="fcn_fuse_pool3")([score, score_pool3])
-    logits = _bilinear_up(score, 8, "fcn_up8")
-    mask = mask_activation(logits)
+    logits = _bilinear_up(score, 8, "fcn_up8", channels)
+    mask = mask_activation(logits, classes)
 
     model = keras.Model(inputs, mask, name=name)
     v.load_weights(model, weights_path)

@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from cervixnet.models import _validation as v
-from cervixnet.models.blocks import conv_bn_relu, layer_dtype
+from cervixnet.models.blocks import conv_bn_relu, layer_dtype, mask_channels
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,16 @@ class UNetArgs:
     depth: int
     batch_norm: bool
     dropout: float
+    classes: int = 1
 
 
 def validate_unet_args(
-    input_shape: object, base_filters: object, depth: object, batch_norm: object, dropout: object
+    input_shape: object,
+    base_filters: object,
+    depth: object,
+    batch_norm: object,
+    dropout: object,
+    classes: object = 1,
 ) -> UNetArgs:
     """Check the U-Net arguments; height and width must be divisible by ``2**depth``."""
     depth = v.check_positive_int(depth, "depth")
@@ -38,6 +44,7 @@ def validate_unet_args(
         depth=depth,
         batch_norm=v.check_bool(batch_norm, "batch_norm"),
         dropout=v.check_rate(dropout, "dropout"),
+        classes=v.check_classes(classes),
     )
 
 
@@ -50,7 +57,8 @@ def unet_graph(
     float32 (``blocks.layer_dtype``), its pooling, up-sampling and concatenation included.
 
     Returns:
-        ``(mask, features)``: the sigmoid mask ``(batch, H, W, 1)`` and the feature maps by
+        ``(mask, features)``: the mask ``(batch, H, W, 1)`` (sigmoid), or ``(batch, H, W,
+        classes + 1)`` (softmax) with several classes, and the feature maps by
         name: ``"encoder{i}"`` (level ``i`` output before pooling, ``(H / 2**(i-1), ...,
         base_filters * 2**(i-1))``), ``"bottleneck"`` (``(H / 2**depth, ...,
         base_filters * 2**depth)``) and ``"decoder{i}"`` (level ``i`` output after its
@@ -100,7 +108,10 @@ def unet_graph(
         x = conv_bn_relu(x, filters, prefix, 2, batch_norm=bn)
         features[prefix] = x
 
-    mask = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    activation = "sigmoid" if args.classes == 1 else "softmax"
+    mask = layers.Conv2D(
+        mask_channels(args.classes), 1, activation=activation, dtype="float32", name="mask"
+    )(x)
     return mask, features
 
 
@@ -112,6 +123,7 @@ def build_unet(
     dropout: float = 0.0,
     weights: str | os.PathLike | None = None,
     name: str = "unet",
+    classes: int = 1,
 ) -> keras.Model:
     """Build a U-Net that outputs a one-channel sigmoid mask.
 
@@ -132,12 +144,16 @@ def build_unet(
         weights: path of a local weights file (``.weights.h5``, ``.weights.json`` or ``.keras``)
             to load; ``None`` for random initialisation. Nothing is downloaded.
         name: model name.
+        classes: foreground classes ``K``. 1 (default): one sigmoid channel, the binary
+            mask. ``K > 1`` (e.g. anterior and posterior lip): a softmax over ``K + 1``
+            channels, background first, channel ``k`` the probability of class ``k``.
 
     Returns:
         A ``keras.Model`` mapping ``(batch, H, W, C)`` to ``mask`` of shape ``(batch, H, W, 1)``
-        with values in ``[0, 1]`` (float32 even under mixed precision).
+        (or ``(batch, H, W, classes + 1)``) with values in ``[0, 1]`` (float32 even under
+        mixed precision).
     """
-    args = validate_unet_args(input_shape, base_filters, depth, batch_norm, dropout)
+    args = validate_unet_args(input_shape, base_filters, depth, batch_norm, dropout, classes)
     weights_path: Path | None = v.check_weights(weights)
     name = v.check_name(name)
 

@@ -60,6 +60,7 @@ def build_unet_joint(
     classifier_trains_encoder: bool = True,
     weights: str | os.PathLike | None = None,
     name: str = "unet_joint",
+    classes: int = 1,
 ) -> keras.Model:
     """Build the joint model: a U-Net whose encoder also feeds a preterm-birth classifier.
 
@@ -87,6 +88,8 @@ def build_unet_joint(
             overfitting when preterm cases are few).
         weights: path of a local weights file to load; ``None`` for random initialisation.
         name: model name.
+        classes: foreground classes of the mask, as in :func:`build_unet` (default 1: one
+            sigmoid channel; ``K > 1``: a softmax over ``K + 1`` channels).
 
     Returns:
         A ``keras.Model`` with named outputs ``{"mask": ..., "label": ...}``: ``mask`` of shape
@@ -94,7 +97,7 @@ def build_unet_joint(
         sigmoid, float32. ``predict`` returns that dict; losses, metrics and targets are keyed
         by the same names.
     """
-    args = validate_unet_args(input_shape, base_filters, depth, batch_norm, dropout)
+    args = validate_unet_args(input_shape, base_filters, depth, batch_norm, dropout, classes)
     features_used = _check_classifier_features(classifier_features, args.depth)
     pooling = v.check_choice(classifier_pooling, _POOLINGS, "classifier_pooling")
     units = v.check_positive_ints(classifier_units, "classifier_units")
