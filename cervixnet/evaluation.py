@@ -199,7 +199,7 @@ def pair_spacings(
 
     A pair at the scan's own size has the scan's spacing (``Record.native_spacing``); one at
     the network's input size has the prepared image's (``Record.spacing``), an augmented copy
-    too (its augmentation's zoom, within ``data.augment.scale``, is not accounted for).
+    too (the zoom of its random crop, within ``data.augment.crop``, is not accounted for).
     """
     spacings = []
     for k, index in enumerate(indices):
