@@ -21,10 +21,12 @@ COLUMNS = [
     "patient_id",
     "label",
     "mask",
+    "lips_mask",
     "bezier",
     "site",
     "risk",
     "cervical_length_mm",
+    "canal_length_mm",
     "funnelling",
     "heterogeneity",
     "pixel_spacing_mm",
@@ -51,6 +53,7 @@ def test_generate_returns_the_manifest_and_writes_the_layout(small):
     assert small.name == "manifest.csv"
     folder = small.parent
     assert (folder / "images").is_dir() and (folder / "masks").is_dir()
+    assert (folder / "lips").is_dir()
     assert (folder / "generator.json").is_file()
     with small.open(newline="") as handle:
         assert next(csv.reader(handle)) == COLUMNS
@@ -275,3 +278,21 @@ def test_write_clean_adds_clean_images_and_changes_nothing_else(tmp_path: Path):
         assert clean.ndim == 2 and clean.shape == image.shape[:2]
         gray = np.all(image == image[..., :1], axis=2)  # no caliper colour here
         np.testing.assert_array_equal(clean[gray], image[..., 0][gray])
+
+
+def test_the_lips_split_the_mask_along_a_canal_of_known_length(default):
+    """Each cervix is written a second time as two lips (class ids 1 and 2) either side of
+    its canal, whose true length is ``canal_length_mm``; the canal measured between the lips
+    (``cervixnet.measure.canal_length``) agrees with it."""
+    from cervixnet.measure import canal_length
+
+    errors = []
+    for row in read_rows(default):
+        mask = cv2.imread(str(default.parent / row["mask"]), cv2.IMREAD_GRAYSCALE)
+        lips = cv2.imread(str(default.parent / row["lips_mask"]), cv2.IMREAD_UNCHANGED)
+        assert lips.dtype == np.uint8 and set(np.unique(lips)) == {0, 1, 2}
+        np.testing.assert_array_equal(lips > 0, mask > 0)  # the same cervix, split
+        spacing = float(row["pixel_spacing_mm"])
+        errors.append(canal_length(lips, spacing).value - float(row["canal_length_mm"]))
+    errors = np.abs(errors)
+    assert errors.mean() < 0.6 and errors.max() < 1.5, (errors.mean(), errors.max())

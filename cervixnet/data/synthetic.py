@@ -61,16 +61,18 @@ GENERATOR_INFO_NAME = "generator.json"
 _GENERATOR_ID = "cervixnet.data.synthetic"
 # Bumped whenever the generator draws different images for the same spec, so that the
 # cache of the built-in data set (cervixnet.data.sources) is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _MANIFEST_COLUMNS = (
     "image",
     "patient_id",
     "label",
     "mask",
+    "lips_mask",
     "bezier",
     "site",
     "risk",
     "cervical_length_mm",
+    "canal_length_mm",
     "funnelling",
     "heterogeneity",
     "pixel_spacing_mm",
@@ -440,11 +442,12 @@ def _fixed(points: np.ndarray) -> np.ndarray:
 
 def _render(
     rng: np.random.Generator, spec: SyntheticSpec, patient: _Patient, height: int
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray, np.ndarray]:
     """Draws one image of ``patient``.
 
     Returns:
-        ``(BGR image, 0/1 mask, manifest fields, grayscale image before the calipers)``.
+        ``(BGR image, 0/1 mask, manifest fields, grayscale image before the calipers, class-id
+        mask of the two lips (``_lips``))``.
 
     The anatomy (echogenicity, in amplitude units) is drawn at half resolution and upsampled;
     the cervix mask, the speckle, the sector and the marks are drawn at full resolution.
@@ -559,6 +562,7 @@ def _render(
     t = np.linspace(0.0, 1.0, 24)[:, None]
     bow = rng.normal(0.0, 0.02) * length_px
     canal = (external + (internal - external) * t + v * bow * 4 * t * (1 - t)) * s
+    lips, canal_mm = _lips(mask, external, internal, v, bow, spacing)
     canal_layer = np.zeros((h2, w2), dtype=np.float32)
     glands = np.zeros((h2, w2), dtype=np.float32)
     cv2.polylines(
@@ -669,11 +673,40 @@ def _render(
     fields = {
         "bezier": format_points(points),
         "cervical_length_mm": f"{length_mm:.1f}",
+        "canal_length_mm": f"{canal_mm:.2f}",
         "funnelling": f"{funnel:.3f}",
         "heterogeneity": f"{hetero:.3f}",
         "pixel_spacing_mm": f"{spacing:.4f}",
     }
-    return image, mask, fields, clean
+    return image, mask, fields, clean, lips
+
+
+def _lips(
+    mask: np.ndarray,
+    external: np.ndarray,
+    internal: np.ndarray,
+    v: np.ndarray,
+    bow: float,
+    spacing: float,
+) -> tuple[np.ndarray, float]:
+    """The cervix ``mask`` split along its canal into two lips, and the canal's length in mm.
+
+    The canal runs from the external os to the internal os (both on the outline), bowed by
+    ``bow`` pixels along ``v``: ``c(t) = external + t (internal - external) + 4 t (1 - t) bow
+    v``. A pixel of the mask belongs to lip 1 when it lies on the ``-v`` side of the canal
+    point at its own position along the axis (the probe's side for a level cervix), else to
+    lip 2. Returns uint8 ids ``(H, W)`` (0, 1, 2) and the curve's length (fine polyline).
+    """
+    axis = internal - external
+    rows, columns = np.nonzero(mask)
+    points = np.stack([columns, rows], axis=1).astype(np.float64)
+    t = np.clip((points - external) @ axis / float(axis @ axis), 0.0, 1.0)[:, None]
+    centre = external + t * axis + 4.0 * t * (1.0 - t) * bow * v
+    lips = np.zeros(mask.shape, np.uint8)
+    lips[rows, columns] = np.where((points - centre) @ v < 0, 1, 2)
+    fine = np.linspace(0.0, 1.0, 400)[:, None]
+    curve = external + fine * axis + 4.0 * fine * (1.0 - fine) * bow * v
+    return lips, float(np.hypot(*np.diff(curve, axis=0).T).sum() * spacing)
 
 
 # ----------------------------------------------------------------------------------------
@@ -701,11 +734,11 @@ def _previous_files(folder: Path) -> list[Path]:
     files = []
     with manifest.open(newline="") as handle:
         for row in csv.DictReader(handle):
-            for column in ("image", "mask", "clean_image"):
+            for column in ("image", "mask", "lips_mask", "clean_image"):
                 name = row.get(column) or ""
                 path = (folder / name).resolve()
                 if path.parent in {
-                    (folder / sub).resolve() for sub in ("images", "masks", "clean")
+                    (folder / sub).resolve() for sub in ("images", "masks", "lips", "clean")
                 }:
                     files.append(path)
     return files
@@ -752,6 +785,7 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
         stale.unlink(missing_ok=True)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
+    (folder / "lips").mkdir(parents=True, exist_ok=True)
     if spec.write_clean:
         (folder / "clean").mkdir(parents=True, exist_ok=True)
 
@@ -761,10 +795,11 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
         for k in range(patient.n_images):
             rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 1, index]))
             height = int(rng.choice(spec.image_heights))
-            image, mask, fields, clean = _render(rng, spec, patient, height)
+            image, mask, fields, clean, lips = _render(rng, spec, patient, height)
             name = f"{patient.patient_id}_{k + 1}.png"
             cv2.imwrite(str(folder / "images" / name), image)
             cv2.imwrite(str(folder / "masks" / name), mask * np.uint8(255))
+            cv2.imwrite(str(folder / "lips" / name), lips)
             if spec.write_clean:
                 cv2.imwrite(str(folder / "clean" / name), clean)
                 fields = {**fields, "clean_image": f"clean/{name}"}
@@ -774,6 +809,7 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
                     "patient_id": patient.patient_id,
                     "label": str(patient.label),
                     "mask": f"masks/{name}",
+                    "lips_mask": f"lips/{name}",
                     "site": f"clinic{patient.site + 1}",
                     "risk": f"{patient.risk:.4f}",
                     **fields,
