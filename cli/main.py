@@ -550,7 +550,8 @@ def predict(model_path, images, out, spacing, unsafe) -> None:
     probability, the predicted class at the run's operating threshold (chosen on validation;
     0.5 when the run has none) and the measurements of each mask: cervical_length_mm,
     head_circumference_mm and area_mm2 where the spacing is known, else the same in pixels
-    (_px, _px2).
+    (_px, _px2); with the run's markers.json, combined_probability, the label from the
+    measurement and the image together.
     """
     from cervixnet.inference import manifest_images, predict_files
 
