@@ -260,8 +260,32 @@ class DiceLoss(keras.losses.Loss):
         return config
 
 
+class _CompoundLoss(keras.losses.Loss):
+    """``alpha`` times a cross-entropy plus ``1 - alpha`` times a Dice loss: the arguments and
+    config shared by :class:`BCEDiceLoss` and :class:`CEDiceLoss`, which say which."""
+
+    default_name = "compound_loss"
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        epsilon: float = 1e-6,
+        reduction: str | None = "sum_over_batch_size",
+        name: str | None = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__(name=name or self.default_name, reduction=reduction, dtype=dtype)
+        self.alpha = unit_interval("alpha", alpha)
+        self.epsilon = finite_positive("epsilon", epsilon)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"alpha": self.alpha, "epsilon": self.epsilon, "dtype": self.dtype})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="cervixnet")
-class BCEDiceLoss(keras.losses.Loss):
+class BCEDiceLoss(_CompoundLoss):
     """``alpha * BCE + (1 - alpha) * Dice`` of :func:`bce_dice_loss`, the paper's mask loss.
 
     Args:
@@ -272,25 +296,10 @@ class BCEDiceLoss(keras.losses.Loss):
         dtype: Dtype of the reduction. Defaults to None (``keras.config.floatx()``).
     """
 
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        epsilon: float = 1e-6,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "bce_dice_loss",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = unit_interval("alpha", alpha)
-        self.epsilon = finite_positive("epsilon", epsilon)
+    default_name = "bce_dice_loss"
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return bce_dice_loss(y_true, y_pred, alpha=self.alpha, epsilon=self.epsilon)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update({"alpha": self.alpha, "epsilon": self.epsilon, "dtype": self.dtype})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="cervixnet")
@@ -324,7 +333,7 @@ class WeightedBinaryCrossentropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="cervixnet")
-class CEDiceLoss(keras.losses.Loss):
+class CEDiceLoss(_CompoundLoss):
     """``alpha * CE + (1 - alpha) * mean class Dice`` of :func:`ce_dice_loss`, the mask loss
     of a model with several classes (a softmax over ``K + 1`` channels).
 
@@ -336,22 +345,7 @@ class CEDiceLoss(keras.losses.Loss):
         dtype: Dtype of the reduction. Defaults to None (``keras.config.floatx()``).
     """
 
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        epsilon: float = 1e-6,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "ce_dice_loss",
-        dtype: Any = None,
-    ) -> None:
-        super().__init__(name=name, reduction=reduction, dtype=dtype)
-        self.alpha = unit_interval("alpha", alpha)
-        self.epsilon = finite_positive("epsilon", epsilon)
+    default_name = "ce_dice_loss"
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return ce_dice_loss(y_true, y_pred, alpha=self.alpha, epsilon=self.epsilon)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update({"alpha": self.alpha, "epsilon": self.epsilon, "dtype": self.dtype})
-        return config

@@ -64,24 +64,11 @@ def train(
     resume: bool = False,
 ) -> TrainResult:
     """Trains ``config.arch``, writes a run folder and scores its kept model (see the module
-    docstring).
+    docstring): ``cervixnet.training.fit_run`` with the same arguments, then :func:`score_run`.
 
-    Args:
-        config: a resolved configuration (``cervixnet.config.load_config``).
-        run_dir: the run folder; refused if it already holds a run, created once the
-            configuration and the data have passed their checks.
-        cache_root: where the synthetic data set is cached (default ``~/.cache/cervixnet``).
-        verbose: Keras ``fit`` verbosity; ``"auto"`` shows a progress bar on a terminal
-            and one line per epoch otherwise.
-        echo: receives one-line progress messages.
-        splits: the patients of each set; default: ``data.splits_file`` if given, else a
-            new split by ``data.split`` and ``seed``.
-        resume: continue the interrupted run in ``run_dir`` from its last completed epoch
-            (``config`` and ``splits`` must be the run's own: see :func:`resume_training`).
-
-    With ``training.distribution`` set, every worker calls ``train`` with the same
-    arguments; only the chief writes ``run_dir`` (docs/distributed.md). Any other worker
-    writes to a temporary folder, removed before it returns, and its result names that folder.
+    ``resume`` continues the interrupted run in ``run_dir`` (``config`` and ``splits`` must be
+    the run's own: see :func:`resume_training`). With ``training.distribution`` set, every
+    worker calls ``train`` with the same arguments; only the chief writes ``run_dir``.
 
     Raises:
         ConfigError, DataError: invalid configuration or data, or an output folder that
