@@ -24,6 +24,7 @@ from cervixnet import models, run_folder
 from cervixnet.analysis import load_operating_point
 from cervixnet.clinical import MarkerModels, load_markers
 from cervixnet.config import Config, default_config, load_config
+from cervixnet.data.dicom import is_dicom, read_dicom_scan
 from cervixnet.data.letterbox import fit_image, unfit_probabilities
 from cervixnet.data.manifest import read_manifest
 from cervixnet.data.prepare import clean_image, read_image
@@ -69,11 +70,14 @@ class PreparedImages:
         inputs: float32 ``(N, H, W, C)`` in [0, 1], the network's input size.
         sizes: ``(height, width)`` of each source image.
         grays: each source image after caliper removal, grayscale at its own size.
+        spacings: the pixel spacing ``(dy, dx)`` in mm that each file gives (a DICOM's
+            ultrasound region or ``PixelSpacing``), None for image files and DICOMs without.
     """
 
     inputs: np.ndarray
     sizes: tuple[tuple[int, int], ...]
     grays: tuple[np.ndarray, ...]
+    spacings: tuple[tuple[float, float] | None, ...] = ()
 
 
 def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
@@ -359,15 +363,22 @@ def _onnx_predictor(path: Path) -> Predictor:
 
 
 def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImages:
-    """Reads image files and prepares them as ``cervixnet data prepare`` does.
+    """Reads image files (or DICOM files: their first frame, as the scanner showed it) and
+    prepares them as ``cervixnet data prepare`` does.
 
     Raises:
-        DataError: naming the file that cannot be read or has an unsupported pixel type.
+        DataError: naming the file that cannot be read or has an unsupported pixel type (for
+            a DICOM, also the tag: ``cervixnet.data.dicom``).
     """
     height, width = config.data.image_size
-    inputs, sizes, grays = [], [], []
+    inputs, sizes, grays, spacings = [], [], [], []
     for path in paths:
-        gray, _ = clean_image(read_image(path), config.data.calipers, name=path)
+        if is_dicom(path):
+            source, spacing = read_dicom_scan(path)
+        else:
+            source, spacing = read_image(path), None
+        spacings.append(spacing)
+        gray, _ = clean_image(source, config.data.calipers, name=path)
         resized = fit_image(gray, (height, width), config.data.resize)
         scale = 65535.0 if resized.dtype == np.uint16 else 255.0
         image = resized.astype(np.float32)[..., None] / scale
@@ -376,7 +387,7 @@ def prepare_images(paths: Sequence[str | Path], config: Config) -> PreparedImage
         inputs.append(image)
         sizes.append(gray.shape[:2])
         grays.append(gray)
-    return PreparedImages(np.stack(inputs), tuple(sizes), tuple(grays))
+    return PreparedImages(np.stack(inputs), tuple(sizes), tuple(grays), tuple(spacings))
 
 
 def manifest_images(path: str | Path) -> tuple[list[Path], list[tuple[float, float]] | None]:
@@ -420,7 +431,8 @@ def predict_files(
     measurements of the mask, ``cervixnet.measure.measure``: ``cervical_length_mm``,
     ``head_circumference_mm`` and ``area_mm2`` with ``spacings``, one pixel spacing per image
     (mm, or ``(dy, dx)``), else ``cervical_length_px``, ``head_circumference_px`` and
-    ``area_px2``; and for a run folder with ``markers.json`` whose measurement is among them,
+    ``area_px2``; a DICOM file gives its own spacing (``cervixnet.data.dicom``); and for a
+    run folder with ``markers.json`` whose measurement is among them,
     ``combined_probability``, the label from that measurement and the image model together).
 
     Output files are named after each image's file name only (``a/b/scan.png`` ->
@@ -441,6 +453,7 @@ def predict_files(
     loaded = load_predictor(model_path, unsafe=unsafe)
     check_output_folder(out_dir)
     prepared = prepare_images(images, loaded.config)  # a broken image stops before any output
+    spacings = _file_spacings(images, prepared.spacings, spacings)
     out_dir = _new_folder(out_dir)
     members = loaded.members(prepared.inputs)
     mask_prob, mask_std = members.mean_mask(), members.std_mask()
@@ -494,6 +507,30 @@ def predict_files(
         writer.writeheader()
         writer.writerows(rows)
     return table
+
+
+def _file_spacings(
+    images: Sequence[str | Path],
+    in_files: Sequence[tuple[float, float] | None],
+    given: list[tuple[float, float]] | None,
+) -> list[tuple[float, float]] | None:
+    """The spacing of each image: the one its DICOM file gives, else the one given; all or
+    none, so that no table mixes millimetres and pixels."""
+    from_files = [k for k, spacing in enumerate(in_files) if spacing is not None]
+    if not from_files:
+        return given
+    if given is not None:
+        raise ConfigError(
+            f"{images[from_files[0]]}: the DICOM file gives its own pixel spacing; leave "
+            "--spacing out"
+        )
+    missing = [k for k, spacing in enumerate(in_files) if spacing is None]
+    if missing:
+        raise ConfigError(
+            f"{images[missing[0]]}: gives no pixel spacing, while {images[from_files[0]]} does; "
+            "predict files of one kind together, or pass --spacing for files without"
+        )
+    return list(in_files)
 
 
 def explain_files(

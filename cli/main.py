@@ -544,7 +544,8 @@ def predict(model_path, images, out, spacing, unsafe) -> None:
     """Segment new images, measure the masks and predict p(preterm).
 
     MODEL is a run folder, its model.keras, a --folds folder or an export. IMAGES are image
-    files, or one data set (its folder or manifest.csv), whose rows give each image's pixel
+    files, ultrasound DICOM files (their first frame, with the pixel spacing of their tissue
+    region), or one data set (its folder or manifest.csv), whose rows give each image's pixel
     spacing. Each image is prepared as in training (calipers filled, grayscale, resized); OUT
     gets masks/ (each at its image's own size), overlays/ and predictions.csv with the
     probability, the predicted class at the run's operating threshold (chosen on validation;
