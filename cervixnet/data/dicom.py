@@ -138,6 +138,15 @@ def _region_box(region: Any, rows: int, columns: int, name: str) -> tuple[int, i
     return x0, y0, min(x1, columns - 1), min(y1, rows - 1)
 
 
+def _positive_pair(values: Any, scale: float = 1.0) -> tuple[float, float] | None:
+    """Two numbers times ``scale``, each finite and > 0; None for anything else."""
+    try:
+        dy, dx = (scale * float(value) for value in values)
+    except (TypeError, ValueError):
+        return None
+    return (dy, dx) if all(math.isfinite(v) and v > 0 for v in (dy, dx)) else None
+
+
 def _region_spacing(region: Any, name: str) -> tuple[float, float]:
     units = (region.get("PhysicalUnitsYDirection"), region.get("PhysicalUnitsXDirection"))
     if units != (CENTIMETRES, CENTIMETRES):
@@ -147,16 +156,13 @@ def _region_spacing(region: Any, name: str) -> tuple[float, float]:
             f"Received: x {units[1]!r}, y {units[0]!r}"
         )
     deltas = (region.get("PhysicalDeltaY"), region.get("PhysicalDeltaX"))
-    try:
-        dy, dx = (10.0 * float(delta) for delta in deltas)
-    except (TypeError, ValueError):
-        dy = dx = math.nan
-    if not all(math.isfinite(v) and v > 0 for v in (dy, dx)):
+    spacing = _positive_pair(deltas, scale=10.0)  # cm -> mm
+    if spacing is None:
         raise DicomError(
             f"{name}: {REGIONS_TAG}: PhysicalDeltaX (0018,602C) and PhysicalDeltaY "
             f"(0018,602E) must be finite and > 0. Received: x {deltas[1]!r}, y {deltas[0]!r}"
         )
-    return dy, dx
+    return spacing
 
 
 def dicom_spacing(dataset: Any, name: str | Path = "DICOM") -> DicomSpacing | None:
@@ -186,16 +192,13 @@ def dicom_spacing(dataset: Any, name: str | Path = "DICOM") -> DicomSpacing | No
         box = _region_box(tissue[0], int(dataset.Rows), int(dataset.Columns), str(name))
         return DicomSpacing(dy, dx, "ultrasound region", box)
     if "PixelSpacing" in dataset:
-        try:
-            dy, dx = (float(v) for v in dataset.PixelSpacing)
-        except (TypeError, ValueError):
-            dy = dx = math.nan
-        if not all(math.isfinite(v) and v > 0 for v in (dy, dx)):
+        spacing = _positive_pair(dataset.PixelSpacing)
+        if spacing is None:
             raise DicomError(
                 f"{name}: PixelSpacing (0028,0030) must be two numbers > 0 (mm). "
                 f"Received: {dataset.PixelSpacing!r}"
             )
-        return DicomSpacing(dy, dx, "PixelSpacing")
+        return DicomSpacing(*spacing, "PixelSpacing")
     return None
 
 
