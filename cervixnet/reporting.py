@@ -43,7 +43,6 @@ from cervixnet.data.manifest import Manifest, read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits
 from cervixnet.ensemble import (
-    PostprocessingChoice,
     check_fold_members,
     combine_postprocessing,
     load_postprocessing,
@@ -330,9 +329,9 @@ def build_report(
 ) -> dict[str, Any]:
     """Figures with patient-bootstrap 95 % intervals from the arrays of ``predict_records``.
 
-    ``per_image`` is :func:`per_image_segmentation` of the same predictions, its distances
-    in ``distance_unit`` (``"mm"`` or ``"px"``); without it the masks are scored at the
-    network's input size, in its pixels.
+    ``per_image`` is the per-image ``segmentation_scores`` of the same predictions at each
+    scan's own size, its distances in ``distance_unit`` (``"mm"`` or ``"px"``); without it
+    the masks are scored at the network's input size (:func:`per_image_segmentation`).
 
     Returns:
         ``{"segmentation": {...}, "classification": {...}, "calibration": {...},
@@ -403,25 +402,10 @@ def build_report(
     return report
 
 
-def per_image_segmentation(
-    predictions: Mapping[str, np.ndarray],
-    manifest: Manifest | None = None,
-    indices: Sequence[int] | None = None,
-    config: Config | None = None,
-    postprocessing: PostprocessingChoice | None = None,
-) -> dict[str, np.ndarray]:
-    """IoU, Dice, HD95 and ASSD of every image, ``(N,)`` each (NaN without a mask).
-
-    With the ``manifest``, ``indices`` and ``config`` the predictions were made from, each
-    mask is scored at its scan's own size (``cervixnet.evaluation.segmentation_scores``,
-    distances in mm where the manifest gives the pixel spacing, else in the scan's pixels) after
-    ``postprocessing``; without them, at the network's
-    input size.
-    """
-    if manifest is not None and indices is not None and config is not None:
-        pairs = source_size_pairs(manifest, indices, predictions["mask_prob"], config.data.resize)
-        spacings = pair_spacings(manifest, indices) if distance_unit(manifest) == "mm" else None
-        return segmentation_scores(pairs, postprocessing, spacings=spacings)
+def per_image_segmentation(predictions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """IoU, Dice, HD95 and ASSD of every image at the network's input size (distances in its
+    pixels), ``(N,)`` each (NaN without a mask). ``evaluate_run`` scores at each scan's own
+    size instead (``cervixnet.evaluation.segmentation_scores`` of ``source_size_pairs``)."""
     truth, prob = predictions["mask_true"], predictions["mask_prob"]
     pairs = [(t > 0.5, p) for t, p in zip(truth, prob, strict=True)]
     scores = segmentation_scores(pairs)
