@@ -102,6 +102,8 @@ class DataConfig:
     augment: AugmentConfig = AugmentConfig()
     autotune: bool = False
     cache: bool | str = "auto"
+    classes: tuple[str, ...] = ("cervix",)
+    mask_column: str = "mask"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +252,15 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "data.augment.contrast": (lambda v: 0 <= v <= 1, "a fraction in [0, 1]"),
     "data.augment.noise_std": (lambda v: v >= 0, "a non-negative number"),
     "data.cache": (lambda v: v in (True, False, "auto"), "true, false or auto"),
+    "data.classes": (
+        lambda v: (
+            len(v) >= 1
+            and len(set(v)) == len(v)
+            and all(name.isidentifier() and name.lower() != "background" for name in v)
+        ),
+        "a list of distinct class names (letters, digits and _; 'background' is class 0)",
+    ),
+    "data.mask_column": (lambda v: bool(v.strip()), "a manifest column name"),
     "model.base_filters": (lambda v: v == AUTO or v > 0, "auto or a positive integer"),
     "loss.alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "loss.beta": (lambda v: v >= 0, "a non-negative number"),
@@ -417,6 +428,10 @@ def _coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
         raise _type_error(source, dotted, "null", value)
     if origin is tuple:
         item_types = typing.get_args(hint)
+        if len(item_types) == 2 and item_types[1] is Ellipsis:  # tuple[str, ...]: any length
+            if not isinstance(value, list | tuple):
+                raise _type_error(source, dotted, "a list", value)
+            return tuple(_coerce(item_types[0], v, source, dotted) for v in value)
         if not isinstance(value, list | tuple) or len(value) != len(item_types):
             raise _type_error(source, dotted, f"a list of {len(item_types)} values", value)
         return tuple(_coerce(t, v, source, dotted) for t, v in zip(item_types, value, strict=True))

@@ -36,14 +36,23 @@ __all__ = [
     "apply_postprocessing",
     "choose_postprocessing",
     "combine_postprocessing",
+    "foreground_probability",
     "largest_component",
     "load_postprocessing",
     "predict_members",
+    "segment",
 ]
 
 Run = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
-"""A model call: float32 images (N, H, W, C) -> (mask probabilities (N, H, W, 1), label
-probability (N,) or None)."""
+"""A model call: float32 images (N, H, W, C) -> (mask probabilities (N, H, W, 1), or a softmax
+over K classes and the background (N, H, W, K + 1); label probability (N,) or None)."""
+
+
+def foreground_probability(probabilities: np.ndarray) -> np.ndarray:
+    """One image's probability of the organ, any class: ``(H, W)`` probabilities of one
+    class as they are, ``1 - p(background)`` of a softmax ``(H, W, K + 1)``."""
+    probabilities = np.asarray(probabilities)
+    return probabilities if probabilities.ndim == 2 else 1.0 - probabilities[..., 0]
 
 
 # Members
@@ -59,7 +68,8 @@ class MemberPredictions:
     masks and a standard deviation of exactly 0.
 
     Attributes:
-        masks: Mask probabilities, shape ``(M, N, H, W)`` for M members; stored as float32.
+        masks: Mask probabilities, shape ``(M, N, H, W)`` for M members, or ``(M, N, H, W,
+            K + 1)`` softmax probabilities of K classes; stored as float32.
         probabilities: Label probabilities, shape ``(M, N)``, stored as float32; or None when
             the models have no label head.
     """
@@ -72,10 +82,10 @@ class MemberPredictions:
         if self.probabilities is not None:
             probabilities = np.asarray(self.probabilities, dtype=np.float32)
             object.__setattr__(self, "probabilities", probabilities)
-        if self.masks.ndim != 4 or self.masks.shape[0] < 1:
+        if self.masks.ndim not in (4, 5) or self.masks.shape[0] < 1:
             raise ValueError(
-                "`masks` must have shape (members, images, height, width) with members >= 1. "
-                f"Received: masks.shape={self.masks.shape}"
+                "`masks` must have shape (members, images, height, width[, classes + 1]) with "
+                f"members >= 1. Received: masks.shape={self.masks.shape}"
             )
         if self.probabilities is not None and self.probabilities.shape != self.masks.shape[:2]:
             raise ValueError(
@@ -83,12 +93,19 @@ class MemberPredictions:
                 f"Received: probabilities.shape={self.probabilities.shape}"
             )
 
+    @property
+    def classes(self) -> int:
+        """The mask's foreground classes: 1, or K of a softmax over ``K + 1`` channels."""
+        return 1 if self.masks.ndim == 4 else self.masks.shape[-1] - 1
+
     def mean_mask(self) -> np.ndarray:
-        """The ensemble's mask probabilities, the mean over members, shape ``(N, H, W)``."""
+        """The ensemble's mask probabilities, the mean over members, shape ``(N, H, W)``
+        (``(N, H, W, K + 1)`` for K classes)."""
         return self.masks.mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def std_mask(self) -> np.ndarray:
-        """Per-pixel population standard deviation over members, ``(N, H, W)``; 0 for one."""
+        """Per-pixel population standard deviation over members, ``(N, H, W)`` (per channel
+        for K classes); 0 for one."""
         return self.masks.std(axis=0, dtype=np.float64).astype(np.float32)
 
     def mean_probability(self) -> np.ndarray | None:
@@ -102,6 +119,7 @@ class MemberPredictions:
 
         The mean of :meth:`std_mask` over the pixels that any member marks as foreground
         (probability > ``threshold``); 0.0 for an image where no member marks any pixel.
+        For K classes, the foreground probability is ``1 - p(background)``.
         Averaging over the candidate structure rather than the whole image keeps a large,
         confidently empty background from hiding disagreement, so sorting by descending score
         ranks the images most worth a human look first.
@@ -110,8 +128,10 @@ class MemberPredictions:
             threshold: In [0, 1]. Defaults to 0.5.
         """
         threshold = unit_interval("threshold", threshold)
-        foreground = (self.masks > threshold).any(axis=0)
-        total = np.where(foreground, self.std_mask(), 0.0).sum(axis=(1, 2))
+        masks = self.masks if self.classes == 1 else 1.0 - self.masks[..., 0]
+        foreground = (masks > threshold).any(axis=0)
+        spread = masks.std(axis=0, dtype=np.float64)
+        total = np.where(foreground, spread, 0.0).sum(axis=(1, 2))
         count = foreground.sum(axis=(1, 2))
         return np.where(count > 0, total / np.maximum(count, 1), 0.0)
 
@@ -119,18 +139,20 @@ class MemberPredictions:
 def _run_batches(
     run: Run, images: np.ndarray, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Calls ``run`` batch by batch; returns masks ``(N, h, w)`` and probabilities or None."""
+    """Calls ``run`` batch by batch; returns masks ``(N, h, w)`` (``(N, h, w, K + 1)`` for K
+    classes) and probabilities or None."""
     masks, probabilities = [], []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         mask, probability = run(batch)
         mask = np.asarray(mask, dtype=np.float32)
-        if mask.ndim != 4 or mask.shape[0] != len(batch) or mask.shape[3] != 1:
+        if mask.ndim != 4 or mask.shape[0] != len(batch) or mask.shape[3] == 2:
             raise ValueError(
-                f"A run must return masks of shape ({len(batch)}, height, width, 1) for "
-                f"{len(batch)} images. Received: mask.shape={mask.shape}"
+                f"A run must return masks of shape ({len(batch)}, height, width, 1), or "
+                f"(..., classes + 1) for 2 or more classes, for {len(batch)} images. "
+                f"Received: mask.shape={mask.shape}"
             )
-        masks.append(mask[..., 0])
+        masks.append(mask[..., 0] if mask.shape[3] == 1 else mask)
         if probability is not None:
             probability = np.asarray(probability, dtype=np.float32).ravel()
             if probability.size != len(batch):
@@ -295,9 +317,10 @@ def choose_postprocessing(
 
     Args:
         masks_true: One truth mask per validation image, shape ``(H_i, W_i)``; positive where
-            > 0.5. Sizes may differ between images.
-        masks_prob: The matching mask probabilities, same shapes; positive where
-            > ``threshold``.
+            > 0.5 (every class of a class-id mask). Sizes may differ between images.
+        masks_prob: The matching mask probabilities, same shapes, positive where
+            > ``threshold``; or softmax probabilities ``(H_i, W_i, K + 1)`` of K classes,
+            positive where a class beats the background (:func:`segment`).
         threshold: In [0, 1]. Defaults to 0.5.
 
     Returns:
@@ -316,18 +339,46 @@ def choose_postprocessing(
     without, with_ = [], []
     for index, (truth, probability) in enumerate(zip(masks_true, masks_prob, strict=True)):
         truth, probability = np.asarray(truth), np.asarray(probability)
-        if truth.ndim != 2 or truth.shape != probability.shape:
+        if truth.ndim != 2 or truth.shape != probability.shape[:2] or probability.ndim > 3:
             raise ValueError(
-                "Each truth and probability mask must be 2-D and of one shape. Received: image "
-                f"{index} with shapes {truth.shape} and {probability.shape}"
+                "Each truth and probability mask must be 2-D (or H x W x classes) and of one "
+                f"size. Received: image {index} with shapes {truth.shape} and "
+                f"{probability.shape}"
             )
-        truth, prediction = truth > 0.5, probability > threshold
+        truth, prediction = truth > 0.5, segment(probability, None, threshold) > 0
         without.append(_dice(truth, prediction))
         with_.append(_dice(truth, largest_component(prediction)))
     if not without:
         return PostprocessingChoice(False, math.nan, math.nan, 0)
     dice_without, dice_with = float(np.mean(without)), float(np.mean(with_))
     return PostprocessingChoice(dice_with > dice_without, dice_without, dice_with, len(without))
+
+
+def segment(
+    probabilities: np.ndarray,
+    postprocessing: PostprocessingChoice | None = None,
+    threshold: float = 0.5,
+) -> np.ndarray:
+    """One image's predicted mask as uint8 class ids ``(H, W)``, post-processed.
+
+    ``probabilities`` ``(H, W)`` of one class give ``probability > threshold`` (0 or 1);
+    ``(H, W, K + 1)`` of K classes give each pixel its most probable class. The validated
+    ``postprocessing`` (:func:`choose_postprocessing`) then cleans the organ, every class
+    together.
+    """
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim == 2:
+        ids = (probabilities > threshold).astype(np.uint8)
+    elif probabilities.ndim == 3 and probabilities.shape[-1] >= 3:
+        ids = np.argmax(probabilities, axis=-1).astype(np.uint8)
+    else:
+        raise ValueError(
+            "`probabilities` must have shape (H, W), or (H, W, K + 1) for K >= 2 classes. "
+            f"Received: probabilities.shape={probabilities.shape}"
+        )
+    if postprocessing is None or not postprocessing.largest_component:
+        return ids
+    return np.where(apply_postprocessing(ids > 0, postprocessing), ids, 0).astype(np.uint8)
 
 
 def apply_postprocessing(mask: np.ndarray, choice: PostprocessingChoice | None) -> np.ndarray:

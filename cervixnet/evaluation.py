@@ -29,13 +29,14 @@ from cervixnet.data import imagefile
 from cervixnet.data.letterbox import unfit_probabilities
 from cervixnet.data.manifest import Manifest
 from cervixnet.data.pipeline import make_dataset
-from cervixnet.ensemble import PostprocessingChoice, Run, apply_postprocessing, predict_members
+from cervixnet.ensemble import PostprocessingChoice, Run, predict_members, segment
 from cervixnet.fileio import atomic_path
 
 
 def model_run(model: keras.Model) -> Run:
     """``model`` as an ensemble :data:`~cervixnet.ensemble.Run`: images ->
-    (mask probabilities ``(N, H, W, 1)``, p(label) ``(N,)`` or ``None``), float32."""
+    (mask probabilities ``(N, H, W, 1)`` or ``(N, H, W, K + 1)``, p(label) ``(N,)`` or
+    ``None``), float32."""
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = models.named_outputs(model, model(images, training=False))
@@ -55,6 +56,7 @@ def predict_records(
     image_size: Sequence[int],
     channels: int,
     batch_size: int = 8,
+    classes: int = 1,
     copies: Sequence[bool] | None = None,
     augment: AugmentConfig | None = None,
     seed: int = 0,
@@ -70,8 +72,9 @@ def predict_records(
     (``cervixnet.ensemble.predict_members``).
 
     Returns:
-        ``mask_true`` (N, H, W) in {0, 1} at the input size, ``has_mask`` (N,), ``mask_prob``
-        (N, H, W), ``mask_std`` (N, H, W) the spread over members (0 for one), ``uncertainty``
+        ``mask_true`` (N, H, W) in {0, 1} (class ids for several ``classes``) at the input
+        size, ``has_mask`` (N,), ``mask_prob`` (N, H, W) (``(N, H, W, K + 1)`` for K
+        classes), ``mask_std`` the spread over members, same shape (0 for one), ``uncertainty``
         (N,) (``MemberPredictions.uncertainty_scores``), ``label`` (N,) with NaN where
         unknown, for a joint model ``probability`` (N,), and with ``keep_images`` the network
         inputs ``images`` (N, H, W, C).
@@ -87,6 +90,7 @@ def predict_records(
         batch_size=batch_size,
         joint=True,
         training=False,
+        classes=classes,
         copies=copies,
         augment=augment,
         seed=seed,
@@ -128,6 +132,12 @@ def predict_records(
     return result
 
 
+def mask_classes(mask_prob: np.ndarray) -> int:
+    """The foreground classes of :func:`predict_records`' ``mask_prob``: 1 for ``(N, H, W)``,
+    K for ``(N, H, W, K + 1)``."""
+    return np.shape(mask_prob)[-1] - 1 if np.ndim(mask_prob) == 4 else 1
+
+
 # Per-image segmentation scores, in the order of the report's tables.
 SEGMENTATION_SCORES = ("iou", "dice", "hd95", "assd")
 
@@ -149,6 +159,7 @@ def predict_configured(
         image_size=config.data.image_size,
         channels=config.data.channels,
         batch_size=config.training.batch_size,
+        classes=len(config.data.classes),
         tta=config.evaluation.tta,
         **options,
     )
@@ -165,27 +176,33 @@ def source_size_pairs(
 ) -> list[tuple[np.ndarray | None, np.ndarray]]:
     """Per record, ``(true mask, predicted probabilities)`` at the scan's own size.
 
-    The probabilities ``mask_prob`` ``(N, H, W)`` at the network's input size are cropped to
-    the letterbox's content and resized bilinearly to the scan
-    (``cervixnet.data.letterbox.unfit_probabilities``); the truth is the prepared copy's
-    ``native_mask``. A record without one (no mask, or a copy prepared before native masks
-    were kept) is paired at the input size with its prepared mask, or ``None``. So is an
-    augmented copy of the paper's balanced evaluation (``copies``), with its augmented mask
-    from ``masks_true`` ``(N, H, W)``: no scan holds its pixels.
+    The probabilities ``mask_prob`` ``(N, H, W)`` (``(N, H, W, K + 1)`` of K classes) at the
+    network's input size are cropped to the letterbox's content and resized bilinearly to the
+    scan (``cervixnet.data.letterbox.unfit_probabilities``); the truth is the prepared copy's
+    ``native_mask``, bool for one class, uint8 class ids for several. A record without one
+    (no mask, or a copy prepared before native masks were kept) is paired at the input size
+    with its prepared mask, or ``None``. So is an augmented copy of the paper's balanced
+    evaluation (``copies``), with its augmented mask from ``masks_true`` ``(N, H, W)``: no
+    scan holds its pixels.
     """
+    several = np.ndim(mask_prob) == 4
+
+    def truth_of(values: np.ndarray) -> np.ndarray:
+        return np.asarray(values).astype(np.uint8) if several else np.asarray(values) > 0
+
     pairs = []
     for k, index in enumerate(indices):
         record = manifest.records[index]
         native = record.extra.get("native_mask")
         if copies is not None and copies[k]:
-            truth = None if record.mask is None else np.asarray(masks_true[k]) > 0.5
+            truth = None if record.mask is None else truth_of(np.rint(masks_true[k]))
             pairs.append((truth, np.asarray(mask_prob[k], np.float32)))
         elif native:
-            truth = imagefile.mask_values(imagefile.read_image(manifest.root / native)) > 0
+            truth = truth_of(imagefile.mask_values(imagefile.read_image(manifest.root / native)))
             prob = unfit_probabilities(mask_prob[k], truth.shape, resize)
             pairs.append((truth, prob))
         elif record.mask is not None:
-            truth = imagefile.mask_values(imagefile.read_image(record.mask)) > 0
+            truth = truth_of(imagefile.mask_values(imagefile.read_image(record.mask)))
             pairs.append((truth, np.asarray(mask_prob[k], np.float32)))
         else:
             pairs.append((None, np.asarray(mask_prob[k], np.float32)))
@@ -223,11 +240,13 @@ def segmentation_scores(
 ) -> dict[str, np.ndarray]:
     """IoU, Dice, HD95 and ASSD of every ``(truth, probabilities)`` pair (``source_size_pairs``).
 
-    The prediction is ``probabilities > threshold``, then ``postprocessing`` (the run's
-    validated largest-component step, ``cervixnet.ensemble``). Distances are in mm with each
-    pair's ``spacings`` (:func:`pair_spacings`), else in pixels of the pair (the scan's own).
-    Returns ``(N,)`` float64 arrays, NaN where there is no truth (and for the distances where
-    either mask is empty).
+    The prediction is ``probabilities > threshold`` (each pixel's most probable class for
+    several classes), then ``postprocessing`` (the run's validated largest-component step):
+    ``cervixnet.ensemble.segment``. Distances are in mm with each pair's ``spacings``
+    (:func:`pair_spacings`), else in pixels of the pair (the scan's own). Returns ``(N,)``
+    float64 arrays, NaN where there is no truth (and for the distances where either mask is
+    empty). For K classes, ``iou``, ``dice`` and the distances score the organ (every class
+    against the background), and ``class_iou`` and ``class_dice`` ``(N, K)`` each class.
 
     Raises:
         ValueError: ``spacings`` gives some pairs a spacing and not others.
@@ -239,26 +258,39 @@ def segmentation_scores(
             f"{len(spacings)} without"
         )
     scores = {name: np.full(len(pairs), np.nan) for name in SEGMENTATION_SCORES}
+    classes = max((np.shape(prob)[-1] - 1 for _, prob in pairs if np.ndim(prob) == 3), default=1)
+    if classes > 1:
+        scores["class_iou"] = np.full((len(pairs), classes), np.nan)
+        scores["class_dice"] = np.full((len(pairs), classes), np.nan)
     for k, (truth, prob) in enumerate(pairs):
         if truth is None:
             continue
-        prediction = apply_postprocessing(prob > threshold, postprocessing)
-        scores["iou"][k] = cx_metrics.iou_per_image(truth[None], prediction[None])[0]
-        scores["dice"][k] = cx_metrics.dice_per_image(truth[None], prediction[None])[0]
+        prediction = segment(prob, postprocessing, threshold)
+        organ_truth, organ = np.asarray(truth) > 0, prediction > 0
+        scores["iou"][k] = cx_metrics.iou_per_image(organ_truth[None], organ[None])[0]
+        scores["dice"][k] = cx_metrics.dice_per_image(organ_truth[None], organ[None])[0]
+        if classes > 1:
+            per_class = cx_metrics.class_scores_per_image(truth[None], prediction[None], classes)
+            scores["class_iou"][k], scores["class_dice"][k] = (
+                per_class["iou"][0],
+                per_class["dice"][0],
+            )
         spacing = None if spacings is None else spacings[k]
         scores["hd95"][k], scores["assd"][k] = analysis.surface_distances(
-            truth, prediction, spacing
+            organ_truth, organ, spacing
         )
     return scores
 
 
-def measurement_name(manifest: Manifest, unit: str | None = None) -> str:
+def measurement_name(manifest: Manifest, unit: str | None = None, classes: int = 1) -> str:
     """The measurement that stands as the clinical marker of ``manifest``'s label: the first
-    of ``cervical_length``, ``head_circumference`` and ``area`` whose reference column (e.g.
-    ``head_circumference_mm``) the manifest has, else ``cervical_length``; named with
-    ``unit`` (default :func:`distance_unit`'s), e.g. ``"cervical_length_mm"``."""
+    of ``cervical_length``, ``head_circumference`` and ``area`` (``canal_length`` before them
+    for two classes or more) whose reference column (e.g. ``head_circumference_mm``) the
+    manifest has, else the first of them; named with ``unit`` (default
+    :func:`distance_unit`'s), e.g. ``"cervical_length_mm"``."""
     unit = unit or distance_unit(manifest)
-    names = [f"{name}_{unit}" + ("2" if name == "area" else "") for name in measure.MEASUREMENTS]
+    stems = (("canal_length",) if classes >= 2 else ()) + measure.MEASUREMENTS
+    names = [f"{name}_{unit}" + ("2" if name == "area" else "") for name in stems]
     columns = set(manifest.records[0].extra) if manifest.records else set()
     return next((name for name in names if name in columns), names[0])
 
@@ -272,11 +304,17 @@ def measure_pairs(
 ) -> dict[str, np.ndarray]:
     """Every measurement of each pair's predicted mask (``cervixnet.measure.measure``), at the
     scan's own size and spacing: ``{"cervical_length_mm": (N,), ...}`` (the ``_px`` names
-    without spacing); ``names`` keeps only those. The mask is ``probabilities > threshold``
-    after ``postprocessing``, as :func:`segmentation_scores` scores it."""
+    without spacing; ``canal_length_mm`` first for two classes or more); ``names`` keeps only
+    those. The mask is ``cervixnet.ensemble.segment``'s, as :func:`segmentation_scores`
+    scores it."""
     spacings = [None] * len(pairs) if spacings is None else list(spacings)
     rows = [
-        measure.measure(apply_postprocessing(prob > threshold, postprocessing), spacing, names)
+        measure.measure(
+            segment(prob, postprocessing, threshold),
+            spacing,
+            names,
+            classes=np.shape(prob)[-1] - 1 if np.ndim(prob) == 3 else 1,
+        )
         for (_, prob), spacing in zip(pairs, spacings, strict=True)
     ]
     keys = list(rows[0]) if rows else list(names or [])
@@ -298,7 +336,7 @@ def fit_split_markers(
     Raises:
         ValueError: too few scans with a label and a measurement, or one class.
     """
-    name = measurement_name(manifest)
+    name = measurement_name(manifest, classes=mask_classes(predictions["mask_prob"]))
     spacings = pair_spacings(manifest, indices, copies) if distance_unit(manifest) == "mm" else None
     measured = measure_pairs(pairs, spacings, postprocessing, names=[name])[name]
     original = ~np.asarray(copies if copies is not None else [False] * len(indices), bool)
@@ -316,26 +354,51 @@ def split_metrics(
     threshold: float = 0.5,
     scores: Mapping[str, np.ndarray] | None = None,
     distance_unit: str = "px",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Segmentation and (for a joint model) classification figures for one split.
 
     ``scores``: the per-image :func:`segmentation_scores` at each scan's own size, their
     distances in ``distance_unit`` (``"mm"`` or ``"px"``); without them the masks are scored
-    at the network's input size.
+    at the network's input size. For several classes (``class_names``, ``data.classes``)
+    the segmentation also holds ``classes``, each class's IoU and Dice (mean and std), and
+    ``class_dice_mean``/``_std``, the mean over classes of each image's Dice.
     """
     has_mask = predictions["has_mask"]
+    classes = mask_classes(predictions.get("mask_prob"))
+    if scores is None and classes > 1 and has_mask.any():  # at the input size
+        per_class = cx_metrics.class_scores_per_image(
+            predictions["mask_true"], predictions["mask_prob"], classes
+        )
+        scores = {
+            "iou": per_class["union_iou"],
+            "dice": per_class["union_dice"],
+            "class_iou": per_class["iou"],
+            "class_dice": per_class["dice"],
+        }
+        scored_at = "input size"
+    else:
+        scored_at = "source size"
     result: dict[str, Any] = {"n_images": len(has_mask)}
     if scores is not None and has_mask.any():
-        summary: dict[str, Any] = {
-            "n_images": int(has_mask.sum()),
-            "scored_at": "source size",
-            "distance_unit": distance_unit,
-        }
+        summary: dict[str, Any] = {"n_images": int(has_mask.sum()), "scored_at": scored_at}
+        if "hd95" in scores:
+            summary["distance_unit"] = distance_unit
         for name in SEGMENTATION_SCORES:
-            values = np.asarray(scores[name])[has_mask]
-            finite = values[np.isfinite(values)]
-            summary[f"{name}_mean"] = float(finite.mean()) if finite.size else None
-            summary[f"{name}_std"] = float(finite.std()) if finite.size else None
+            if name in scores:
+                summary.update(_mean_and_std(name, np.asarray(scores[name])[has_mask]))
+        if "class_dice" in scores:
+            names = list(class_names or [f"class_{k}" for k in range(1, classes + 1)])
+            class_iou = np.asarray(scores["class_iou"])[has_mask]
+            class_dice = np.asarray(scores["class_dice"])[has_mask]
+            summary["classes"] = {
+                name: {
+                    **_mean_and_std("iou", class_iou[:, k]),
+                    **_mean_and_std("dice", class_dice[:, k]),
+                }
+                for k, name in enumerate(names)
+            }
+            summary.update(_mean_and_std("class_dice", class_dice.mean(axis=1)))
         result["segmentation"] = summary
     elif has_mask.any():
         result["segmentation"] = {
@@ -362,6 +425,15 @@ def split_metrics(
     return result
 
 
+def _mean_and_std(name: str, values: np.ndarray) -> dict[str, float | None]:
+    """``{name_mean, name_std}`` of the finite values (population std), None when none."""
+    finite = values[np.isfinite(values)]
+    return {
+        f"{name}_mean": float(finite.mean()) if finite.size else None,
+        f"{name}_std": float(finite.std()) if finite.size else None,
+    }
+
+
 def _best_auc(labels: np.ndarray, risk: np.ndarray) -> float | None:
     usable = ~np.isnan(risk)
     if len(set(labels[usable].tolist())) < 2:
@@ -375,16 +447,20 @@ def write_predictions(
     per_split: Mapping[str, tuple[Sequence[int], Mapping, Sequence[bool]]],
     scores: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     distance_unit: str = "px",
+    class_names: Sequence[str] | None = None,
 ) -> None:
     """Writes one CSV row per image: split, image, patient, label, probability, IoU, Dice,
     HD95 and ASSD (columns ``hd95_mm`` and ``assd_mm``, or ``_px`` in the scan's pixels, as
-    ``distance_unit`` says), and the uncertainty score.
+    ``distance_unit`` says), and the uncertainty score. For several classes (``class_names``)
+    IoU, Dice and the distances are the organ's, and ``dice_<class>`` columns follow.
 
     ``per_split`` maps a split name to ``(indices, predictions, copies)``; ``copies`` flags
     augmented copies, written in the ``augmented_copy`` column (1 for a copy). ``scores``
     maps a split name to its :func:`segmentation_scores` (at each scan's own size); a split
     without them is scored at the network's input size (IoU and Dice only).
     """
+    several = len(class_names or ()) > 1
+    class_columns = [f"dice_{name}" for name in class_names] if several else []
     with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
         writer.writerow(
@@ -401,11 +477,21 @@ def write_predictions(
                 f"assd_{distance_unit}",
                 "uncertainty",
                 "augmented_copy",
+                *class_columns,
             ]
         )
         for split, (indices, predictions, copies) in per_split.items():
             split_scores = (scores or {}).get(split)
-            if split_scores is None:
+            if split_scores is None and several:
+                per_class = cx_metrics.class_scores_per_image(
+                    predictions["mask_true"], predictions["mask_prob"], len(class_names)
+                )
+                split_scores = {
+                    "iou": per_class["union_iou"],
+                    "dice": per_class["union_dice"],
+                    "class_dice": per_class["dice"],
+                }
+            elif split_scores is None:
                 split_scores = {
                     "iou": cx_metrics.iou_per_image(
                         predictions["mask_true"], predictions["mask_prob"]
@@ -432,6 +518,10 @@ def write_predictions(
                         ),
                         "" if uncertainty is None else f"{uncertainty[k]:.6f}",
                         int(bool(copies[k])),
+                        *(
+                            _cell(split_scores["class_dice"][:, c], k, predictions["has_mask"][k])
+                            for c in range(len(class_columns))
+                        ),
                     ]
                 )
 
@@ -444,13 +534,20 @@ def _cell(values: np.ndarray | None, k: int, has_mask: bool) -> str:
 
 def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
     """A plain-text table of IoU/Dice (mean ± std), HD95 (in mm, or pixels of the scans, when
-    scored there) and label figures per split."""
+    scored there) and label figures per split; for several classes, IoU, Dice and HD95 of the
+    organ, then the Dice of each class."""
     scored = [
         m["segmentation"] for m in metrics.values() if "hd95_mean" in m.get("segmentation", {})
     ]
     distances = bool(scored)
     unit = scored[0].get("distance_unit", "px") if scored else "px"
+    class_names = next(
+        (list(m["segmentation"]["classes"]) for m in metrics.values()
+         if "classes" in m.get("segmentation", {})),
+        [],
+    )  # fmt: skip
     columns = ["split", "images", "IoU", "Dice"] + ([f"HD95 {unit}"] if distances else [])
+    columns += [f"Dice {name}" for name in class_names]
     joint = any("classification" in m for m in metrics.values())
     if joint:
         columns += ["AUC", "best AUC", "recall", "precision", "specificity"]
@@ -467,6 +564,13 @@ def format_table(metrics: Mapping[str, Mapping[str, Any]]) -> str:
             if distances
             else []
         )
+        per_class = seg.get("classes", {})
+        row += [
+            _mean_std(
+                per_class.get(name, {}).get("dice_mean"), per_class.get(name, {}).get("dice_std")
+            )
+            for name in class_names
+        ]
         if joint:
             cls = figures.get("classification", {})
             row += [

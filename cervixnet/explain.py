@@ -474,8 +474,8 @@ class Explanation:
     Attributes:
         index: position of the image in the batch.
         probability: predicted ``p(preterm)``.
-        mask_prob: float32 ``(H, W)`` predicted mask probability (``None`` if the model has
-            no ``mask`` output).
+        mask_prob: float32 ``(H, W)`` predicted mask probability, of the organ for several
+            classes (``None`` if the model has no ``mask`` output).
         cam: float32 ``(H, W)`` class-activation map in [0, 1].
         overlay: uint8 BGR ``(H, W, 3)`` picture (:func:`overlay`).
         method, layer, target: how the map was computed (:func:`class_activation_maps`).
@@ -526,7 +526,9 @@ def explain_images(
         )
         labels.append(keras.ops.convert_to_numpy(named[LABEL_OUTPUT]).reshape(-1))
         if MASK_OUTPUT in named:
-            masks.append(keras.ops.convert_to_numpy(named[MASK_OUTPUT])[..., 0])
+            mask = keras.ops.convert_to_numpy(named[MASK_OUTPUT])
+            # One class: its probability; several: the organ's, 1 - p(background).
+            masks.append(mask[..., 0] if mask.shape[-1] == 1 else 1.0 - mask[..., 0])
     probabilities = np.concatenate(labels).astype(np.float64)
     mask_probs = np.concatenate(masks).astype(np.float32) if masks else None
 

@@ -18,7 +18,10 @@ averaged. For a model of input size ``(H, W, C)`` and M members:
     probabilities, ``uncertainty``: float32 ``(N, H, W, 1)``, the members' per-pixel
     standard deviation, and for the joint model ``probability``: float32 ``(N,)`` p(preterm)
     and ``label``: int32 ``(N,)``, 1 where ``probability >= threshold`` (the run's operating
-    point, the mean of the folds' for an ensemble, 0.5 when there is none).
+    point, the mean of the folds' for an ensemble, 0.5 when there is none). A model of K
+    classes (``data.classes``) gives ``mask`` and ``uncertainty`` ``(N, H, W, K + 1)``
+    instead, softmax probabilities of the background and each class, named in order by the
+    metadata's ``classes``; every mask output below gains that last axis alike.
 
 ``members``
     input ``images`` as above; outputs ``masks`` float32 ``(N, M, H, W)`` and, for the joint
@@ -117,6 +120,12 @@ class _Spec:
     resize: str  # how predict_image_bytes fits an image into the input: letterbox or stretch
     horizontal_flip: bool  # test-time augmentation in the graph
     models: int  # fold models averaged in the graph
+    classes: tuple[str, ...] = ("cervix",)  # the mask's classes; several: a softmax over K + 1
+
+    @property
+    def mask_channels(self) -> int:
+        """Channels of the mask outputs: 1 for one class, K + 1 for K."""
+        return 1 if len(self.classes) == 1 else len(self.classes) + 1
 
     @property
     def members(self) -> int:
@@ -269,7 +278,17 @@ def _spec(ensemble: LoadedEnsemble, model_path: str | Path, mask_size: Any) -> _
         resize=config.data.resize,
         horizontal_flip=bool(config.evaluation.tta),
         models=len(ensemble.members),
+        classes=_class_names(model, config),
     )
+
+
+def _class_names(model: keras.Model, config) -> tuple[str, ...]:
+    """The names of the model's mask classes: ``data.classes`` when they match its mask
+    channels, else ``class_1``, ``class_2``, ... (a model file without its run's config)."""
+    channels = int(model.outputs[model.output_names.index("mask")].shape[-1])
+    count = 1 if channels == 1 else channels - 1
+    names = tuple(config.data.classes)
+    return names if len(names) == count else tuple(f"class_{k}" for k in range(1, count + 1))
 
 
 def _build_archive(
@@ -280,8 +299,9 @@ def _build_archive(
     flips = (False, True) if spec.horizontal_flip else (False,)
 
     def members(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None]:
-        """Masks ``(M, N, H, W, 1)`` and label probabilities ``(M, N)`` (or None), in the
-        order of ``cervixnet.ensemble.predict_members``: model by model, plain then flipped."""
+        """Masks ``(M, N, H, W, 1)`` (``K + 1`` channels for K classes) and label
+        probabilities ``(M, N)`` (or None), in the order of
+        ``cervixnet.ensemble.predict_members``: model by model, plain then flipped."""
         masks, probabilities = [], []
         for model in served:
             for flip in flips:
@@ -310,7 +330,10 @@ def _build_archive(
 
     def each_member(images: tf.Tensor) -> dict[str, tf.Tensor]:
         masks, probabilities = members(images)
-        out = {"masks": tf.transpose(masks[..., 0], [1, 0, 2, 3])}  # (N, M, H, W)
+        if spec.mask_channels == 1:
+            out = {"masks": tf.transpose(masks[..., 0], [1, 0, 2, 3])}  # (N, M, H, W)
+        else:
+            out = {"masks": tf.transpose(masks, [1, 0, 2, 3, 4])}  # (N, M, H, W, K + 1)
         if spec.joint:
             out["probabilities"] = tf.transpose(probabilities)  # (N, M)
         return out
@@ -335,7 +358,7 @@ def _build_archive(
         out = outputs(images)
 
         def unfit(args: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
-            """The content box of one ``(H, W, 2)`` map, bilinearly resized to mask_size."""
+            """The content box of one ``(H, W, 2C)`` map, bilinearly resized to mask_size."""
             maps, box = args
             content = maps[box[0] : box[0] + box[2], box[1] : box[1] + box[3]]
             return tf.cond(
@@ -344,11 +367,14 @@ def _build_archive(
                 lambda: tf.image.resize(content, spec.mask_size, method="bilinear"),
             )
 
+        channels = spec.mask_channels
         maps = tf.concat([out["mask"], out["uncertainty"]], axis=-1)
         maps = tf.map_fn(
-            unfit, (maps, boxes), fn_output_signature=tf.TensorSpec((*spec.mask_size, 2))
+            unfit,
+            (maps, boxes),
+            fn_output_signature=tf.TensorSpec((*spec.mask_size, 2 * channels)),
         )
-        out["mask"], out["uncertainty"] = maps[..., :1], maps[..., 1:]
+        out["mask"], out["uncertainty"] = maps[..., :channels], maps[..., channels:]
         out["original_height"] = sizes[:, 0]
         out["original_width"] = sizes[:, 1]
         return out
@@ -413,9 +439,10 @@ def _ensemble_outputs(
         [model_run(m) for m in members], images, horizontal_flip=spec.horizontal_flip,
         batch_size=len(images),
     )  # fmt: skip
+    mean, spread = predicted.mean_mask(), predicted.std_mask()
     out = {
-        "mask": predicted.mean_mask()[..., None],
-        "uncertainty": predicted.std_mask()[..., None],
+        "mask": mean[..., None] if spec.mask_channels == 1 else mean,
+        "uncertainty": spread[..., None] if spec.mask_channels == 1 else spread,
     }
     if spec.joint:
         out["probability"] = predicted.mean_probability()
@@ -423,18 +450,18 @@ def _ensemble_outputs(
 
 
 def _unfit(maps: np.ndarray, sizes: Sequence[tuple[int, int]], spec: _Spec) -> np.ndarray:
-    """Maps ``(N, H, W, 1)`` at the input size -> the whole source image at ``mask_size``: the
+    """Maps ``(N, H, W, C)`` at the input size -> the whole source image at ``mask_size``: the
     content box of ``cervixnet.data.letterbox`` resized with OpenCV (as ``unfit_probabilities``
     does to the source size)."""
     out = []
-    for values, source in zip(maps[..., 0], sizes, strict=True):
+    for values, source in zip(maps, sizes, strict=True):
         box = letterbox_geometry(source, (spec.height, spec.width), spec.resize)
         (ch, cw), (mh, mw) = box.content_size, spec.mask_size
         content = np.ascontiguousarray(values[box.top : box.top + ch, box.left : box.left + cw])
         if (ch, cw) != (mh, mw):
             content = cv2.resize(content, (mw, mh), interpolation=cv2.INTER_LINEAR)
-        out.append(content)
-    return np.stack(out)[..., None]
+        out.append(content.reshape(mh, mw, -1))  # OpenCV drops a single channel
+    return np.stack(out)
 
 
 def _verify(path: Path, members: Sequence[keras.Model], spec: _Spec, tolerance: float) -> float:
@@ -613,9 +640,23 @@ def _metadata(
     config = loaded.config
     calipers = config.data.calipers
     size = f"{spec.height}x{spec.width}"
+    if spec.mask_channels == 1:
+        mask = (
+            "float32 probability that a pixel is cervix, (N, H, W, 1) for serving_default, "
+            "(N, mask_h, mask_w, 1) of the whole decoded image for predict_image_bytes"
+        )
+        each = "members only: float32 (N, members, H, W), each member's mask"
+    else:
+        c = spec.mask_channels
+        mask = (
+            f"float32 softmax probabilities of the {c} classes named in 'classes' (the "
+            f"background first), (N, H, W, {c}) for serving_default, (N, mask_h, mask_w, {c}) "
+            "of the whole decoded image for predict_image_bytes; a pixel's class is its "
+            "largest channel"
+        )
+        each = f"members only: float32 (N, members, H, W, {c}), each member's mask"
     outputs = {
-        "mask": "float32 probability that a pixel is cervix, (N, H, W, 1) for serving_default, "
-        "(N, mask_h, mask_w, 1) of the whole decoded image for predict_image_bytes",
+        "mask": mask,
         "uncertainty": "float32 per-pixel standard deviation over the members, shaped as mask",
     }
     if spec.joint:
@@ -623,7 +664,7 @@ def _metadata(
         outputs["label"] = f"int32 (N,): 1 where probability >= threshold ({spec.threshold:g})"
     outputs["original_height"] = "int32 (N,), predict_image_bytes only: decoded image height"
     outputs["original_width"] = "int32 (N,), predict_image_bytes only: decoded image width"
-    outputs["masks"] = "members only: float32 (N, members, H, W), each member's mask"
+    outputs["masks"] = each
     if spec.joint:
         outputs["probabilities"] = "members only: float32 (N, members), each member's p(preterm)"
     resampling = (
@@ -660,6 +701,8 @@ def _metadata(
         "source": str(model_path),
         "input": _input_description(spec),
         "mask_size": list(spec.mask_size),
+        # The mask's channels in order: one class (a probability), or a softmax's.
+        "classes": list(spec.classes) if spec.mask_channels == 1 else ["background", *spec.classes],
         "label_output": spec.joint,
         "classification": (
             "p(preterm birth) and a class at the operating threshold"

@@ -346,6 +346,7 @@ def training_curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
 def overlay_figure(
     rows: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]],
     threshold: float = 0.5,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """One panel per ``(caption, image, true mask or None, mask probabilities)``: the image
     in gray at its own pixels, the reference outline in green and the predicted mask's
@@ -353,8 +354,12 @@ def overlay_figure(
     contours.
 
     Images are ``(H, W)`` or ``(H, W, 1)`` in [0, 1]; masks ``(H, W)``. Up to three panels a
-    row.
+    row. With several ``class_names`` the true masks hold class ids and the probabilities
+    are a softmax ``(H, W, K + 1)`` (each pixel's most probable class): every class has its
+    colour, the reference dashed and the prediction solid, named in a legend.
     """
+    if class_names is not None and len(class_names) > 1:
+        return _class_overlay_figure(rows, list(class_names))
     if not rows:
         raise ValueError("`rows` must hold at least one (caption, image, mask, probability).")
     columns = min(3, len(rows))
@@ -375,6 +380,51 @@ def overlay_figure(
     for axes in panels[len(rows) :]:
         axes.set_axis_off()
     return figure
+
+
+def _class_overlay_figure(
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray | None, np.ndarray]], names: list[str]
+) -> Figure:
+    """:func:`overlay_figure` for class-id masks: one colour per class, with a legend."""
+    from matplotlib.lines import Line2D
+
+    if not rows:
+        raise ValueError("`rows` must hold at least one (caption, image, mask, probability).")
+    colours = [class_colour(k) for k in range(len(names))]
+    columns = min(3, len(rows))
+    lines = math.ceil(len(rows) / columns)
+    figure = _new_figure(2.4 * columns, 2.4 * lines + 0.5)
+    panels = np.atleast_1d(figure.subplots(lines, columns, squeeze=False)).ravel()
+    for axes, (caption, image, truth, probability) in zip(panels, rows, strict=False):
+        image = np.asarray(image, float)
+        image = image[..., 0] if image.ndim == 3 else image
+        axes.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        predicted = np.argmax(np.asarray(probability, float), axis=-1)
+        for k, colour in enumerate(colours, start=1):
+            if truth is not None and (np.asarray(truth) == k).any():
+                axes.contour((np.asarray(truth) == k).astype(float), levels=[0.5],
+                             colors=[colour], linewidths=1, linestyles="dashed")  # fmt: skip
+            if (predicted == k).any():
+                axes.contour((predicted == k).astype(float), levels=[0.5], colors=[colour],
+                             linewidths=1)  # fmt: skip
+        axes.set_title(caption)
+        axes.set_axis_off()
+    for axes in panels[len(rows) :]:
+        axes.set_axis_off()
+    handles = [Line2D([], [], color=c, label=n) for c, n in zip(colours, names, strict=True)]
+    handles += [
+        Line2D([], [], color="gray", linestyle="dashed", label="reference"),
+        Line2D([], [], color="gray", label="prediction"),
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False)
+    return figure
+
+
+def class_colour(index: int) -> tuple[float, float, float, float]:
+    """The colour of class ``index`` (0-based) in figures: matplotlib's ``tab10`` cycle."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](index % 10)
 
 
 # A measurement against its reference, predictors against each other

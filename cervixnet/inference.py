@@ -32,11 +32,11 @@ from cervixnet.ensemble import (
     MemberPredictions,
     PostprocessingChoice,
     Run,
-    apply_postprocessing,
     check_fold_members,
     combine_postprocessing,
     load_postprocessing,
     predict_members,
+    segment,
 )
 from cervixnet.errors import ConfigError, DataError, check_output_folder, inside_folder
 from cervixnet.evaluation import model_run
@@ -230,10 +230,12 @@ class Predictor:
         )
 
     def predict(self, images: np.ndarray, batch_size: int = 8):
-        """Mask probabilities ``(N, H, W, 1)`` and p(preterm) ``(N,)`` (``None`` if not joint),
-        averaged over the members (:meth:`members`)."""
+        """Mask probabilities ``(N, H, W, 1)`` (a softmax ``(N, H, W, K + 1)`` for K classes)
+        and p(preterm) ``(N,)`` (``None`` if not joint), averaged over the members
+        (:meth:`members`)."""
         members = self.members(images, batch_size)
-        return members.mean_mask()[..., None], members.mean_probability()
+        mask = members.mean_mask()
+        return (mask[..., None] if members.classes == 1 else mask), members.mean_probability()
 
 
 def load_predictor(path: str | Path, *, unsafe: bool = False) -> Predictor:
@@ -282,6 +284,9 @@ def _config_from_metadata(metadata: dict) -> Config:
         "data.channels": metadata["input"]["channels"],
     }
     overrides.update({f"data.calipers.{key}": value for key, value in calipers.items()})
+    classes = [c for c in metadata.get("classes", []) if c != "background"]
+    if classes:
+        overrides["data.classes"] = classes
     if "resize" in metadata:  # exports of cervixnet versions that letterbox
         overrides["data.resize"] = metadata["resize"]
         overrides["evaluation.tta"] = bool(metadata.get("tta"))
@@ -318,7 +323,7 @@ def _savedmodel_predictor(folder: Path) -> Predictor:
 
         def predict(images: np.ndarray) -> MemberPredictions:
             outputs = members(images=tf.constant(images))
-            masks = np.moveaxis(outputs["masks"].numpy(), 1, 0)  # (M, N, H, W)
+            masks = np.moveaxis(outputs["masks"].numpy(), 1, 0)  # (M, N, H, W[, K + 1])
             probabilities = np.moveaxis(outputs["probabilities"].numpy(), 1, 0) if joint else None
             return MemberPredictions(masks, probabilities)
 
@@ -422,13 +427,16 @@ def predict_files(
     and the left-right flipped prediction are averaged, and the run's validated
     post-processing (``postprocessing.json``) is applied.
 
-    ``out_dir`` gets ``masks/<name>.png`` (0/255, each image's own size),
-    ``uncertainty/<name>.png`` (the per-pixel spread of the averaged predictions, 0-255 for
-    0-0.5; black for a model without test-time augmentation), ``overlays/<name>.png`` (the
-    predicted outline on the image, with p(preterm)) and ``predictions.csv`` (image, width,
+    ``out_dir`` gets ``masks/<name>.png`` (0/255, each image's own size; for a model of
+    several ``data.classes`` the class ids 0 to K), ``uncertainty/<name>.png`` (the
+    per-pixel spread of the averaged predictions, 0-255 for 0-0.5; black for a model without
+    test-time augmentation), ``overlays/<name>.png`` (the predicted outline on the image, one
+    colour per class with their names, and p(preterm)) and ``predictions.csv`` (image, width,
     height, probability, predicted class at the run's operating threshold, threshold, mask
-    area in pixels, an uncertainty score that ranks the images most worth a human look, the
-    measurements of the mask, ``cervixnet.measure.measure``: ``cervical_length_mm``,
+    area in pixels (and ``pixels_<class>`` per class), an uncertainty score that ranks the
+    images most worth a human look, the measurements of the mask,
+    ``cervixnet.measure.measure``: ``canal_length_mm`` for two lips or more,
+    ``cervical_length_mm``,
     ``head_circumference_mm`` and ``area_mm2`` with ``spacings``, one pixel spacing per image
     (mm, or ``(dy, dx)``), else ``cervical_length_px``, ``head_circumference_px`` and
     ``area_px2``; a DICOM file gives its own spacing (``cervixnet.data.dicom``); and for a
@@ -459,6 +467,7 @@ def predict_files(
     mask_prob, mask_std = members.mean_mask(), members.std_mask()
     probability = members.mean_probability() if loaded.joint else None
     uncertainty = members.uncertainty_scores()
+    class_names = mask_class_names(loaded.config, members.classes)
     for folder in ("masks", "overlays", "uncertainty"):
         (out_dir / folder).mkdir()
     names = _unique_names(images)
@@ -467,19 +476,24 @@ def predict_files(
     for k, (path, name) in enumerate(zip(images, names, strict=True)):
         height, width = prepared.sizes[k]
         full = unfit_probabilities(mask_prob[k], (height, width), resize)
-        mask = apply_postprocessing(full > 0.5, loaded.postprocessing).astype(np.uint8)
-        _write_png(inside_folder(out_dir, f"masks/{name}"), mask * 255)
-        spread = unfit_probabilities(mask_std[k], (height, width), resize)
+        mask = segment(full, loaded.postprocessing)  # class ids: 0/1 for one class
+        _write_png(
+            inside_folder(out_dir, f"masks/{name}"), mask * 255 if len(class_names) == 1 else mask
+        )
+        # One class: the spread of its probability; several: of the background's, the
+        # spread of the probability of the organ.
+        std = mask_std[k] if members.classes == 1 else mask_std[k][..., 0]
+        spread = unfit_probabilities(std, (height, width), resize)
         # The spread of probabilities is at most 0.5: 0.5 maps to 255.
         spread = np.clip(np.rint(spread * 510), 0, 255).astype(np.uint8)
         _write_png(inside_folder(out_dir, f"uncertainty/{name}"), spread)
         p = None if probability is None else float(probability[k])
-        measured = measure(mask, spacings and spacings[k])
+        measured = measure(mask, spacings and spacings[k], classes=len(class_names))
         combined = {}
         if loaded.markers is not None and p is not None and loaded.markers.measurement in measured:
             value = loaded.markers.predict([measured[loaded.markers.measurement]], [p])["combined"]
             combined["combined_probability"] = "" if np.isnan(value[0]) else f"{value[0]:.6f}"
-        overlay = _outline_overlay(prepared.grays[k], mask, p)
+        overlay = _outline_overlay(prepared.grays[k], mask, p, class_names)
         _write_png(inside_folder(out_dir, f"overlays/{name}"), overlay)
         rows.append(
             {
@@ -490,7 +504,15 @@ def predict_files(
                 "predicted_class": "" if p is None else int(p >= loaded.threshold),
                 "threshold": f"{loaded.threshold:.6f}" if p is not None else "",
                 "threshold_source": loaded.threshold_source if p is not None else "",
-                "mask_pixels": int(mask.sum()),
+                "mask_pixels": int(np.count_nonzero(mask)),
+                **(
+                    {
+                        f"pixels_{c}": int(np.count_nonzero(mask == i))
+                        for i, c in enumerate(class_names, start=1)
+                    }
+                    if len(class_names) > 1
+                    else {}
+                ),
                 "uncertainty": f"{uncertainty[k]:.6f}",
                 **{
                     key: "" if not np.isfinite(value) else f"{value:.3f}"
@@ -578,18 +600,49 @@ def explain_files(
     return written
 
 
-def _outline_overlay(gray: np.ndarray, mask: np.ndarray, probability: float | None) -> np.ndarray:
+def mask_class_names(config: Config, classes: int) -> tuple[str, ...]:
+    """The names of a model's ``classes`` mask classes: ``data.classes`` when it names as
+    many, else ``class_1``, ``class_2``, ... (a model file without its run's config)."""
+    names = tuple(config.data.classes)
+    return names if len(names) == classes else tuple(f"class_{k}" for k in range(1, classes + 1))
+
+
+def _outline_overlay(
+    gray: np.ndarray,
+    mask: np.ndarray,
+    probability: float | None,
+    class_names: Sequence[str] = ("cervix",),
+) -> np.ndarray:
+    """The image with the predicted outline: magenta for one class, each class in its colour
+    of ``cervixnet.figures.class_colour`` and named in a key for several."""
     if gray.dtype == np.uint16:
         gray = (gray >> 8).astype(np.uint8)
     picture = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     thickness = max(1, round(min(gray.shape) / 200))
-    cv2.drawContours(picture, contours, -1, (255, 0, 255), thickness, cv2.LINE_AA)
+    scale = max(0.4, min(gray.shape) / 500)
+    line = int(24 * scale) + 4
+    several = len(class_names) > 1
+    for index, name in enumerate(class_names, start=1):
+        region = (mask == index).astype(np.uint8) if several else (mask > 0).astype(np.uint8)
+        colour = _bgr(index - 1) if several else (255, 0, 255)
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(picture, contours, -1, colour, thickness, cv2.LINE_AA)
+        if several:  # the key, bottom left, one line per class in its colour
+            y = gray.shape[0] - 8 - (len(class_names) - index) * line
+            cv2.putText(picture, name, (8, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1,
+                        cv2.LINE_AA)  # fmt: skip
     if probability is not None:
-        scale = max(0.4, min(gray.shape) / 500)
-        cv2.putText(picture, f"p(preterm) = {probability:.2f}", (8, int(24 * scale) + 4),
+        cv2.putText(picture, f"p(preterm) = {probability:.2f}", (8, line),
                     cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
     return picture
+
+
+def _bgr(index: int) -> tuple[int, int, int]:
+    """Class ``index``'s colour (``cervixnet.figures.class_colour``) as OpenCV's BGR bytes."""
+    from cervixnet.figures import class_colour
+
+    red, green, blue, _ = class_colour(index)
+    return round(blue * 255), round(green * 255), round(red * 255)
 
 
 def _unique_names(paths: Sequence[str | Path]) -> list[str]:

@@ -298,14 +298,20 @@ def ellipse_circumference(mask: Any, spacing: Any = None) -> Measurement:
     return Measurement(math.nan if fitted is None else fitted.circumference, unit)
 
 
-def measure(mask: Any, spacing: Any = None, names: Any = None) -> dict[str, float]:
+def measure(
+    mask: Any, spacing: Any = None, names: Any = None, classes: int = 1
+) -> dict[str, float]:
     """Every measurement of :data:`MEASUREMENTS` of one mask, keyed by output name.
 
     Args:
-        mask: ``(H, W)``, non-zero inside.
+        mask: ``(H, W)``, non-zero inside (class ids for several classes; the measurements
+            of :data:`MEASUREMENTS` take their union).
         spacing: None, mm per pixel, or ``(dy, dx)``.
         names: keep only these output names (e.g. ``["head_circumference_mm"]``); the others
             are not computed. Default: all.
+        classes: the mask's classes. With two or more (the anterior and posterior lip as ids
+            1 and 2), :func:`canal_length` between them comes first, as ``canal_length_mm``.
+            Defaults to 1.
 
     Returns:
         ``{"cervical_length_mm": ..., "head_circumference_mm": ..., "area_mm2": ...}`` with
@@ -313,6 +319,7 @@ def measure(mask: Any, spacing: Any = None, names: Any = None) -> dict[str, floa
     """
     unit = "mm" if pixel_spacing(spacing) is not None else "px"
     functions = {
+        **({f"canal_length_{unit}": canal_length} if classes >= 2 else {}),
         f"cervical_length_{unit}": cervical_length,
         f"head_circumference_{unit}": ellipse_circumference,
         f"area_{unit}2": area,

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from cervixnet.checks import unit_interval
+from cervixnet.checks import positive_int, unit_interval
 
 __all__ = [
     "PerImageDice",
@@ -214,6 +214,19 @@ def _binary_pair(y_true: Any, y_pred: Any, threshold: float) -> tuple[Any, Any]:
     return truth, prediction
 
 
+def _class_pair(y_true: Any, y_pred: Any, classes: int) -> tuple[Any, Any]:
+    """float32 one-hot masks ``(B, H, W, classes)`` of the foreground classes: the truth's
+    class ids, and the prediction's largest softmax channel."""
+    y_true = ops.convert_to_tensor(y_true)
+    if len(y_true.shape) == 4:
+        y_true = y_true[..., 0]
+    ids = ops.cast(ops.round(ops.cast(y_true, "float32")), "int32")
+    truth = ops.one_hot(ids, classes + 1, dtype="float32")[..., 1:]
+    predicted_ids = ops.argmax(ops.convert_to_tensor(y_pred), axis=-1)
+    prediction = ops.one_hot(predicted_ids, classes + 1, dtype="float32")[..., 1:]
+    return truth, prediction
+
+
 class _PerImageScore(keras.metrics.Metric):
     """Streams a per-image score: weighted sum, sum of squares and count; mean or std."""
 
@@ -225,26 +238,33 @@ class _PerImageScore(keras.metrics.Metric):
         statistic: str = "mean",
         name: str | None = None,
         dtype: Any = None,
+        classes: int = 1,
     ) -> None:
         threshold = unit_interval("threshold", threshold)
         statistic = _check_statistic(statistic)
+        classes = positive_int("classes", classes)
         if name is None:
             name = self._default_name if statistic == "mean" else f"{self._default_name}_std"
         super().__init__(name=name, dtype=dtype)
         self.threshold = threshold
         self.statistic = statistic
+        self.classes = classes
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.total_squares = self.add_variable(shape=(), initializer="zeros", name="total_squares")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
-    def _scores(self, truth: Any, prediction: Any) -> Any:
-        """Per-image scores, shape ``(B,)``, from 0/1 float32 masks."""
+    def _scores(self, truth: Any, prediction: Any, axes: tuple[int, ...]) -> Any:
+        """Scores over ``axes`` of 0/1 float32 masks (per image, or per image and class)."""
         raise NotImplementedError
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         """Adds a batch. ``sample_weight``: one weight per image, ``(B,)`` or ``(B, 1)``."""
-        truth, prediction = _binary_pair(y_true, y_pred, self.threshold)
-        scores = self._scores(truth, prediction)
+        if self.classes == 1:
+            truth, prediction = _binary_pair(y_true, y_pred, self.threshold)
+            scores = self._scores(truth, prediction, _sample_axes(truth))
+        else:  # the mean over the classes of each image's per-class score
+            truth, prediction = _class_pair(y_true, y_pred, self.classes)
+            scores = ops.mean(self._scores(truth, prediction, (1, 2)), axis=-1)
         weight = _per_image_weight(sample_weight, scores)
         self.total.assign_add(ops.cast(ops.sum(weight * scores), self.dtype))
         self.total_squares.assign_add(ops.cast(ops.sum(weight * ops.square(scores)), self.dtype))
@@ -260,7 +280,9 @@ class _PerImageScore(keras.metrics.Metric):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"threshold": self.threshold, "statistic": self.statistic})
+        config.update(
+            {"threshold": self.threshold, "statistic": self.statistic, "classes": self.classes}
+        )
         return config
 
 
@@ -282,6 +304,11 @@ class PerImageIoU(_PerImageScore):
         name: Defaults to ``"iou"`` (mean) or ``"iou_std"`` (std).
         dtype: Dtype of the state. Defaults to None (``keras.config.floatx()``).
 
+        classes: The mask's foreground classes. Defaults to 1 (a binary mask). With more, the
+            truth holds class ids, the prediction is a softmax over ``classes + 1`` channels
+            (its largest channel wins; ``threshold`` is unused), and an image scores the mean
+            IoU of its classes.
+
     ``update_state(y_true, y_pred, sample_weight=None)`` takes masks ``(B, H, W, 1)`` or
     ``(B, H, W)`` and an optional weight per image, ``(B,)`` or ``(B, 1)``; weight 0 leaves an
     image out (e.g. one without a mask).
@@ -289,8 +316,7 @@ class PerImageIoU(_PerImageScore):
 
     _default_name = "iou"
 
-    def _scores(self, truth: Any, prediction: Any) -> Any:
-        axes = _sample_axes(truth)
+    def _scores(self, truth: Any, prediction: Any, axes: tuple[int, ...]) -> Any:
         intersection = ops.sum(truth * prediction, axis=axes)
         union = ops.sum(truth, axis=axes) + ops.sum(prediction, axis=axes) - intersection
         return ops.where(union > 0, ops.divide_no_nan(intersection, union), 1.0)
@@ -306,14 +332,14 @@ class PerImageDice(_PerImageScore):
         statistic: ``"mean"`` or ``"std"`` (population std over images). Defaults to "mean".
         name: Defaults to ``"dice"`` (mean) or ``"dice_std"`` (std).
         dtype: Dtype of the state. Defaults to None (``keras.config.floatx()``).
+        classes: as for :class:`PerImageIoU` (the mean Dice of the classes).
 
     ``update_state`` is as for :class:`PerImageIoU`.
     """
 
     _default_name = "dice"
 
-    def _scores(self, truth: Any, prediction: Any) -> Any:
-        axes = _sample_axes(truth)
+    def _scores(self, truth: Any, prediction: Any, axes: tuple[int, ...]) -> Any:
         intersection = ops.sum(truth * prediction, axis=axes)
         total = ops.sum(truth, axis=axes) + ops.sum(prediction, axis=axes)
         return ops.where(total > 0, ops.divide_no_nan(2.0 * intersection, total), 1.0)

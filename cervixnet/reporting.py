@@ -275,7 +275,7 @@ def evaluate_run(
     measured = measure_pairs(pairs, spacings, postprocessing)
     report = build_report(
         predictions, patients, choice, risk=risk, n_bootstrap=n_bootstrap, seed=config.seed,
-        per_image=per_image, distance_unit=unit,
+        per_image=per_image, distance_unit=unit, class_names=config.data.classes,
     )  # fmt: skip
     # A --folds ensemble has no one validation fit of the measurement's logistic models.
     markers = None if folds else clinical.load_markers(run_dir / run_folder.MARKERS)
@@ -326,12 +326,16 @@ def build_report(
     seed: int = 0,
     per_image: Mapping[str, np.ndarray] | None = None,
     distance_unit: str = "px",
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Figures with patient-bootstrap 95 % intervals from the arrays of ``predict_records``.
 
     ``per_image`` is the per-image ``segmentation_scores`` of the same predictions at each
     scan's own size, its distances in ``distance_unit`` (``"mm"`` or ``"px"``); without it
     the masks are scored at the network's input size (:func:`per_image_segmentation`).
+    With several classes (``class_names``, ``data.classes``) the segmentation also holds
+    ``iou_<class>``, ``dice_<class>`` and ``class_dice`` (the mean of an image's class
+    Dice), each with its interval, and ``classes``, the names.
 
     Returns:
         ``{"segmentation": {...}, "classification": {...}, "calibration": {...},
@@ -344,26 +348,36 @@ def build_report(
         per_image_given = per_image is not None
         if per_image is None:
             per_image = per_image_segmentation(predictions)
-        per_image = {name: np.asarray(values)[has_mask] for name, values in per_image.items()}
+        columns = {name: np.asarray(per_image[name]) for name in SEGMENTATION_FIGURES}
+        names = []
+        if "class_dice" in per_image:
+            class_dice, class_iou = (np.asarray(per_image[k]) for k in ("class_dice", "class_iou"))
+            count = class_dice.shape[1]
+            names = list(class_names or [f"class_{k}" for k in range(1, count + 1)])
+            for k, name in enumerate(names):
+                columns[f"iou_{name}"], columns[f"dice_{name}"] = class_iou[:, k], class_dice[:, k]
+            columns["class_dice"] = class_dice.mean(axis=1)
+        columns = {name: values[has_mask] for name, values in columns.items()}
 
         def segmentation(*values):
             return {
                 name: float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
-                for name, v in zip(SEGMENTATION_FIGURES, values, strict=True)
+                for name, v in zip(columns, values, strict=True)
             }
 
-        point = segmentation(*per_image.values())
+        point = segmentation(*columns.values())
         intervals = analysis.bootstrap_intervals(
-            segmentation, patients[has_mask], *per_image.values(), n_resamples=n_bootstrap,
+            segmentation, patients[has_mask], *columns.values(), n_resamples=n_bootstrap,
             seed=seed,
         )  # fmt: skip
         report["segmentation"] = {
             "n_images": int(has_mask.sum()),
             "distance_unit": distance_unit if per_image_given else "px",
             **{
-                name: _figure(point[name], intervals[name], std=float(np.nanstd(per_image[name])))
-                for name in SEGMENTATION_FIGURES
+                name: _figure(point[name], intervals[name], std=float(np.nanstd(values)))
+                for name, values in columns.items()
             },
+            **({"classes": names} if names else {}),
         }
     if choice is not None and "probability" in predictions:
         labels, probability = predictions["label"], predictions["probability"]
@@ -407,7 +421,11 @@ def per_image_segmentation(predictions: Mapping[str, np.ndarray]) -> dict[str, n
     pixels), ``(N,)`` each (NaN without a mask). ``evaluate_run`` scores at each scan's own
     size instead (``cervixnet.evaluation.segmentation_scores`` of ``source_size_pairs``)."""
     truth, prob = predictions["mask_true"], predictions["mask_prob"]
-    pairs = [(t > 0.5, p) for t, p in zip(truth, prob, strict=True)]
+    several = np.ndim(prob) == 4  # class ids, or 0/1
+    pairs = [
+        (np.rint(t).astype(np.uint8) if several else t > 0.5, p)
+        for t, p in zip(truth, prob, strict=True)
+    ]
     scores = segmentation_scores(pairs)
     return {name: np.where(predictions["has_mask"], v, np.nan) for name, v in scores.items()}
 
@@ -446,6 +464,26 @@ def format_report(report: Mapping[str, Any]) -> str:
             f = segmentation[key]
             lines.append(f"| {names[key]} | {_num(f['value'])} ± {_num(f.get('std'))} | {_ci(f)} |")
         lines.append("")
+        if segmentation.get("classes"):
+            lines += [
+                "Per class (the rows above score the whole organ, every class against the "
+                "background):",
+                "",
+                "| class | IoU mean ± std | 95 % CI | Dice mean ± std | 95 % CI |",
+                "|---|---|---|---|---|",
+            ]
+            for name in segmentation["classes"]:
+                iou, dice = segmentation[f"iou_{name}"], segmentation[f"dice_{name}"]
+                lines.append(
+                    f"| {name} | {_num(iou['value'])} ± {_num(iou.get('std'))} | {_ci(iou)} | "
+                    f"{_num(dice['value'])} ± {_num(dice.get('std'))} | {_ci(dice)} |"
+                )
+            mean = segmentation["class_dice"]
+            lines += [
+                f"| mean of the classes | | | {_num(mean['value'])} ± {_num(mean.get('std'))} "
+                f"| {_ci(mean)} |",
+                "",
+            ]
     classification = report.get("classification")
     if classification:
         point = report["operating_point"]
@@ -579,6 +617,7 @@ def format_tables(report: Mapping[str, Any]) -> str:
         ("hd95", f"HD95 ({unit})"),
         ("assd", f"ASSD ({unit})"),
     )
+    names += tuple((f"dice_{c}", f"Dice {c}") for c in segmentation.get("classes", ()))
     for key, name in names:
         if key in segmentation:
             f = segmentation[key]
@@ -816,7 +855,8 @@ def _write_outputs(
                         predictions["mask_prob"][k],
                     )
                 )
-        draw("segmentation_overlays", figures.overlay_figure(rows))
+        classes = report.get("segmentation", {}).get("classes")
+        draw("segmentation_overlays", figures.overlay_figure(rows, class_names=classes))
     if gradcam_images > 0 and classification is not None and explain is not None:
         sample = np.linspace(0, len(indices) - 1, min(gradcam_images, len(indices))).round()
         sample = sorted({int(s) for s in sample})

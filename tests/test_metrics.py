@@ -284,7 +284,7 @@ def test_metric_names_and_config_round_trip(metric, name):
 
 
 def test_metric_config_holds_exactly_the_constructor_arguments():
-    assert set(PerImageIoU().get_config()) == {"name", "dtype", "threshold", "statistic"}
+    assert set(PerImageIoU().get_config()) == {"name", "dtype", "threshold", "statistic", "classes"}
     assert set(Specificity().get_config()) == {"name", "dtype", "threshold"}
 
 

@@ -17,7 +17,12 @@ from typing import Any
 import numpy as np
 
 from cervixnet.data.imagefile import read_image
-from cervixnet.data.manifest import read_manifest, resolve_manifest_path
+from cervixnet.data.manifest import (
+    DEFAULT_CLASSES,
+    MASK_COLUMN,
+    read_manifest,
+    resolve_manifest_path,
+)
 
 # The manifest columns that give a row's pixel spacing in millimetres.
 SPACING_COLUMNS = ("pixel_spacing_mm", "spacing_x_mm", "spacing_y_mm")
@@ -74,13 +79,21 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def fingerprint(path: str | Path, max_images: int = 1000) -> DataFingerprint:
+def fingerprint(
+    path: str | Path,
+    max_images: int = 1000,
+    *,
+    mask_column: str = MASK_COLUMN,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+) -> DataFingerprint:
     """Reads the fingerprint of the data set at ``path`` (a folder or its ``manifest.csv``).
 
     Args:
         path: the data set.
         max_images: at most this many images (and their masks) are opened, evenly spread
             over the manifest's rows; default 1000.
+        mask_column, classes: which column holds the masks, and their classes
+            (``data.mask_column``, ``data.classes``; see ``read_manifest``).
 
     Raises:
         DataError: the manifest fails validation (every row, its images decoded, as
@@ -88,7 +101,9 @@ def fingerprint(path: str | Path, max_images: int = 1000) -> DataFingerprint:
     """
     if max_images < 1:
         raise ValueError(f"max_images must be >= 1. Received: {max_images}")
-    manifest = read_manifest(resolve_manifest_path(path), decode=True)
+    manifest = read_manifest(
+        resolve_manifest_path(path), decode=True, mask_column=mask_column, classes=classes
+    )
     records = manifest.records
     spread = np.linspace(0, len(records) - 1, min(max_images, len(records)))
     chosen = sorted(set(spread.astype(int).tolist()))

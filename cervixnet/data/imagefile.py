@@ -17,6 +17,7 @@ gray + alpha (2 channels)               accepted: the alpha channel is dropped
 colour + alpha (4 channels)             accepted: the alpha channel is dropped
 16-bit                                  accepted: kept 16-bit, scaled by 65535
 mask with values other than 0, 1, 255   error: ``not a binary mask``
+class-id mask with ids > its classes    error: ``class ids beyond the ... classes``
 ======================================  =============================================
 
 The bytes are read with NumPy and decoded in memory by OpenCV, so that paths with spaces and
@@ -131,21 +132,34 @@ def mask_values(stored: np.ndarray) -> np.ndarray:
     return colour.max(axis=2)
 
 
-def mask_problem(values: np.ndarray) -> str | None:
-    """Why a mask (from :func:`mask_values`) is not binary, or ``None``.
+def mask_problem(values: np.ndarray, classes: int = 1) -> str | None:
+    """Why a mask (from :func:`mask_values`) does not fit ``classes`` classes, or ``None``.
 
-    A mask holds 0 (background) and 1 or 255 (cervix). Any other value means the file is not
-    a mask (an image given as the mask, a JPEG-compressed or antialiased mask), and counting
-    every non-zero pixel as cervix would train on a wrong outline.
+    One class: a mask holds 0 (background) and 1 or 255 (cervix). Any other value means the
+    file is not a mask (an image given as the mask, a JPEG-compressed or antialiased mask),
+    and counting every non-zero pixel as cervix would train on a wrong outline. Several
+    classes: a mask holds class ids 0 (background) to ``classes``.
     """
     found = np.unique(values)
+    if classes > 1:
+        other = found[found > classes]
+        if other.size == 0:
+            return None
+        shown = ", ".join(str(v) for v in other[:3].tolist())
+        return (
+            f"class ids beyond the {classes} classes of data.classes: {other.size} value(s) "
+            f"above {classes} (e.g. {shown}); a class-id mask holds 0 (background) to {classes}"
+        )
     other = found[~np.isin(found, _BINARY_VALUES)]
     if other.size == 0:
         return None
     shown = ", ".join(str(v) for v in other[:3].tolist())
+    hint = (
+        "; for a mask of class ids, name its classes in data.classes" if other.max() <= 16 else ""
+    )
     return (
         f"not a binary mask: {other.size} value(s) other than 0, 1 and 255 (e.g. {shown}); "
-        "a mask marks the cervix with 1 or 255 and the rest with 0"
+        f"a mask marks the cervix with 1 or 255 and the rest with 0{hint}"
     )
 
 

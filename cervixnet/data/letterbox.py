@@ -180,23 +180,24 @@ def unfit_probabilities(
     ``probabilities.shape``) and resizes it bilinearly (cv2.INTER_LINEAR) to ``source_size``.
 
     Args:
-        probabilities: Mask probabilities at the network input size, shape ``(th, tw)``.
+        probabilities: Mask probabilities at the network input size, shape ``(th, tw)``, or
+            ``(th, tw, C)`` with one channel per class (each resized alike).
         source_size: ``(height, width)`` of the source image, both >= 1.
         mode: The mode the image was fitted with. Defaults to "letterbox".
 
     Returns:
-        float32 probabilities, shape ``(sh, sw)``.
+        float32 probabilities, shape ``(sh, sw)`` (``(sh, sw, C)``).
 
     Raises:
-        ValueError: On probabilities that are not 2-D, a bad size or mode.
+        ValueError: On probabilities that are not 2-D (or 3-D), a bad size or mode.
     """
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    if probabilities.ndim != 2:
+    if not (probabilities.ndim == 2 or (probabilities.ndim == 3 and probabilities.shape[2] > 1)):
         raise ValueError(
-            "`probabilities` must have shape (height, width). "
-            f"Received: probabilities.shape={probabilities.shape}"
+            "`probabilities` must have shape (height, width), or (height, width, channels) "
+            f"with 2 or more channels. Received: probabilities.shape={probabilities.shape}"
         )
-    box = letterbox_geometry(source_size, probabilities.shape, mode)
+    box = letterbox_geometry(source_size, probabilities.shape[:2], mode)
     (ch, cw), (sh, sw) = box.content_size, box.source_size
     content = np.ascontiguousarray(probabilities[box.top : box.top + ch, box.left : box.left + cw])
     return cv2.resize(content, (sw, sh), interpolation=cv2.INTER_LINEAR)

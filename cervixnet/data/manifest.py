@@ -2,8 +2,10 @@
 
 Required columns: ``image`` (path relative to the manifest), ``patient_id``, ``label``
 (``1`` preterm, ``0`` control, empty when unknown) and ``mask`` (path to a binary mask,
-non-zero = cervix; may be empty for an image without an outline). Extra columns are kept in
-:attr:`Record.extra` and otherwise ignored. See ``docs/data-format.md``.
+non-zero = cervix; may be empty for an image without an outline). With several classes
+(``data.classes``) a mask holds class ids, and ``data.mask_column`` may name another column
+for the masks. Extra columns are kept in :attr:`Record.extra` and otherwise ignored. See
+``docs/data-format.md``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ import csv
 import dataclasses
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from cervixnet.errors import DataError
 
 MANIFEST_NAME = "manifest.csv"
 REQUIRED_COLUMNS = ("image", "patient_id", "label", "mask")
 # Optional pixel spacing, mm per pixel: one column for square pixels, or one per axis.
+MASK_COLUMN = "mask"
+# The one class of a binary mask (``data.classes``' default).
+DEFAULT_CLASSES = ("cervix",)
 SPACING_COLUMN = "pixel_spacing_mm"
 SPACING_AXIS_COLUMNS = ("spacing_y_mm", "spacing_x_mm")
 # A prepared copy's rows: the spacing of the scan itself (of ``native_mask``), where the axis
@@ -126,7 +134,12 @@ class Problem:
 
 
 def check_manifest(
-    path: str | Path, check_files: bool = True, decode: bool = False
+    path: str | Path,
+    check_files: bool = True,
+    decode: bool = False,
+    *,
+    mask_column: str = MASK_COLUMN,
+    classes: Sequence[str] = DEFAULT_CLASSES,
 ) -> tuple[Path, list[Record], list[Problem]]:
     """Reads a manifest and collects every problem instead of stopping at the first.
 
@@ -135,6 +148,10 @@ def check_manifest(
         check_files: check that every referenced image and mask file exists.
         decode: also decode every image and mask (OpenCV), and check that a mask has its
             image's size and that Bézier control points (a ``bezier`` column) lie inside it.
+        mask_column: the column whose files are the masks (``Record.mask``); default ``mask``.
+        classes: the names of the mask's classes (``data.classes``). One class: a mask is
+            binary (0 and 1 or 255). Several: a mask holds class ids 0 (background) to
+            ``len(classes)``, and with ``decode`` each class must appear in some mask.
 
     Returns:
         ``(manifest_path, records, problems)``: the rows without problems as records, and one
@@ -176,7 +193,8 @@ def check_manifest(
                     )
                 )
                 return manifest_path, [], problems
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            missing = [c for c in (*REQUIRED_COLUMNS, mask_column) if c not in header]
+            missing = list(dict.fromkeys(missing))
             if missing:
                 problems.append(
                     Problem(
@@ -189,10 +207,13 @@ def check_manifest(
                     )
                 )
                 return manifest_path, [], problems
+            found_ids: set[int] = set()
             for row in reader:
                 # The line the row ends on: blank lines count, as in an editor or spreadsheet.
-                checker = _RowChecker(manifest_path, root, reader.line_num, problems)
-                record = checker.parse(row, check_files, decode)
+                checker = _RowChecker(
+                    manifest_path, root, reader.line_num, problems, mask_column, len(classes)
+                )
+                record = checker.parse(row, check_files, decode, found_ids)
                 if record is not None:
                     records.append(record)
     except UnicodeDecodeError as error:
@@ -205,6 +226,8 @@ def check_manifest(
         return manifest_path, [], problems
     if not records and not problems:
         problems.append(Problem(manifest_path, None, None, "the manifest has no rows"))
+    if decode and len(classes) > 1 and any(r.mask is not None for r in records):
+        problems.extend(_absent_classes(manifest_path, mask_column, classes, found_ids))
     problems.extend(_duplicates(manifest_path, records))
     problems.extend(_conflicting_labels(manifest_path, records))
     problems.extend(_partial_spacing(manifest_path, records))
@@ -212,19 +235,30 @@ def check_manifest(
     return manifest_path, records, problems
 
 
-def read_manifest(path: str | Path, check_files: bool = True, decode: bool = False) -> Manifest:
+def read_manifest(
+    path: str | Path,
+    check_files: bool = True,
+    decode: bool = False,
+    *,
+    mask_column: str = MASK_COLUMN,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+) -> Manifest:
     """Reads and validates a manifest.
 
     Args:
         path: a data folder or its ``manifest.csv``.
         check_files: also check that every referenced image and mask file exists.
         decode: also decode every image and mask (see :func:`check_manifest`).
+        mask_column: the column whose files are the masks; default ``mask``.
+        classes: the names of the mask's classes (see :func:`check_manifest`).
 
     Raises:
         DataError: naming the file, row and column of the first problem found, and how many
             there are in all.
     """
-    manifest_path, records, problems = check_manifest(path, check_files, decode)
+    manifest_path, records, problems = check_manifest(
+        path, check_files, decode, mask_column=mask_column, classes=classes
+    )
     if problems:
         more = len(problems) - 1
         hint = (
@@ -240,15 +274,26 @@ def read_manifest(path: str | Path, check_files: bool = True, decode: bool = Fal
 class _RowChecker:
     """Parses one row, recording each problem it finds."""
 
-    def __init__(self, manifest_path: Path, root: Path, row: int, problems: list[Problem]):
+    def __init__(
+        self,
+        manifest_path: Path,
+        root: Path,
+        row: int,
+        problems: list[Problem],
+        mask_column: str = MASK_COLUMN,
+        classes: int = 1,
+    ):
         self.manifest_path, self.root, self.row, self.problems = manifest_path, root, row, problems
+        self.mask_column, self.classes = mask_column, classes
         self.failed = False
 
     def fail(self, column: str, reason: str) -> None:
         self.problems.append(Problem(self.manifest_path, self.row, column, reason))
         self.failed = True
 
-    def parse(self, row: dict, check_files: bool, decode: bool) -> Record | None:
+    def parse(
+        self, row: dict, check_files: bool, decode: bool, found_ids: set[int] | None = None
+    ) -> Record | None:
         if None in row:  # more cells than header columns
             self.fail("(extra cells)", f"the row has more cells than the header: {row[None]!r}")
             return None
@@ -276,10 +321,10 @@ class _RowChecker:
                 f"{label_text!r}{hint}",
             )
 
-        mask_text = values["mask"]
+        mask_text = values[self.mask_column]
         mask = _resolve(self.root, mask_text) if mask_text else None
         if check_files and mask is not None:
-            self._check_file("mask", mask, mask_text)
+            self._check_file(self.mask_column, mask, mask_text)
 
         for column in (SPACING_COLUMN, *SPACING_AXIS_COLUMNS):
             text = values.get(column, "")
@@ -297,7 +342,7 @@ class _RowChecker:
             self.fail(other, f"empty, but {given} is given: a pixel has a spacing on both axes")
 
         if decode and not self.failed:
-            self._decode(image, image_text, mask, mask_text, values.get("bezier", ""))
+            self._decode(image, image_text, mask, mask_text, values.get("bezier", ""), found_ids)
         if self.failed:
             return None
         extra = {k: v for k, v in values.items() if k not in REQUIRED_COLUMNS}
@@ -310,7 +355,13 @@ class _RowChecker:
             self.fail(column, f"file not found: {_shown(text)}")
 
     def _decode(
-        self, image: Path, image_text: str, mask: Path | None, mask_text: str, bezier_text: str
+        self,
+        image: Path,
+        image_text: str,
+        mask: Path | None,
+        mask_text: str,
+        bezier_text: str,
+        found_ids: set[int] | None = None,
     ) -> None:
         from cervixnet.data import bezier, imagefile
 
@@ -324,17 +375,19 @@ class _RowChecker:
             try:
                 values = imagefile.mask_values(imagefile.read_image(mask))
             except imagefile.ImageFileError as error:
-                self.fail("mask", f"{error.reason}: {_shown(mask_text)}")
+                self.fail(self.mask_column, f"{error.reason}: {_shown(mask_text)}")
             else:
-                problem = imagefile.mask_problem(values)
+                problem = imagefile.mask_problem(values, self.classes)
+                if found_ids is not None and self.classes > 1 and not problem:
+                    found_ids.update(np.unique(values).tolist())
                 if values.shape[:2] != (height, width):
                     self.fail(
-                        "mask",
+                        self.mask_column,
                         f"the mask is {values.shape[1]}x{values.shape[0]} pixels but its "
                         f"image is {width}x{height}: {_shown(mask_text)}",
                     )
                 elif problem:
-                    self.fail("mask", f"{problem}: {_shown(mask_text)}")
+                    self.fail(self.mask_column, f"{problem}: {_shown(mask_text)}")
         for annotation in filter(None, (a.strip() for a in bezier_text.split(";"))):
             try:
                 points = bezier.parse_points(annotation)
@@ -368,6 +421,25 @@ def _resolve(root: Path, text: str) -> Path:
     with contextlib.suppress(RuntimeError):  # "~name" of no known user: a plain relative name
         path = path.expanduser()
     return path if path.is_absolute() else root / path
+
+
+def _absent_classes(
+    manifest_path: Path, mask_column: str, classes: Sequence[str], found_ids: set[int]
+) -> list[Problem]:
+    """A problem for each class that no mask holds: a model cannot learn it, and its scores
+    would be those of an empty class."""
+    return [
+        Problem(
+            manifest_path,
+            None,
+            mask_column,
+            f"class {k} ({name}) appears in no mask; data.classes names "
+            f"{len(classes)} classes ({', '.join(classes)}), so every id 1..{len(classes)} "
+            f"must mark some pixels. Received: ids {sorted(found_ids)}",
+        )
+        for k, name in enumerate(classes, start=1)
+        if k not in found_ids
+    ]
 
 
 def _duplicates(manifest_path: Path, records: list[Record]) -> list[Problem]:

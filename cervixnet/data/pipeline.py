@@ -141,11 +141,12 @@ def fit_to_input(
     return fitted, tf.stack([top, left, content[0], content[1]])
 
 
-def decode_mask(contents: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
-    """Encoded mask -> float32 ``(height, width, 1)`` in {0, 1}: non-zero pixels are cervix."""
+def decode_mask(contents: tf.Tensor, image_size: Sequence[int], classes: int = 1) -> tf.Tensor:
+    """Encoded mask -> float32 ``(height, width, 1)``: for one class in {0, 1} (non-zero
+    pixels are the organ), for several the class ids 0 (background) to ``classes``."""
     mask = tf.io.decode_image(contents, channels=0, dtype=tf.uint8, expand_animations=False)
     mask = _at_size(tf.reduce_max(mask, axis=-1, keepdims=True), image_size, "nearest")
-    return tf.cast(mask > 0, tf.float32)
+    return tf.cast(mask > 0 if classes == 1 else mask, tf.float32)
 
 
 def _at_size(image: tf.Tensor, image_size: Sequence[int], method: str) -> tf.Tensor:
@@ -168,7 +169,8 @@ def build_augmenter(
     """Returns ``fn(images, masks, seed) -> (images, masks)`` for batches, or ``None`` if disabled.
 
     ``images`` are float32 ``(batch, H, W, C)`` in [0, 1], ``masks`` float32 ``(batch, H, W, 1)``
-    in {0, 1}; both come back with the same shapes, each image with its own random draws:
+    in {0, 1} (or class ids); both come back with the same shapes, each image with its own
+    random draws:
 
     - rotation by an angle in ``[-rotation_degrees, +rotation_degrees]`` (default 15) about
       the centre, corners filled with 0 (the transform of ``keras.layers.RandomRotation``);
@@ -185,7 +187,7 @@ def build_augmenter(
 
     Rotation, crop and mirror together are one affine map (``affine_transforms``), applied in a
     single resampling by OpenCV (``warp_affine``): bilinear for the image, nearest neighbour for the
-    mask, so it stays binary. The intensity transforms touch the image only. A value of 0
+    mask, so it keeps its values. The intensity transforms touch the image only. A value of 0
     turns a transform off. Every draw is stateless: ``seed`` (int64, shape ``(2,)``) alone
     decides the output, whatever TensorFlow's global seed and whatever ran before, which is
     what lets an interrupted run resume with exactly the augmentation it would have had.
@@ -385,6 +387,7 @@ def make_dataset(
     first_epoch: int = 0,
     autotune: bool = False,
     cache: bool | str = "auto",
+    classes: int = 1,
 ) -> tf.data.Dataset:
     """Builds the input pipeline for the records at ``indices`` of ``manifest``.
 
@@ -419,6 +422,8 @@ def make_dataset(
             cache when they take at most 1 GiB (``"auto"``, the default; ``cache_in_memory``).
             The batches are the same either way; with the cache, the first batch waits until
             the whole set is decoded.
+        classes: the mask's classes (``len(data.classes)``): 1, masks in {0, 1}; more,
+            masks of class ids (``decode_mask``).
     """
     records = [manifest.records[i] for i in indices]
     if not records:
@@ -443,7 +448,7 @@ def make_dataset(
         image = preprocess_image(tf.io.read_file(row["image"]), image_size, channels)
         mask = tf.cond(
             row["has_mask"] > 0,
-            lambda: decode_mask(tf.io.read_file(row["mask"]), image_size),
+            lambda: decode_mask(tf.io.read_file(row["mask"]), image_size, classes),
             lambda: tf.zeros((*image_size, 1), tf.float32),
         )
         return image, mask

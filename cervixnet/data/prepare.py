@@ -169,6 +169,7 @@ def prepare_record(
     annotations: AnnotationConfig | None = None,
     calipers: CaliperConfig | None = None,
     resize: str = "letterbox",
+    classes: int = 1,
 ) -> PreparedRow:
     """Cleans, annotates and resizes one manifest row (see the module docstring).
 
@@ -179,6 +180,8 @@ def prepare_record(
         annotations: how ``bezier`` points become a mask; default ``AnnotationConfig()``.
         calipers: caliper removal settings (``enabled: false`` converts to gray only);
             default ``CaliperConfig()``.
+        classes: the mask's classes: 1, a binary mask (non-zero is the organ); more, class
+            ids kept as they are.
 
     Raises:
         DataError: naming the file, for an image that is not 8- or 16-bit.
@@ -198,7 +201,8 @@ def prepare_record(
     if annotation_masks:
         agreement = mean_pairwise_iou(annotation_masks)
     if record.mask is not None:
-        mask = imagefile.mask_values(read_image(record.mask)) > 0
+        values = imagefile.mask_values(read_image(record.mask))
+        mask = (values > 0) if classes == 1 else values
         mask, mask_source = mask.astype(np.uint8), "file"
     elif annotation_masks:
         mask, mask_source = fuse_masks(annotation_masks, annotations.fusion), "bezier"
@@ -274,6 +278,8 @@ def prepare_settings(config: Config) -> dict[str, Any]:
         "resize": data["resize"],
         "annotations": data["annotations"],
         "calipers": data["calipers"],
+        "classes": data["classes"],
+        "mask_column": data["mask_column"],
         "split": data["split"],
         "seed": config.seed,
     }
@@ -297,7 +303,7 @@ def source_fingerprint(manifest_path: str | Path) -> str:
 def _hash_listed_files(manifest_path: Path, digest) -> None:
     with manifest_path.open(newline="", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle):
-            for column in ("image", "mask"):
+            for column in (c for c in row if c == "image" or (c or "").endswith("mask")):
                 name = row.get(column)
                 name = name.strip() if isinstance(name, str) else ""
                 if not name:
@@ -324,8 +330,9 @@ def prepare(
     Args:
         source: a data folder or its ``manifest.csv``; only read.
         out_dir: a new (or empty) folder for the copy.
-        config: ``data.image_size``, ``data.annotations``, ``data.calipers``, ``data.split``
-            and ``seed`` are used.
+        config: ``data.image_size``, ``data.annotations``, ``data.calipers``, ``data.classes``,
+            ``data.mask_column``, ``data.split`` and ``seed`` are used. The masks are written
+            0/255 for one class, as class ids for several.
         workers: threads decoding and cleaning images in parallel; default: one per CPU.
         progress: called with the number of rows finished since the last call.
 
@@ -339,7 +346,10 @@ def prepare(
     from cervixnet.data.splits import split_patients
 
     out_dir = check_output_folder(out_dir)
-    manifest = read_manifest(source, decode=True)
+    classes = config.data.classes
+    manifest = read_manifest(
+        source, decode=True, mask_column=config.data.mask_column, classes=classes
+    )
     image_size = config.data.image_size
     if image_size == AUTO:
         raise ConfigError(
@@ -361,15 +371,17 @@ def prepare(
                 config.data.annotations,
                 config.data.calipers,
                 config.data.resize,
+                len(classes),
             )
             image_name = f"images/{names[position]}"
             _write_png(inside_folder(staging, image_name), row.image)
             mask_name = native_name = ""
             if row.mask is not None:
                 mask_name = f"masks/{names[position]}"
-                _write_png(inside_folder(staging, mask_name), row.mask * 255)
+                scale = 255 if len(classes) == 1 else 1  # binary masks 0/255, else class ids
+                _write_png(inside_folder(staging, mask_name), row.mask * scale)
                 native_name = f"native_masks/{names[position]}"
-                _write_png(inside_folder(staging, native_name), row.native_mask * 255)
+                _write_png(inside_folder(staging, native_name), row.native_mask * scale)
             return _output_row(manifest, record, row, image_name, mask_name, native_name)
 
         rows: list[dict[str, str]] = []
@@ -392,7 +404,7 @@ def prepare(
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
-        prepared = read_manifest(staging / MANIFEST_NAME)
+        prepared = read_manifest(staging / MANIFEST_NAME, classes=classes)
         try:
             splits = split_patients(prepared, config.data.split, seed=config.seed)
             splits.save(staging / "splits.json", prepared)

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cervixnet.config import Config, SyntheticDataConfig
-from cervixnet.data.manifest import MANIFEST_NAME, resolve_manifest_path
+from cervixnet.data.manifest import DEFAULT_CLASSES, MANIFEST_NAME, resolve_manifest_path
+from cervixnet.errors import ConfigError
 
 
 def default_cache_root() -> Path:
@@ -84,6 +85,14 @@ def prepared_data(
 
     manifest_path = Path(manifest_path)
     if prepare.is_prepared(manifest_path.parent):
+        info = prepare.load_prepared_info(manifest_path.parent) or {}
+        prepared_classes = tuple(info.get("classes", DEFAULT_CLASSES))
+        if prepared_classes != tuple(config.data.classes):
+            raise ConfigError(
+                f"{manifest_path.parent} was prepared with the classes "
+                f"{list(prepared_classes)}, but data.classes is {list(config.data.classes)}; "
+                "prepare the source data again with this configuration"
+            )
         return manifest_path
     settings = prepare.prepare_settings(config)
     key = hashlib.sha256(

@@ -114,9 +114,12 @@ def score_run(fitted: FittedRun, echo: Callable[[str], None] = print) -> TrainRe
         scores[name] = segmentation_scores(pairs[name], postprocessing, spacings=spacings)
         split_risk = None if risk is None else [risk[i] for i in positions]
         figures[name] = split_metrics(
-            predictions, risk=split_risk, scores=scores[name], distance_unit=unit
-        )
-    write_predictions(run_dir / run_folder.PREDICTIONS, manifest, per_split, scores, unit)
+            predictions, risk=split_risk, scores=scores[name], distance_unit=unit,
+            class_names=config.data.classes,
+        )  # fmt: skip
+    write_predictions(
+        run_dir / run_folder.PREDICTIONS, manifest, per_split, scores, unit, config.data.classes
+    )
     if joint:
         _save_operating_point(per_split.get("val"), run_dir, echo)
         _save_markers(

@@ -47,15 +47,18 @@ def build_network(config: Config) -> keras.Model:
     builder = models.builder(config.arch)
     accepted = inspect.signature(builder).parameters
     for key in kwargs:
-        if key not in accepted or key in ("input_shape", "name"):
-            options = ", ".join(p for p in accepted if p not in ("input_shape", "name"))
+        fixed = ("input_shape", "name", "classes")  # classes: from data.classes
+        if key not in accepted or key in fixed:
+            options = ", ".join(p for p in accepted if p not in fixed)
             raise ConfigError(
                 f"unknown key 'model.{config.arch}.{key}' for {builder.__name__}; "
                 f"expected one of: {options}"
             )
 
+    classes = len(config.data.classes)
+
     def build() -> keras.Model:
-        return builder(input_shape=(height, width, config.data.channels), **kwargs)
+        return builder(input_shape=(height, width, config.data.channels), classes=classes, **kwargs)
 
     try:
         with dtype_policy(precision_for(config.training.precision, build)):
@@ -109,14 +112,21 @@ def compile_model(
     steps_per_epoch: int = 1,
     replicas: int = 1,
 ) -> None:
-    """Compiles with the paper's losses: BCE + Dice on the mask, weighted BCE on the label.
+    """Compiles with the paper's losses: BCE + Dice on the mask (cross-entropy + mean class
+    Dice for several ``data.classes``), weighted BCE on the label.
 
     The step is compiled by XLA as ``training.jit_compile`` says, ``auto`` resolved for this
     machine and model (``cervixnet.training.compilation``). Under a ``tf.distribute``
     strategy, call it inside the strategy's scope, where the model was built, with
     ``replicas`` its number of replicas (for ``training.scale_learning_rate``).
     """
-    mask_metrics = [metrics.PerImageIoU(), metrics.PerImageDice()]
+    classes = len(config.data.classes)
+    mask_metrics = [metrics.PerImageIoU(classes=classes), metrics.PerImageDice(classes=classes)]
+    mask_loss = (
+        losses.BCEDiceLoss(alpha=config.loss.alpha)
+        if classes == 1
+        else losses.CEDiceLoss(alpha=config.loss.alpha)
+    )
     jit_compile = resolve_jit_compile(config.training.jit_compile, model, models.policy_name(model))
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate(config, steps_per_epoch, replicas),
@@ -128,7 +138,7 @@ def compile_model(
         model.compile(
             optimizer=optimizer,
             loss={
-                "mask": losses.BCEDiceLoss(alpha=config.loss.alpha),
+                "mask": mask_loss,
                 "label": losses.WeightedBinaryCrossentropy(positive_weight=positive_weight),
             },
             loss_weights={"mask": 1.0, "label": config.loss.beta},
@@ -147,7 +157,7 @@ def compile_model(
     else:
         model.compile(
             optimizer=optimizer,
-            loss=losses.BCEDiceLoss(alpha=config.loss.alpha),
+            loss=mask_loss,
             weighted_metrics=mask_metrics,
             jit_compile=jit_compile,
         )

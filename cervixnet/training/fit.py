@@ -336,6 +336,7 @@ def training_inputs(
         "augment": config.data.augment,
         "autotune": config.data.autotune,
         "cache": config.data.cache,
+        "classes": len(config.data.classes),
     }
     steps_per_epoch = math.ceil(len(train_positions) / config.training.batch_size)
     train_data = make_dataset(

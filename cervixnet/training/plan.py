@@ -319,7 +319,9 @@ def plan_run(
         return config, None
     plan = make_plan(
         config,
-        fingerprint(manifest_path),
+        fingerprint(
+            manifest_path, mask_column=config.data.mask_column, classes=config.data.classes
+        ),
         device or this_device(),
         step_seconds=step_seconds,
         size_multiple=size_multiple,
