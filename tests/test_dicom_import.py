@@ -522,3 +522,27 @@ def test_synthetic_dicoms_are_imported_trained_on_and_measured_in_mm(tmp_path):
         f"{np.max(np.abs(errors)):.2f} mm; predicted vs truth: MAE {mae:.1f} mm "
         f"over {len(lengths)} images"
     )
+
+
+def test_one_frame_of_a_cine_loop_with_its_time(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    _write(source / "loop.dcm", frames=3, frame_time=40.0)
+    _write(source / "still.dcm")
+    code, output = _import(
+        str(source), "--out", str(tmp_path / "out"), "--salt-file", str(tmp_path / "salt"),
+        "--frames", "2",
+    )  # fmt: skip
+    assert code == 0, output
+    (row,) = _manifest(tmp_path / "out")
+    assert (row["source_file"], row["frame"], row["frame_time_ms"]) == ("loop.dcm", "2", "40.000")
+    image = cv2.imread(str(tmp_path / "out" / row["image"]), cv2.IMREAD_UNCHANGED)
+    assert image[0, 0] == (40 * 60) % 200  # the second frame's first pixel
+    assert (
+        "`still.dcm`: frames must be 'first', 'all' or a frame number 1..1. Received: 2" in output
+    )
+    code, output = _import(
+        str(source), "--out", str(tmp_path / "x"), "--salt-file", str(tmp_path / "salt"),
+        "--frames", "0",
+    )  # fmt: skip
+    assert code == 2 and "expected first, all or a frame number from 1. Received: '0'" in output
