@@ -663,17 +663,41 @@ def data() -> None:
 @click.option("--n-images", type=click.IntRange(min=10), default=354, show_default=True)
 @click.option("--n-preterm", type=click.IntRange(min=1), default=35, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["png", "dicom"]),
+    default="png",
+    show_default=True,
+    help="png: the data set itself. dicom: the same images as ultrasound DICOM files with fake "
+    "identities, to try `data import-dicom` on.",
+)
 @_user_errors
-def synth(out, n_images, n_preterm, seed) -> None:
+def synth(out, n_images, n_preterm, seed, output_format) -> None:
     """Write the synthetic transvaginal-ultrasound data set in the manifest format.
 
     Colour images with caliper crosses burnt in, binary masks, and manifest.csv with
     image, patient_id, label, mask plus the generator's latent risk and features;
     generator.json records the generative model and its best possible AUC.
+
+    With --format dicom, OUT gets dicom/ (one ultrasound DICOM per image, the pixel spacing in
+    its tissue region, fake names, IDs and UIDs), masks/ (as `data import-dicom --masks`
+    reads them), outcomes.csv (the label per fake PatientID) and truth.csv (each file's
+    cervical and canal length in mm).
     """
     from cervixnet.data import synthetic
 
     spec = synthetic.SyntheticSpec(n_images=n_images, n_preterm=n_preterm, seed=seed)
+    if output_format == "dicom":
+        from cervixnet.data.synthetic_dicom import generate_dicom
+
+        folder = generate_dicom(out, spec)
+        click.echo(
+            f"Wrote {n_images} ultrasound DICOM files ({n_preterm} preterm) to {folder}; "
+            f"import them with: cervixnet data import-dicom {folder / 'dicom'} --masks "
+            f"{folder / 'masks'} --labels {folder / 'outcomes.csv'} --salt-file SALT --out DATA"
+        )
+        return
     manifest = synthetic.generate(out, spec)
     info = synthetic.load_generator_info(manifest.parent) or {}
     best = info.get("best_auc")
@@ -681,6 +705,106 @@ def synth(out, n_images, n_preterm, seed) -> None:
         f"Wrote {n_images} images ({n_preterm} preterm) to {manifest}"
         + (f"; best possible AUC {best:.3f}" if best is not None else "")
     )
+
+
+def _frames(context, parameter, value: str) -> str | int:
+    """``--frames``: first, all, or a frame number from 1."""
+    if value in ("first", "all"):
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise click.BadParameter(f"expected first, all or a frame number from 1. Received: {value!r}")
+
+
+@data.command("import-dicom")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
+)
+@click.option(
+    "--salt-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The secret the pseudonyms are keyed with; created (random) when it does not exist. "
+    "Keep it private, apart from the data, and reuse it: the same salt gives the same "
+    "patient_id in every import.",
+)
+@click.option(
+    "--labels",
+    "outcomes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV of outcomes: label (1 preterm, 0 control) by patient_id (the DICOM PatientID) "
+    "or accession_number.",
+)
+@click.option(
+    "--masks",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of mask PNGs: the mask of SOURCE/a/b.dcm is MASKS/a/b.png (first frame).",
+)
+@click.option(
+    "--frames",
+    callback=_frames,
+    default="first",
+    show_default=True,
+    metavar="first|all|N",
+    help="Which frames of a cine loop become images.",
+)
+@click.option(
+    "--crop", is_flag=True, default=False, help="Cut each image to its tissue region's box."
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    default=False,
+    help="Write nothing and exit with status 1 if any DICOM file fails [default: import the "
+    "others, list the failures].",
+)
+@_user_errors
+def import_dicom(source, out, salt_file, outcomes, masks, frames, crop, strict) -> None:
+    """Import the ultrasound DICOM files under SOURCE as a data set, with no identity in it.
+
+    Every DICOM file under SOURCE (recursively; other files are skipped and counted) becomes
+    PNG images as the scanner showed them, and one manifest.csv row per image: patient_id (a
+    keyed hash of the PatientID), label, mask, the pixel spacing in mm (from the tissue region
+    of the Sequence of Ultrasound Regions, or PixelSpacing), the source file and frame.
+    import_report.md and import_report.json list the counts, the tags read (none is copied)
+    and each file that failed, with its reason; those are left out and the rest imported
+    (exit status 0), unless --strict. SOURCE is only read; OUT appears only when complete.
+    Then: `cervixnet data prepare OUT` (or `train --data OUT`) fills the caliper marks.
+    """
+    from cervixnet.data.dicom_import import format_report
+    from cervixnet.data.dicom_import import import_dicom as run_import
+
+    files = sum(1 for path in source.rglob("*") if path.is_file())
+    with click.progressbar(
+        length=files, label="Importing", file=click.get_text_stream("stderr")
+    ) as bar:
+        result = run_import(
+            source,
+            out,
+            salt_file,
+            frames=frames,
+            crop=crop,
+            outcomes=outcomes,
+            masks=masks,
+            strict=strict,
+            progress=bar.update,
+        )
+    if result.salt_created:
+        click.echo(
+            f"Created the salt file {salt_file}: keep it private and apart from the data, and "
+            "use it again for later imports (the same patient then gets the same patient_id).",
+            err=True,
+        )
+    click.echo(format_report(result.report, privacy=False))
+    click.echo(f"Data set: {result.manifest.parent} (the tags read: import_report.md)")
+    if result.failures:
+        click.echo(
+            f"Warning: {len(result.failures)} DICOM file(s) were not imported (listed above).",
+            err=True,
+        )
 
 
 @data.command()

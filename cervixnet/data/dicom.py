@@ -31,15 +31,18 @@ __all__ = [
     "DicomSpacing",
     "dicom_frames",
     "dicom_spacing",
+    "dicom_text",
     "is_dicom",
     "read_dicom",
     "read_dicom_scan",
+    "tag_name",
 ]
 
 SPATIAL_2D = 1  # RegionSpatialFormat (0018,6012): a 2D image
 TISSUE = 1  # RegionDataType (0018,6014): tissue
 CENTIMETRES = 3  # PhysicalUnitsX/YDirection (0018,6024 / 0018,6026)
 REGIONS_TAG = "SequenceOfUltrasoundRegions (0018,6011)"
+CHARACTER_SET_TAG = "SpecificCharacterSet (0008,0005)"
 
 
 class DicomError(DataError):
@@ -113,6 +116,60 @@ def read_dicom(path: str | Path) -> Any:
     if "PixelData" not in dataset:
         raise DicomError(f"{path}: no pixel data (7FE0,0010): not an image")
     return dataset
+
+
+def tag_name(keyword: str) -> str:
+    """``"PatientID (0010,0020)"``: a keyword with its tag, as messages name it."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    return keyword if tag is None else f"{keyword} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def dicom_text(dataset: Any, keyword: str, name: str | Path = "DICOM") -> str | None:
+    """A text element decoded strictly in the file's SpecificCharacterSet (0008,0005),
+    stripped of its padding; None when the element is absent or empty.
+
+    pydicom only warns about an unknown character set (and then reads the bytes as Latin-1)
+    or about bytes that do not decode in it (and then puts replacement characters in): an
+    identifier read that way is silently wrong. Here both are errors. The value itself never
+    appears in a message.
+
+    Raises:
+        DicomError: the character set is unknown, or the element's bytes do not decode in it;
+            the message names the file and the tag.
+    """
+    from pydicom import config
+    from pydicom.charset import convert_encodings, decode_bytes
+    from pydicom.valuerep import TEXT_VR_DELIMS
+
+    element = dataset.get_item(keyword)
+    if element is None or element.value in (None, b"", ""):
+        return None
+    charset = dataset.get("SpecificCharacterSet")
+    if charset is not None and not isinstance(charset, str):  # several: a MultiValue
+        charset = [str(part) for part in charset]
+    shown = "\\".join(charset) if isinstance(charset, list) else charset or ""
+    try:
+        with config.strict_reading():
+            encodings = convert_encodings(charset)
+    except (LookupError, ValueError):
+        raise DicomError(
+            f"{name}: {CHARACTER_SET_TAG}: not a character set pydicom knows, so "
+            f"{tag_name(keyword)} cannot be read. Received: {shown!r}"
+        ) from None
+    value = element.value
+    if isinstance(value, bytes):
+        try:
+            with config.strict_reading():
+                value = decode_bytes(value, encodings, TEXT_VR_DELIMS)
+        except (LookupError, UnicodeError):
+            raise DicomError(
+                f"{name}: {tag_name(keyword)}: its bytes do not decode in the file's "
+                f"{CHARACTER_SET_TAG} {shown or 'ISO_IR 6 (the default)'!r}"
+            ) from None
+    text = str(value).strip(" \0")
+    return text or None
 
 
 def _region_box(region: Any, rows: int, columns: int, name: str) -> tuple[int, int, int, int]:
@@ -241,6 +298,10 @@ def dicom_frames(dataset: Any, name: str | Path = "DICOM", frames: str | int = "
         pixels = dataset.pixel_array  # YBR is converted to RGB
     except (NotImplementedError, RuntimeError, ValueError) as error:
         syntax = dataset.file_meta.get("TransferSyntaxUID")
+        if isinstance(error, ValueError) and not getattr(syntax, "is_compressed", True):
+            raise DicomError(
+                f"{name}: PixelData (7FE0,0010) cannot be read ({error}); is the file truncated?"
+            ) from None
         label = getattr(syntax, "name", syntax)
         raise DicomError(
             f"{name}: TransferSyntaxUID (0002,0010) {label}: no decoder for it here ({error})"
