@@ -785,11 +785,13 @@ def _write_outputs(
     scores = [
         f"{name}_{unit}" if name in ("hd95", "assd") else name for name in SEGMENTATION_FIGURES
     ]
+    class_names = report.get("segmentation", {}).get("classes") or []
+    class_dice = per_image.get("class_dice")
     with (out_dir / run_folder.PREDICTIONS).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["image", "source_image", "patient_id", "label", "probability", "predicted_class",
-             *scores, "uncertainty", *measured]
+             *scores, "uncertainty", *measured, *(f"dice_{c}" for c in class_names)]
         )  # fmt: skip
         for k, index in enumerate(indices):
             record = manifest.records[index]
@@ -811,6 +813,10 @@ def _write_outputs(
                     *(
                         f"{values[k]:.3f}" if math.isfinite(values[k]) else ""
                         for values in measured.values()
+                    ),
+                    *(
+                        f"{class_dice[k, c]:.6f}" if has_mask[k] else ""
+                        for c in range(len(class_names))
                     ),
                 ]
             )
