@@ -813,7 +813,8 @@ def import_dicom(source, out, salt_file, outcomes, masks, frames, crop, strict) 
     "--out", type=click.Path(path_type=Path), required=True, help="Folder to write (new or empty)."
 )
 @_config_option(
-    "YAML config whose data section (image_size, annotations, calipers, split) and seed are "
+    "YAML config whose data section (image_size, annotations, calipers, classes, mask_column, "
+    "split) and seed are "
     "used [default: the shipped defaults]."
 )
 @click.option("--seed", type=int, default=None, help="Override seed (the saved split).")
@@ -850,18 +851,27 @@ def prepare(manifest, out, config_path, seed) -> None:
 
 @data.command()
 @click.argument("manifest", type=click.Path(exists=True, path_type=Path))
+@_config_option(
+    "YAML config whose data.classes and data.mask_column say what the masks hold (default: "
+    "one class, 0 and 1 or 255, in the mask column)."
+)
 @_user_errors
-def validate(manifest) -> None:
+def validate(manifest, config_path) -> None:
     """Check every row of a data set and list every problem found.
 
     MANIFEST is a data folder or its manifest.csv. Each image and mask is decoded; a mask must
-    have its image's size, Bézier control points must lie inside the image, labels must be
+    have its image's size and hold 0 and 1 or 255 (class ids 0 to K for K data.classes, each
+    class in some mask), Bézier control points must lie inside the image, labels must be
     1, 0 or empty, and a patient has one label. One line per problem (file, row, column,
     reason); the exit status is 1 if there is any. Nothing is written.
     """
+    from cervixnet.config import load_config
     from cervixnet.data.manifest import check_manifest
 
-    path, records, problems = check_manifest(manifest, decode=True)
+    data_config = load_config(config_path).data
+    path, records, problems = check_manifest(
+        manifest, decode=True, mask_column=data_config.mask_column, classes=data_config.classes
+    )
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:

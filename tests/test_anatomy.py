@@ -179,6 +179,58 @@ def test_a_prepared_copy_of_other_classes_is_refused(tmp_path: Path):
         prepared_data(load_config(overrides={"data.image_size": [32, 48]}), manifest)
 
 
+def _bezier_row(folder: Path, cell: str) -> Path:
+    """A one-image data set (two patients) whose annotations are ``cell``."""
+    (folder / "images").mkdir(parents=True)
+    cv2.imwrite(str(folder / "images" / "a.png"), np.full((40, 60), 90, np.uint8))
+    cv2.imwrite(str(folder / "images" / "b.png"), np.full((40, 60), 90, np.uint8))
+    manifest = folder / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "patient_id", "label", "mask", "bezier"])
+        writer.writerow(["images/a.png", "p1", "0", "", cell])
+        writer.writerow(["images/b.png", "p2", "1", "", cell])
+    return manifest
+
+
+def test_bezier_annotations_name_their_class_and_are_fused_per_class(tmp_path: Path):
+    from cervixnet.data import bezier
+    from cervixnet.data.prepare import prepare
+
+    upper = ["10,8 30,4 50,8 30,16", "12,8 30,5 48,8 30,15"]  # two annotators of one lip
+    lower = "10,24 30,18 50,24 30,34"
+    cell = f"anterior_lip: {upper[0]}; posterior_lip: {lower}; anterior_lip: {upper[1]}"
+    _bezier_row(tmp_path / "data", cell)
+    config = load_config(overrides={"data.classes": LIPS, "data.image_size": [40, 60]})
+    prepared = read_manifest(prepare(tmp_path / "data", tmp_path / "prepared", config))
+    record = prepared.records[0]
+    ids = _mask_ids(prepared.root / record.extra["native_mask"])
+    first, second = (bezier.rasterize(bezier.parse_points(p), 40, 60) for p in upper)
+    np.testing.assert_array_equal(ids == 1, (first > 0) & (second > 0))  # majority of two
+    np.testing.assert_array_equal(
+        ids == 2, bezier.rasterize(bezier.parse_points(lower), 40, 60) > 0
+    )
+    union = np.count_nonzero((first > 0) | (second > 0))
+    agreement = np.count_nonzero((first > 0) & (second > 0)) / union
+    assert float(record.extra["inter_annotator_iou"]) == pytest.approx(agreement, abs=1e-4)
+    assert record.extra["annotators"] == "2" and record.extra["mask_source"] == "bezier"
+    names = [part.split(":")[0].strip() for part in record.extra["bezier"].split(";")]
+    assert names == ["anterior_lip", "posterior_lip", "anterior_lip"]  # kept, points moved
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [("10,8 30,4 50,8 30,16", "each annotation names its class"),
+     ("canal: 10,8 30,4 50,8 30,16", "unknown class 'canal'"),
+     ("anterior lip: 10,8 30,4 50,8 30,16", "must be a name")],
+)  # fmt: skip
+def test_a_bezier_annotation_of_no_or_an_unknown_class_is_refused(tmp_path, cell, message):
+    manifest = _bezier_row(tmp_path / "data", cell)
+    with pytest.raises(DataError, match=message) as error:
+        read_manifest(manifest, decode=True, classes=LIPS)
+    assert "row 2, column 'bezier'" in str(error.value)
+
+
 # The streaming metric of training
 
 

@@ -191,6 +191,25 @@ def parse_points(text: str) -> np.ndarray:
     return points
 
 
+def split_class(annotation: str) -> tuple[str | None, str]:
+    """One annotation of a ``bezier`` cell as ``(class name or None, points text)``:
+    ``"anterior_lip: 10,20 30,5 50,20 30,40"`` names its class, ``"10,20 ..."`` does not.
+
+    Raises:
+        DataError: a class name that is not a name (letters, digits and ``_``), quoting it.
+    """
+    name, colon, points = annotation.partition(":")
+    if not colon:
+        return None, annotation.strip()
+    name = name.strip()
+    if not name.isidentifier():
+        raise DataError(
+            "An annotation's class must be a name (letters, digits and _) before ':', e.g. "
+            f'"anterior_lip: 10,20 30,5 50,20 30,40". Received: {name!r}'
+        )
+    return name, points.strip()
+
+
 def format_points(points: np.ndarray | list) -> str:
     """Writes four control points as ``"x0,y0 x1,y1 x2,y2 x3,y3"`` with one decimal place.
 

@@ -193,8 +193,8 @@ def check_manifest(
                     )
                 )
                 return manifest_path, [], problems
-            missing = [c for c in (*REQUIRED_COLUMNS, mask_column) if c not in header]
-            missing = list(dict.fromkeys(missing))
+            expected = list(dict.fromkeys((*REQUIRED_COLUMNS, mask_column)))
+            missing = [c for c in expected if c not in header]
             if missing:
                 problems.append(
                     Problem(
@@ -202,7 +202,7 @@ def check_manifest(
                         None,
                         None,
                         f"missing required column(s) {', '.join(missing)}. Expected columns "
-                        f"{', '.join(REQUIRED_COLUMNS)}; received: "
+                        f"{', '.join(expected)}; received: "
                         f"{', '.join(map(_shown, header))}",
                     )
                 )
@@ -211,7 +211,7 @@ def check_manifest(
             for row in reader:
                 # The line the row ends on: blank lines count, as in an editor or spreadsheet.
                 checker = _RowChecker(
-                    manifest_path, root, reader.line_num, problems, mask_column, len(classes)
+                    manifest_path, root, reader.line_num, problems, mask_column, classes
                 )
                 record = checker.parse(row, check_files, decode, found_ids)
                 if record is not None:
@@ -281,10 +281,11 @@ class _RowChecker:
         row: int,
         problems: list[Problem],
         mask_column: str = MASK_COLUMN,
-        classes: int = 1,
+        class_names: Sequence[str] = DEFAULT_CLASSES,
     ):
         self.manifest_path, self.root, self.row, self.problems = manifest_path, root, row, problems
-        self.mask_column, self.classes = mask_column, classes
+        self.mask_column, self.class_names = mask_column, tuple(class_names)
+        self.classes = len(self.class_names)
         self.failed = False
 
     def fail(self, column: str, reason: str) -> None:
@@ -390,10 +391,24 @@ class _RowChecker:
                     self.fail(self.mask_column, f"{problem}: {_shown(mask_text)}")
         for annotation in filter(None, (a.strip() for a in bezier_text.split(";"))):
             try:
-                points = bezier.parse_points(annotation)
+                name, text = bezier.split_class(annotation)
+                points = bezier.parse_points(text)
             except ValueError as error:
                 self.fail("bezier", str(error))
                 continue
+            if name is None and self.classes > 1:
+                self.fail(
+                    "bezier",
+                    f"with several classes ({', '.join(self.class_names)}) each annotation "
+                    f'names its class, e.g. "{self.class_names[0]}: 10,20 30,5 50,20 30,40". '
+                    f"Received: {_shown(annotation, quote=True)}",
+                )
+            elif name is not None and name not in self.class_names:
+                self.fail(
+                    "bezier",
+                    f"unknown class {name!r}; data.classes: {', '.join(self.class_names)}. "
+                    f"Received: {_shown(annotation, quote=True)}",
+                )
             outside = [
                 f"{x:g},{y:g}" for x, y in points if not (0 <= x <= width and 0 <= y <= height)
             ]

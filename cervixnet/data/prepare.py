@@ -36,6 +36,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +50,7 @@ from cervixnet.data import bezier, imagefile
 from cervixnet.data.calipers import CaliperSpec, remove_calipers
 from cervixnet.data.letterbox import fit_image, letterbox_geometry
 from cervixnet.data.manifest import (
+    DEFAULT_CLASSES,
     MANIFEST_NAME,
     NATIVE_SPACING_COLUMNS,
     REQUIRED_COLUMNS,
@@ -169,7 +171,7 @@ def prepare_record(
     annotations: AnnotationConfig | None = None,
     calipers: CaliperConfig | None = None,
     resize: str = "letterbox",
-    classes: int = 1,
+    classes: Sequence[str] = DEFAULT_CLASSES,
 ) -> PreparedRow:
     """Cleans, annotates and resizes one manifest row (see the module docstring).
 
@@ -180,8 +182,9 @@ def prepare_record(
         annotations: how ``bezier`` points become a mask; default ``AnnotationConfig()``.
         calipers: caliper removal settings (``enabled: false`` converts to gray only);
             default ``CaliperConfig()``.
-        classes: the mask's classes: 1, a binary mask (non-zero is the organ); more, class
-            ids kept as they are.
+        classes: the names of the mask's classes (``data.classes``): one, a binary mask
+            (non-zero is the organ); more, class ids kept as they are, and Bézier annotations
+            of each named class painted with its id (:func:`annotation_mask`).
 
     Raises:
         DataError: naming the file, for an image that is not 8- or 16-bit.
@@ -192,20 +195,17 @@ def prepare_record(
     height, width = gray.shape[:2]
     out_h, out_w = (int(s) for s in image_size)
 
-    mask, mask_source, n_annotators, agreement = None, "none", 0, math.nan
-    annotation_masks = [
-        bezier.rasterize(points, height, width, mode=annotations.reading)
-        for points in parse_annotations(record.extra.get("bezier", ""))
-    ]
-    n_annotators = len(annotation_masks)
-    if annotation_masks:
-        agreement = mean_pairwise_iou(annotation_masks)
+    mask, mask_source, agreement = None, "none", math.nan
+    parsed = parse_annotations(record.extra.get("bezier", ""))
+    n_annotators = max(Counter(name for name, _ in parsed).values(), default=0)
+    if parsed:
+        drawn, agreement = annotation_mask(parsed, height, width, annotations, classes)
     if record.mask is not None:
         values = imagefile.mask_values(read_image(record.mask))
-        mask = (values > 0) if classes == 1 else values
+        mask = (values > 0) if len(classes) == 1 else values
         mask, mask_source = mask.astype(np.uint8), "file"
-    elif annotation_masks:
-        mask, mask_source = fuse_masks(annotation_masks, annotations.fusion), "bezier"
+    elif parsed:
+        mask, mask_source = drawn, "bezier"
 
     box = letterbox_geometry((height, width), (out_h, out_w), resize)
     image = fit_image(gray, (out_h, out_w), resize)
@@ -248,9 +248,46 @@ def clean_image(
     return imagefile.to_gray(source), 0
 
 
-def parse_annotations(text: str | None) -> list[np.ndarray]:
-    """The ``bezier`` cell: one ``(4, 2)`` array per annotator (annotators separated by ``;``)."""
-    return [bezier.parse_points(part) for part in (text or "").split(";") if part.strip()]
+def parse_annotations(text: str | None) -> list[tuple[str | None, np.ndarray]]:
+    """The ``bezier`` cell: ``(class name or None, (4, 2) control points)`` per annotation,
+    in order (annotations separated by ``;``, each optionally ``"<class>: "`` first)."""
+    annotations = []
+    for part in (text or "").split(";"):
+        if part.strip():
+            name, points = bezier.split_class(part)
+            annotations.append((name, bezier.parse_points(points)))
+    return annotations
+
+
+def annotation_mask(
+    annotations: Sequence[tuple[str | None, np.ndarray]],
+    height: int,
+    width: int,
+    config: AnnotationConfig,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+) -> tuple[np.ndarray, float]:
+    """The mask of a row's Bézier annotations, and the annotators' agreement.
+
+    Each class's annotators are rasterised (``config.reading``) and fused
+    (``config.fusion``); an annotation without a class name is of the first class. The
+    classes are painted in order, so where two overlap the later wins. Returns uint8 ``(H,
+    W)``: 0/1 for one class, class ids for several; and the mean pairwise IoU of the
+    annotators of each class, averaged over the classes with two or more (NaN without).
+    """
+    mask = np.zeros((height, width), np.uint8)
+    agreements = []
+    for index, name in enumerate(classes, start=1):
+        drawn = [
+            bezier.rasterize(points, height, width, mode=config.reading)
+            for annotated, points in annotations
+            if annotated == name or (annotated is None and index == 1)
+        ]
+        if not drawn:
+            continue
+        mask[fuse_masks(drawn, config.fusion) > 0] = index
+        if len(drawn) > 1:
+            agreements.append(mean_pairwise_iou(drawn))
+    return mask, float(np.mean(agreements)) if agreements else math.nan
 
 
 def is_prepared(folder: str | Path) -> bool:
@@ -371,7 +408,7 @@ def prepare(
                 config.data.annotations,
                 config.data.calipers,
                 config.data.resize,
-                len(classes),
+                classes,
             )
             image_name = f"images/{names[position]}"
             _write_png(inside_folder(staging, image_name), row.image)
@@ -567,7 +604,10 @@ def _output_row(
     annotations = parse_annotations(record.extra.get("bezier"))
     if annotations:  # control points follow the resize
         scale, offset = np.asarray(row.scale), np.asarray(row.offset)
-        values["bezier"] = ";".join(bezier.format_points(p * scale + offset) for p in annotations)
+        values["bezier"] = ";".join(
+            ("" if name is None else f"{name}: ") + bezier.format_points(p * scale + offset)
+            for name, p in annotations
+        )
     try:
         source_image = str(record.image.relative_to(manifest.root))
     except ValueError:
