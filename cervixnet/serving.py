@@ -34,7 +34,9 @@ class ServedPrediction:
 
     Attributes:
         mask: float32 ``(H, W)`` mask probabilities (at the export's mask size for the bytes
-            signature, the model's input size for the float one).
+            signature, the model's input size for the float one); ``(H, W, K + 1)`` softmax
+            probabilities for a model of K classes (named by the export metadata's
+            ``classes``, the background first).
         probability: p(preterm), or ``None`` for a segmentation-only model.
         label: 1 preterm / 0 control at the export's threshold, or ``None``.
         original_size: ``(height, width)`` of the sent image (bytes signature only).
@@ -103,11 +105,12 @@ def parse_response(response: Mapping[str, Any]) -> list[ServedPrediction]:
     predictions = []
     for row in rows:
         mask = np.asarray(row["mask"], dtype=np.float32)
-        mask = mask[..., 0] if mask.ndim == 3 else mask
+        mask = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask
         uncertainty = row.get("uncertainty")
         if uncertainty is not None:
             uncertainty = np.asarray(uncertainty, dtype=np.float32)
-            uncertainty = uncertainty[..., 0] if uncertainty.ndim == 3 else uncertainty
+            if uncertainty.ndim == 3 and uncertainty.shape[-1] == 1:
+                uncertainty = uncertainty[..., 0]
         height, width = row.get("original_height"), row.get("original_width")
         predictions.append(
             ServedPrediction(
