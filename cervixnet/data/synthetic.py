@@ -8,11 +8,15 @@ the box. See ``docs/synthetic-data.md`` for pictures and the full description.
 What is drawn, per image: a sector-shaped field of view (apex at the top centre, black
 outside) with multiplicative speckle, depth-dependent attenuation, layered tissue with bright
 and dark blobs, fluid-filled regions (a bladder, amniotic fluid beyond the internal os), and
-the cervix: a region of higher echogenicity whose outline is exactly the smooth Bézier outline
-(:func:`cervixnet.data.bezier.rasterize`) of the four control points written to the manifest,
-with the endocervical canal along its long axis, an optional funnel (a dark V opening at the
-internal os) and a mottled texture whose strength is the heterogeneity. Most images carry
-burnt-in yellow and green caliper crosses, as clinicians leave them.
+the cervix as transvaginal scans show it: an elongated body just below the probe, longer than
+wide, whose outline is exactly the smooth Bézier outline
+(:func:`cervixnet.data.bezier.rasterize`) of the four control points written to the manifest
+(external os, one side, internal os, other side). The endocervical canal runs along its long
+axis from the external os (the end nearer the probe) to the internal os; the two lips either
+side of it (written as class ids in ``lips/``) differ slightly in echogenicity and grain. An
+optional funnel (a dark V) opens at the internal os, and a mottled texture has the strength of
+the heterogeneity. Most images carry burnt-in yellow and green caliper crosses, as clinicians
+leave them.
 
 The generative model of the label (per patient; every image of a patient shares its label
 and risk, the image features vary slightly around the patient's)::
@@ -573,7 +577,8 @@ def _render(
         _smooth_field(rng, h2, w2, 0.04 * height),
         _smooth_field(rng, h2, w2, 0.06 * height),
     )
-    lip_contrast = rng.uniform(0.08, 0.25) * rng.choice([-1.0, 1.0])  # +-0.7 to 2.2 dB
+    # One lip 1.4 to 4.3 dB brighter than the other.
+    lip_contrast = rng.uniform(0.08, 0.25) * rng.choice([-1.0, 1.0])
     side = np.where(small_lips == 1, 1.0, -1.0).astype(np.float32)
     cervix = level * np.exp(0.6 * hetero * mottle + 0.1 * fine + lip_contrast * side)
 
@@ -710,9 +715,10 @@ def _lips(
 
     The canal runs from the external os to the internal os (both on the outline), bowed by
     ``bow`` pixels along ``v``: ``c(t) = external + t (internal - external) + 4 t (1 - t) bow
-    v``. A pixel of the mask belongs to lip 1 when it lies on the ``-v`` side of the canal
-    point at its own position along the axis (the probe's side for a level cervix), else to
-    lip 2. Returns uint8 ids ``(H, W)`` (0, 1, 2) and the curve's length (fine polyline).
+    v``. A pixel of the mask belongs to lip 1 (the anterior lip) when it lies on the ``-v``
+    side of the canal point at its own position along the axis (the probe's side), else to
+    lip 2 (the posterior lip). Returns uint8 ids ``(H, W)`` (0, 1, 2) and the curve's length
+    (fine polyline).
     """
     axis = internal - external
     rows, columns = np.nonzero(mask)
@@ -765,8 +771,10 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
     """Writes a synthetic data set and returns the path of its ``manifest.csv``.
 
     Writes ``images/*.png`` (3-channel colour PNG), ``masks/*.png`` (uint8 0/255, the size of
-    its image), ``manifest.csv`` (columns ``image, patient_id, label, mask, bezier, site,
-    risk, cervical_length_mm, funnelling, heterogeneity, pixel_spacing_mm``) and
+    its image), ``lips/*.png`` (uint8 class ids: 0 outside, 1 the anterior lip, 2 the
+    posterior lip), ``manifest.csv`` (columns ``image, patient_id, label, mask, lips_mask,
+    bezier, site, risk, cervical_length_mm, canal_length_mm, funnelling, heterogeneity,
+    pixel_spacing_mm``) and
     ``generator.json`` (the spec, the generative model and its coefficients, counts and
     ``best_auc``). The output is byte-identical for a given spec.
 
