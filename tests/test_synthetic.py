@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from cervixnet.data.bezier import parse_points, rasterize
@@ -117,13 +118,34 @@ def test_masks_match_their_bezier_outlines(small):
         assert iou >= 0.99, row["image"]
 
 
-def test_cervix_covers_a_useful_part_of_the_image(default):
-    fractions = []
+def _sector(image: np.ndarray) -> np.ndarray:
+    """The field of view: the largest part of the non-black pixels, its holes filled."""
+    _, parts, stats, _ = cv2.connectedComponentsWithStats(
+        (image[..., 1] > 0).astype(np.uint8), connectivity=8
+    )
+    return ndimage.binary_fill_holes(parts == 1 + np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def test_the_cervix_is_elongated_and_large(default):
+    """Longer than wide along its canal (os to os against across it: measured 1.50 to 2.51,
+    median 2.29) and covering a large part of the sector (measured 1.8 to 19 %, median
+    9.8 %; of the image 1.1 to 12 %, median 6.3 %)."""
+    ratios, of_sector, of_image = [], [], []
     for row in read_rows(default):
-        mask = cv2.imread(str(default.parent / row["mask"]), cv2.IMREAD_GRAYSCALE)
-        fractions.append((mask > 0).mean())
-    assert min(fractions) > 0.01 and max(fractions) < 0.3
-    assert 0.05 < float(np.median(fractions)) < 0.2
+        mask = cv2.imread(str(default.parent / row["mask"]), cv2.IMREAD_GRAYSCALE) > 0
+        image = cv2.imread(str(default.parent / row["image"]))
+        external, _, internal, _ = parse_points(row["bezier"])
+        along = (external - internal) / np.linalg.norm(external - internal)
+        rows, columns = np.nonzero(mask)
+        points = np.stack([columns, rows], axis=1)
+        length = np.ptp(points @ along) + 1
+        width = np.ptp(points @ np.array([-along[1], along[0]])) + 1
+        ratios.append(length / width)
+        of_sector.append(mask.sum() / _sector(image).sum())
+        of_image.append(mask.mean())
+    assert min(ratios) > 1.4 and np.median(ratios) > 2.0
+    assert min(of_sector) > 0.015 and np.median(of_sector) > 0.08
+    assert min(of_image) > 0.008 and max(of_image) < 0.2
 
 
 def test_cervix_is_brighter_than_its_surroundings(small):
@@ -281,18 +303,67 @@ def test_write_clean_adds_clean_images_and_changes_nothing_else(tmp_path: Path):
 
 
 def test_the_lips_split_the_mask_along_a_canal_of_known_length(default):
-    """Each cervix is written a second time as two lips (class ids 1 and 2) either side of
-    its canal, whose true length is ``canal_length_mm``; the canal measured between the lips
-    (``cervixnet.measure.canal_length``) agrees with it."""
-    from cervixnet.measure import canal_length
+    """Each cervix is written a second time as two lips, the anterior (id 1, on the probe's
+    side) and the posterior (id 2), either side of its canal, whose true length is
+    ``canal_length_mm``. The canal measured between the lips
+    (``cervixnet.measure.canal_length``) agrees with it (measured over the 354 images: mean
+    absolute error 0.37 mm, largest 0.73 mm), and the cervical length of the one-class mask
+    with ``cervical_length_mm`` (over all 354: mean +0.22 mm, largest 0.47 mm)."""
+    from cervixnet.measure import canal_length, cervical_length
 
-    errors = []
+    canal_errors, length_errors = [], []
     for row in read_rows(default):
         mask = cv2.imread(str(default.parent / row["mask"]), cv2.IMREAD_GRAYSCALE)
         lips = cv2.imread(str(default.parent / row["lips_mask"]), cv2.IMREAD_UNCHANGED)
-        assert lips.dtype == np.uint8 and set(np.unique(lips)) == {0, 1, 2}
+        assert lips.dtype == np.uint8 and set(np.unique(lips)) == {0, 1, 2}, row["image"]
         np.testing.assert_array_equal(lips > 0, mask > 0)  # the same cervix, split
+        anterior_rows, posterior_rows = np.nonzero(lips == 1)[0], np.nonzero(lips == 2)[0]
+        assert anterior_rows.mean() < posterior_rows.mean(), row["image"]  # nearer the probe
         spacing = float(row["pixel_spacing_mm"])
-        errors.append(canal_length(lips, spacing).value - float(row["canal_length_mm"]))
-    errors = np.abs(errors)
-    assert errors.mean() < 0.6 and errors.max() < 1.5, (errors.mean(), errors.max())
+        canal = canal_length(lips, spacing).value  # NaN where the lips do not meet
+        canal_errors.append(canal - float(row["canal_length_mm"]))
+        if len(canal_errors) % 3 == 1:  # a third of the images keeps the test short
+            measured = cervical_length(mask, spacing).value
+            length_errors.append(measured - float(row["cervical_length_mm"]))
+    canal_errors, length_errors = np.abs(canal_errors), np.abs(length_errors)
+    assert canal_errors.mean() < 0.5 and canal_errors.max() < 1.0, canal_errors.max()
+    assert length_errors.mean() < 0.4 and length_errors.max() < 1.0, length_errors.max()
+
+
+@pytest.mark.slow
+def test_a_tiny_two_lip_model_learns_both_lips(tmp_path):
+    """A tiny U-Net (8 filters, depth 3, 48 x 64 inputs, 120 steps) trained through
+    ``cervixnet.runs.train`` on 24 synthetic images, with ``data.classes: [anterior_lip,
+    posterior_lip]`` and ``data.mask_column: lips_mask``, reaches a Dice of 0.67 and 0.68 on
+    the lips of its 5 test images (measured; bound 0.3). Chance is about 0.06: each lip covers
+    about 3 % of an image, and predicting a lip everywhere scores 2p / (1 + p)."""
+    from cervixnet.config import load_config
+    from cervixnet.runs import train
+
+    data = tmp_path / "data"
+    generate(data, SyntheticSpec(n_images=24, n_preterm=4, seed=1))
+    config = load_config(
+        overrides={
+            "arch": "unet",
+            "data.path": str(data),
+            "data.classes": ["anterior_lip", "posterior_lip"],
+            "data.mask_column": "lips_mask",
+            "data.image_size": [48, 64],
+            "data.augment.crop": 0.0,
+            "data.augment.rotation_degrees": 0,
+            "model.base_filters": 8,
+            "model.unet": {"depth": 3},
+            "training.batch_size": 8,
+            "training.steps": 120,
+            "training.learning_rate": 0.01,
+            "evaluation.tta": False,
+            "evaluation.largest_component": False,
+        }
+    )
+    result = train(
+        config, tmp_path / "run", cache_root=tmp_path / "cache", verbose=0, echo=lambda _: None
+    )
+    classes = result.metrics["splits"]["test"]["segmentation"]["classes"]
+    assert list(classes) == ["anterior_lip", "posterior_lip"]
+    for name, figures in classes.items():
+        assert figures["dice_mean"] > 0.3, (name, figures)

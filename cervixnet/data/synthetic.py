@@ -8,11 +8,15 @@ the box. See ``docs/synthetic-data.md`` for pictures and the full description.
 What is drawn, per image: a sector-shaped field of view (apex at the top centre, black
 outside) with multiplicative speckle, depth-dependent attenuation, layered tissue with bright
 and dark blobs, fluid-filled regions (a bladder, amniotic fluid beyond the internal os), and
-the cervix: a region of higher echogenicity whose outline is exactly the smooth Bézier outline
-(:func:`cervixnet.data.bezier.rasterize`) of the four control points written to the manifest,
-with the endocervical canal along its long axis, an optional funnel (a dark V opening at the
-internal os) and a mottled texture whose strength is the heterogeneity. Most images carry
-burnt-in yellow and green caliper crosses, as clinicians leave them.
+the cervix as transvaginal scans show it: an elongated body just below the probe, longer than
+wide, whose outline is exactly the smooth Bézier outline
+(:func:`cervixnet.data.bezier.rasterize`) of the four control points written to the manifest
+(external os, one side, internal os, other side). The endocervical canal runs along its long
+axis from the external os (the end nearer the probe) to the internal os; the two lips either
+side of it (written as class ids in ``lips/``) differ slightly in echogenicity and grain. An
+optional funnel (a dark V) opens at the internal os, and a mottled texture has the strength of
+the heterogeneity. Most images carry burnt-in yellow and green caliper crosses, as clinicians
+leave them.
 
 The generative model of the label (per patient; every image of a patient shares its label
 and risk, the image features vary slightly around the patient's)::
@@ -61,7 +65,7 @@ GENERATOR_INFO_NAME = "generator.json"
 _GENERATOR_ID = "cervixnet.data.synthetic"
 # Bumped whenever the generator draws different images for the same spec, so that the
 # cache of the built-in data set (cervixnet.data.sources) is regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 _MANIFEST_COLUMNS = (
     "image",
     "patient_id",
@@ -146,8 +150,8 @@ class SyntheticSpec:
     coef_funnel: float = 2.0
     coef_heterogeneity: float = 1.0
     length_jitter: float = 0.04
-    typical_angle_deg: float = 20.0
-    angle_range_deg: float = 30.0
+    typical_angle_deg: float = 15.0
+    angle_range_deg: float = 15.0
     write_clean: bool = False
 
     def __post_init__(self) -> None:
@@ -220,7 +224,9 @@ class _Patient:
     risk: float
     label: int
     angle_deg: float
-    offset: tuple[float, float]  # cervix centre: lateral and depth, fractions of the radius
+    # The cervix' centre's lateral offset and its nearest point's gap below the probe's arc,
+    # fractions of the sector's radius.
+    offset: tuple[float, float]
 
 
 def _sigmoid(x: np.ndarray | float) -> np.ndarray:
@@ -308,7 +314,7 @@ def _draw_patients(spec: SyntheticSpec) -> tuple[list[_Patient], dict[str, Any]]
     heterogeneity = rng.beta(*spec.heterogeneity_beta, n)
     site = rng.integers(0, spec.n_sites, n)
     angle = spec.typical_angle_deg + rng.uniform(-spec.angle_range_deg, spec.angle_range_deg, n)
-    offset = np.stack([rng.uniform(-0.1, 0.1, n), rng.uniform(0.42, 0.52, n)], axis=1)
+    offset = np.stack([rng.uniform(-0.1, 0.1, n), rng.uniform(0.07, 0.16, n)], axis=1)
 
     scores = (
         spec.coef_length * z + spec.coef_funnel * funnel + spec.coef_heterogeneity * heterogeneity
@@ -472,31 +478,39 @@ def _render(
     if patient.funnel > 0:
         funnel = float(np.clip(patient.funnel * (1.0 + 0.1 * rng.standard_normal()), 0.05, 0.8))
     hetero = float(np.clip(patient.heterogeneity + 0.05 * rng.standard_normal(), 0.0, 1.0))
-    width_mm = 11.0 + 0.5 * length_mm + rng.normal(0.0, 1.5)
+    # An elongated body: 11 to 18 mm wide (thicker when longer), at most 0.65 x its length.
+    width_mm = 9.0 + 0.18 * length_mm + rng.normal(0.0, 1.0)
+    width_mm = float(np.clip(width_mm, 0.4 * length_mm, 0.65 * length_mm))
     length_px, width_px = length_mm / spacing, width_mm / spacing
     asym = rng.uniform(-0.15, 0.15)
-    shifts = rng.uniform(-0.12, 0.12, 2) * length_px
-    # Up to 30 jittered placements around the patient's; then level, centred, ever deeper.
-    fallback_depths = np.linspace(0.4, 0.7, 13)
-    for attempt in range(30 + fallback_depths.size):
-        jitter = 1.0 if attempt < 30 else 0.0
-        angle = math.radians((patient.angle_deg + rng.normal(0.0, 4.0)) * jitter)
-        lateral = (patient.offset[0] + rng.normal(0.0, 0.02)) * jitter
-        depth = patient.offset[1] + rng.normal(0.0, 0.02)
+    # The widest part lies towards the external os (the lips), the body tapers to the
+    # internal os.
+    shifts = rng.uniform(0.02, 0.16, 2) * length_px
+    gap = patient.offset[1] * radius  # from the probe's arc to the cervix' nearest point
+    # Up to 30 jittered placements around the patient's, each less tilted and more central
+    # than the one before; then level, centred, ever deeper.
+    fallback_gaps = np.linspace(0.07, 0.47, 17)
+    for attempt in range(30 + fallback_gaps.size):
+        settle = max(0.0, 1.0 - attempt / 30)
+        angle = math.radians((patient.angle_deg + rng.normal(0.0, 4.0)) * settle)
+        lateral = (patient.offset[0] + rng.normal(0.0, 0.02)) * settle
+        shift = gap + rng.normal(0.0, 0.01) * radius
         if attempt >= 30:
-            depth = float(fallback_depths[attempt - 30])
-        centre = np.array([apex[0] + lateral * radius, apex[1] + depth * radius])
+            shift = float(fallback_gaps[attempt - 30]) * radius
         u = np.array([math.cos(angle), -math.sin(angle)])  # internal os -> external os
         v = np.array([math.sin(angle), math.cos(angle)])
-        points = np.array(
+        shape = np.array(
             [
-                centre + u * length_px / 2,
-                centre + v * width_px / 2 * (1 + asym) + u * shifts[0],
-                centre - u * length_px / 2,
-                centre - v * width_px / 2 * (1 - asym) + u * shifts[1],
+                u * length_px / 2,
+                v * width_px / 2 * (1 + asym) + u * shifts[0],
+                -u * length_px / 2,
+                -v * width_px / 2 * (1 - asym) + u * shifts[1],
             ]
         )
-        points = parse_points(format_points(points))  # exactly what the manifest holds
+        # The cervix' nearest point to the probe sits `shift` below the probe's arc.
+        top = -float(outline(shape)[:, 1].min())
+        centre = np.array([apex[0] + lateral * radius, apex[1] + r0 + max(shift, 0.0) + top])
+        points = parse_points(format_points(centre + shape))  # exactly what the manifest holds
         if _fits(outline(points), apex, r0, radius, half, height, width):
             break
     mask = rasterize(points, height, width)
@@ -550,31 +564,39 @@ def _render(
     tissue = tissue * (1.0 - 0.95 * fluid) * (1.0 + 0.6 * enhancement) + 1.5 * bright
     tissue *= base
 
-    # The cervix: higher echogenicity, mottled in proportion to its heterogeneity.
-    small_mask = rasterize(points * s, h2, w2).astype(np.float32)
-    level = base * rng.uniform(2.0, 2.6)
-    mottle = _smooth_field(rng, h2, w2, 0.018 * height)
-    fine = _smooth_field(rng, h2, w2, 0.05 * height)
-    cervix = level * np.exp(0.6 * hetero * mottle + 0.08 * fine)
-
-    # Endocervical canal from the external to the internal os, slightly bowed, with the
-    # glandular zone around it.
-    t = np.linspace(0.0, 1.0, 24)[:, None]
+    # The cervix: higher echogenicity, mottled in proportion to its heterogeneity. Its two
+    # lips, either side of the endocervical canal, differ slightly in echogenicity and grain.
+    small = rasterize(points * s, h2, w2)
+    small_mask = small.astype(np.float32)
     bow = rng.normal(0.0, 0.02) * length_px
+    small_lips, _ = _lips(small, external * s, internal * s, v, bow * s, spacing / s)
+    level = base * rng.uniform(1.9, 2.5)
+    mottle = _smooth_field(rng, h2, w2, 0.018 * height)
+    fine = np.where(
+        small_lips == 1,
+        _smooth_field(rng, h2, w2, 0.04 * height),
+        _smooth_field(rng, h2, w2, 0.06 * height),
+    )
+    # One lip 1.4 to 4.3 dB brighter than the other.
+    lip_contrast = rng.uniform(0.08, 0.25) * rng.choice([-1.0, 1.0])
+    side = np.where(small_lips == 1, 1.0, -1.0).astype(np.float32)
+    cervix = level * np.exp(0.6 * hetero * mottle + 0.1 * fine + lip_contrast * side)
+
+    # Endocervical canal from the external to the internal os, slightly bowed: a thin line of
+    # mucosa (echogenic or hypoechoic) with the glandular zone around it.
+    t = np.linspace(0.0, 1.0, 24)[:, None]
     canal = (external + (internal - external) * t + v * bow * 4 * t * (1 - t)) * s
     lips, canal_mm = _lips(mask, external, internal, v, bow, spacing)
     canal_layer = np.zeros((h2, w2), dtype=np.float32)
     glands = np.zeros((h2, w2), dtype=np.float32)
+    cv2.polylines(canal_layer, [_fixed(canal)], False, 1.0, 1, cv2.LINE_AA, 4)
     cv2.polylines(
-        canal_layer, [_fixed(canal)], False, 1.0, max(1, round(0.0045 * height)), cv2.LINE_AA, 4
+        glands, [_fixed(canal)], False, 1.0, max(2, round(0.25 * width_px * s)), cv2.LINE_AA, 4
     )
-    cv2.polylines(
-        glands, [_fixed(canal)], False, 1.0, max(2, round(0.12 * width_px)), cv2.LINE_AA, 4
-    )
-    glands = cv2.GaussianBlur(glands, (0, 0), 0.04 * width_px + 0.5)
+    glands = cv2.GaussianBlur(glands, (0, 0), 0.05 * width_px + 0.5)
     glandular = rng.uniform(-0.35, 0.25)
     echogenic = rng.random() < 0.6
-    cervix *= np.exp(glandular * glands) * (1.0 + (1.2 if echogenic else -0.75) * canal_layer)
+    cervix *= np.exp(glandular * glands) * (1.0 + (1.4 if echogenic else -0.8) * canal_layer)
 
     # Funnelling: a dark V opening at the internal os, inside the mask.
     if funnel > 0:
@@ -693,9 +715,10 @@ def _lips(
 
     The canal runs from the external os to the internal os (both on the outline), bowed by
     ``bow`` pixels along ``v``: ``c(t) = external + t (internal - external) + 4 t (1 - t) bow
-    v``. A pixel of the mask belongs to lip 1 when it lies on the ``-v`` side of the canal
-    point at its own position along the axis (the probe's side for a level cervix), else to
-    lip 2. Returns uint8 ids ``(H, W)`` (0, 1, 2) and the curve's length (fine polyline).
+    v``. A pixel of the mask belongs to lip 1 (the anterior lip) when it lies on the ``-v``
+    side of the canal point at its own position along the axis (the probe's side), else to
+    lip 2 (the posterior lip). Returns uint8 ids ``(H, W)`` (0, 1, 2) and the curve's length
+    (fine polyline).
     """
     axis = internal - external
     rows, columns = np.nonzero(mask)
@@ -748,8 +771,10 @@ def generate(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> Path
     """Writes a synthetic data set and returns the path of its ``manifest.csv``.
 
     Writes ``images/*.png`` (3-channel colour PNG), ``masks/*.png`` (uint8 0/255, the size of
-    its image), ``manifest.csv`` (columns ``image, patient_id, label, mask, bezier, site,
-    risk, cervical_length_mm, funnelling, heterogeneity, pixel_spacing_mm``) and
+    its image), ``lips/*.png`` (uint8 class ids: 0 outside, 1 the anterior lip, 2 the
+    posterior lip), ``manifest.csv`` (columns ``image, patient_id, label, mask, lips_mask,
+    bezier, site, risk, cervical_length_mm, canal_length_mm, funnelling, heterogeneity,
+    pixel_spacing_mm``) and
     ``generator.json`` (the spec, the generative model and its coefficients, counts and
     ``best_auc``). The output is byte-identical for a given spec.
 

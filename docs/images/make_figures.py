@@ -5,8 +5,8 @@ Run from the repository root::
     python docs/images/make_figures.py
 
 Writes ``docs/images/synthetic-grid.png`` (six images of the default synthetic data set with
-their mask outlines) and ``docs/images/bezier-readings.png`` (the same four control points
-filled in both readings).
+the outlines of their two lips) and ``docs/images/bezier-readings.png`` (the same four
+control points filled in both readings).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from cervixnet.data.synthetic import SyntheticSpec, generate
 from cervixnet.figures import save_figure
 
 HERE = Path(__file__).resolve().parent
-OUTLINE = "cyan"  # neither caliper colour
+# The outline of each lip of `lips/` (id 1 anterior, id 2 posterior): neither caliper colour.
+LIP_COLOURS = {1: "cyan", 2: "magenta"}
 
 
 def _pick_rows(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -58,9 +59,10 @@ def synthetic_grid(path: Path) -> None:
             rows = list(csv.DictReader(handle))
         for axes, row in zip(figure.subplots(2, 3).ravel(), _pick_rows(rows), strict=True):
             image = cv2.imread(str(manifest.parent / row["image"]))
-            mask = cv2.imread(str(manifest.parent / row["mask"]), cv2.IMREAD_GRAYSCALE)
+            lips = cv2.imread(str(manifest.parent / row["lips_mask"]), cv2.IMREAD_UNCHANGED)
             axes.imshow(image[..., ::-1], interpolation="antialiased")
-            axes.contour(mask > 0, levels=[0.5], colors=OUTLINE, linewidths=0.8)
+            for lip, colour in LIP_COLOURS.items():
+                axes.contour(lips == lip, levels=[0.5], colors=colour, linewidths=0.8)
             axes.set_title(_caption(row), fontsize=8, loc="left")
             axes.set_axis_off()
     save_figure(figure, path.with_suffix(""), formats=("png",))
