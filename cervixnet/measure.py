@@ -222,9 +222,12 @@ def canal_length(mask: Any, spacing: Any = None, first: int = 1, second: int = 2
     ``first`` and the posterior lip ``second``), from one end of their interface to the other:
     the internal os, where the lips meet inside, to the external os.
 
-    The interface is the pixels within one pixel of both classes (a canal drawn as a thin gap
-    of background still counts); its largest part is measured as :func:`cervical_length`
-    measures a mask, along its central line. NaN when the two classes do not meet.
+    The cervix (both classes, a thin gap of background between them, the pixels within one
+    pixel of both, and any hole of background inside) is split between the two, each pixel to
+    the nearer class in mm; the canal is where the two parts meet. So a canal drawn as a gap,
+    or lips that a prediction leaves broken by holes, still give one canal across. Its largest
+    part is measured as :func:`cervical_length` measures a mask, along its central line. NaN
+    when either class is missing or the two do not meet.
 
     Args:
         mask: ``(H, W)`` integer class ids (0 background).
@@ -236,11 +239,23 @@ def canal_length(mask: Any, spacing: Any = None, first: int = 1, second: int = 2
         ids = ids[..., 0]
     if ids.ndim != 2:
         raise ValueError(f"`mask` must have shape (H, W). Received: mask.shape={ids.shape}")
-    near = np.ones((3, 3), np.uint8)
-    interface = cv2.dilate((ids == first).astype(np.uint8), near) & cv2.dilate(
-        (ids == second).astype(np.uint8), near
-    )
     unit = "mm" if pixel_spacing(spacing) is not None else "px"
+    one, other = ids == first, ids == second
+    if not one.any() or not other.any():
+        return Measurement(math.nan, unit)
+    near = np.ones((3, 3), np.uint8)
+    grown_one = cv2.dilate(one.astype(np.uint8), near) > 0
+    grown_other = cv2.dilate(other.astype(np.uint8), near) > 0
+    cervix = ndimage.binary_fill_holes(one | other | (grown_one & grown_other))
+    sampling = pixel_spacing(spacing) or (1.0, 1.0)
+    to_one = ndimage.distance_transform_edt(~one, sampling=sampling)
+    to_other = ndimage.distance_transform_edt(~other, sampling=sampling)
+    side_one = cervix & (to_one <= to_other)
+    side_other = cervix & ~side_one
+    interface = cervix & (
+        (side_one & (cv2.dilate(side_other.astype(np.uint8), near) > 0))
+        | (side_other & (cv2.dilate(side_one.astype(np.uint8), near) > 0))
+    )
     if not interface.any():
         return Measurement(math.nan, unit)
     return cervical_length(interface, spacing)

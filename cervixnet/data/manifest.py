@@ -396,12 +396,12 @@ class _RowChecker:
             except ValueError as error:
                 self.fail("bezier", str(error))
                 continue
-            if name is None and self.classes > 1:
+            if name is None and self.classes > 1 and mask is None:
                 self.fail(
                     "bezier",
-                    f"with several classes ({', '.join(self.class_names)}) each annotation "
-                    f'names its class, e.g. "{self.class_names[0]}: 10,20 30,5 50,20 30,40". '
-                    f"Received: {_shown(annotation, quote=True)}",
+                    f"with several classes ({', '.join(self.class_names)}) and no mask file, "
+                    f'each annotation names its class, e.g. "{self.class_names[0]}: 10,20 '
+                    f'30,5 50,20 30,40". Received: {_shown(annotation, quote=True)}',
                 )
             elif name is not None and name not in self.class_names:
                 self.fail(

@@ -269,14 +269,19 @@ def annotation_mask(
     """The mask of a row's Bézier annotations, and the annotators' agreement.
 
     Each class's annotators are rasterised (``config.reading``) and fused
-    (``config.fusion``); an annotation without a class name is of the first class. The
-    classes are painted in order, so where two overlap the later wins. Returns uint8 ``(H,
-    W)``: 0/1 for one class, class ids for several; and the mean pairwise IoU of the
-    annotators of each class, averaged over the classes with two or more (NaN without).
+    (``config.fusion``); an annotation without a class name outlines the whole organ: with one
+    class it is that class, with several it paints nothing (the row's mask file is its mask)
+    and counts for the agreement only. The classes are painted in order, so where two overlap
+    the later wins. Returns uint8 ``(H, W)``: 0/1 for one class, class ids for several; and
+    the mean pairwise IoU of each class's annotators (the organ's too), averaged over those
+    with two or more (NaN without).
     """
     mask = np.zeros((height, width), np.uint8)
     agreements = []
-    for index, name in enumerate(classes, start=1):
+    groups = [(index, name) for index, name in enumerate(classes, start=1)]
+    if len(classes) > 1:
+        groups.append((0, None))  # the organ's outlines, unnamed: agreement only
+    for index, name in groups:
         drawn = [
             bezier.rasterize(points, height, width, mode=config.reading)
             for annotated, points in annotations
@@ -284,7 +289,8 @@ def annotation_mask(
         ]
         if not drawn:
             continue
-        mask[fuse_masks(drawn, config.fusion) > 0] = index
+        if index > 0:
+            mask[fuse_masks(drawn, config.fusion) > 0] = index
         if len(drawn) > 1:
             agreements.append(mean_pairwise_iou(drawn))
     return mask, float(np.mean(agreements)) if agreements else math.nan
