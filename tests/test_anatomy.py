@@ -15,18 +15,16 @@ from cervixnet import measure, metrics
 from cervixnet.config import load_config
 from cervixnet.data.manifest import read_manifest
 from cervixnet.errors import ConfigError, DataError
+from tests.conftest import TINY_RUN_CONFIG
 
 LIPS = ["anterior_lip", "posterior_lip"]
 SPACING_MM = 0.25
+# The tiny run of the other tests, with two lips at 32 x 48.
 TWO_LIP_RUN = {
+    **TINY_RUN_CONFIG,
     "data.classes": LIPS,
     "data.mask_column": "lips_mask",
     "data.image_size": [32, 48],
-    "data.augment.crop": 0.0,
-    "model.base_filters": 4,
-    "model.unet-joint": {"depth": 2, "classifier_units": [8]},
-    "training.batch_size": 8,
-    "training.epochs": 2,
 }
 
 

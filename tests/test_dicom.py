@@ -4,66 +4,17 @@ files the tests write, one for each spacing source and each bad case."""
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+from pydicom.uid import JPEGLSLossless
 
 from cervixnet.data.dicom import DicomError, dicom_frames, dicom_spacing, read_dicom
-
-
-def _region(box=(10, 5, 50, 35), units=(3, 3), delta=(0.01, 0.012), kind=(1, 1)) -> Dataset:
-    region = Dataset()
-    region.RegionSpatialFormat, region.RegionDataType = kind
-    (region.RegionLocationMinX0, region.RegionLocationMinY0,
-     region.RegionLocationMaxX1, region.RegionLocationMaxY1) = box  # fmt: skip
-    region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = units
-    region.PhysicalDeltaX, region.PhysicalDeltaY = delta
-    return region
-
-
-def _write(
-    path: Path,
-    *,
-    regions: list[Dataset] | None = None,
-    pixel_spacing: list[float] | None = None,
-    bits: int = 8,
-    signed: int = 0,
-    frames: int = 1,
-    pixels: bool = True,
-    array: np.ndarray | None = None,
-) -> Path:
-    """A small uncompressed ultrasound DICOM (40 rows, 60 columns, grey)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # ultrasound image
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.Modality = "US"
-    dataset.PatientName, dataset.PatientID = "Doe^Jane", "ID-123456"
-    dataset.Rows, dataset.Columns = 40, 60
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-    dataset.BitsAllocated = dataset.BitsStored = bits
-    dataset.HighBit, dataset.PixelRepresentation = bits - 1, signed
-    if frames > 1:
-        dataset.NumberOfFrames = frames
-    if regions is not None:
-        dataset.SequenceOfUltrasoundRegions = regions
-    if pixel_spacing is not None:
-        dataset.PixelSpacing = pixel_spacing
-    if pixels:
-        dtype = {8: np.uint8, 16: np.uint16}[bits]
-        if array is None:
-            array = (np.arange(frames * 40 * 60) % 200).astype(dtype).reshape(frames, 40, 60)
-        dataset.PixelData = array.astype(dtype).tobytes()
-    dataset.save_as(str(path), enforce_file_format=True)
-    return path
+from tests.dicom_files import region as _region
+from tests.dicom_files import write_dicom as _write
 
 
 def test_pydicoms_ultrasound_examples():

@@ -19,70 +19,13 @@ import pydicom
 import pytest
 from click.testing import CliRunner
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+from pydicom.uid import JPEGLSLossless
 
 from cervixnet.cli.main import main
 from cervixnet.data.dicom import DicomError, dicom_text, read_dicom
 from cervixnet.data.dicom_import import import_dicom, pseudonym, read_outcomes, read_salt
-from tests.test_dicom import _region
-
-
-def _write(
-    path: Path,
-    *,
-    patient_id: str | bytes | None = "ID-123456",
-    charset: str | None = None,
-    study_uid: str | None = None,
-    accession: str | None = None,
-    regions: list[Dataset] | None = None,
-    pixel_spacing: list[float] | None = None,
-    bits: int = 8,
-    signed: int = 0,
-    frames: int = 1,
-    frame_time: float | None = None,
-    pixels: bool = True,
-    rgb: bool = False,
-) -> Path:
-    """A small uncompressed ultrasound DICOM: 40 rows, 60 columns, grey or RGB."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    if charset is not None:
-        dataset.SpecificCharacterSet = charset
-    dataset.Modality = "US"
-    dataset.PatientName = "Doe^Jane"
-    if patient_id is not None:
-        dataset.add_new(0x00100020, "LO", patient_id)
-    if study_uid is not None:
-        dataset.StudyInstanceUID = study_uid
-    if accession is not None:
-        dataset.AccessionNumber = accession
-    dataset.Rows, dataset.Columns = 40, 60
-    dataset.SamplesPerPixel = 3 if rgb else 1
-    dataset.PhotometricInterpretation = "RGB" if rgb else "MONOCHROME2"
-    if rgb:
-        dataset.PlanarConfiguration = 0
-    dataset.BitsAllocated = dataset.BitsStored = bits
-    dataset.HighBit, dataset.PixelRepresentation = bits - 1, signed
-    if frames > 1:
-        dataset.NumberOfFrames = frames
-    if frame_time is not None:
-        dataset.FrameTime = frame_time
-    if regions is not None:
-        dataset.SequenceOfUltrasoundRegions = regions
-    if pixel_spacing is not None:
-        dataset.PixelSpacing = pixel_spacing
-    if pixels:
-        dtype = {8: np.uint8, 16: np.uint16}[bits]
-        shape = (frames, 40, 60, 3) if rgb else (frames, 40, 60)
-        array = (np.arange(int(np.prod(shape))) % 200).astype(dtype).reshape(shape)
-        dataset.PixelData = array.tobytes()
-    dataset.save_as(str(path), enforce_file_format=True)
-    return path
+from tests.dicom_files import region as _region
+from tests.dicom_files import write_dicom as _write
 
 
 def _manifest(folder: Path) -> list[dict[str, str]]:
