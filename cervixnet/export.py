@@ -78,7 +78,7 @@ from cervixnet.export_metadata import (
     export_versions,
 )
 from cervixnet.export_metadata import read_export_metadata as read_export_metadata
-from cervixnet.inference import LoadedEnsemble, LoadedModel, load_ensemble
+from cervixnet.inference import LoadedEnsemble, LoadedModel, load_ensemble, mask_class_names
 
 # Largest absolute difference allowed between the reloaded SavedModel and the Keras model, on
 # mask and label probabilities in [0, 1] (float32 rounding is ~1e-7 on CPU).
@@ -278,17 +278,14 @@ def _spec(ensemble: LoadedEnsemble, model_path: str | Path, mask_size: Any) -> _
         resize=config.data.resize,
         horizontal_flip=bool(config.evaluation.tta),
         models=len(ensemble.members),
-        classes=_class_names(model, config),
+        classes=mask_class_names(config, _mask_classes(model)),
     )
 
 
-def _class_names(model: keras.Model, config) -> tuple[str, ...]:
-    """The names of the model's mask classes: ``data.classes`` when they match its mask
-    channels, else ``class_1``, ``class_2``, ... (a model file without its run's config)."""
+def _mask_classes(model: keras.Model) -> int:
+    """The foreground classes of the model's mask: 1 for one channel, K for K + 1."""
     channels = int(model.outputs[model.output_names.index("mask")].shape[-1])
-    count = 1 if channels == 1 else channels - 1
-    names = tuple(config.data.classes)
-    return names if len(names) == count else tuple(f"class_{k}" for k in range(1, count + 1))
+    return 1 if channels == 1 else channels - 1
 
 
 def _build_archive(
