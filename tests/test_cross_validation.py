@@ -71,3 +71,22 @@ def test_summary_mean_and_sample_std():
 def test_summary_of_segmentation_only_runs_has_no_label_figures():
     summary = summarize_folds([_fold(0.8, None), _fold(0.7, None)])
     assert set(summary["mean"]) == {"iou", "dice"}
+
+
+def test_summary_of_several_classes_has_each_classes_dice():
+    folds = []
+    for dice in ((0.8, 0.6), (0.9, 0.7)):
+        fold = _fold(0.8, None)
+        segmentation = fold["splits"]["test"]["segmentation"]
+        segmentation["classes"] = {
+            "anterior_lip": {"dice_mean": dice[0]},
+            "posterior_lip": {"dice_mean": dice[1]},
+        }
+        segmentation["class_dice_mean"] = sum(dice) / 2
+        folds.append(fold)
+    summary = summarize_folds(folds)
+    assert list(summary["mean"]) == ["iou", "dice", "dice_anterior_lip", "dice_posterior_lip",
+                                     "class_dice"]  # fmt: skip
+    assert summary["mean"]["dice_posterior_lip"] == pytest.approx(0.65)
+    assert summary["mean"]["class_dice"] == pytest.approx(0.75)
+    assert "dice_anterior_lip" in format_summary(summary)

@@ -127,21 +127,29 @@ def summarize_folds(fold_metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]
         fold_metrics: the ``metrics.json`` content of each fold's run.
 
     Returns:
-        ``{"per_fold": [{figure: value}], "mean": {figure: value}, "std": {figure: value}}``;
-        a figure missing from every fold (e.g. AUC for a segmentation-only network) is left
-        out, one missing in some folds is averaged over the others.
+        ``{"per_fold": [{figure: value}], "mean": {figure: value}, "std": {figure: value}}``,
+        figures in the order of :data:`SUMMARY_FIGURES`, then for several classes each
+        class's Dice (``dice_<class>``) and their mean (``class_dice``); a figure missing from
+        every fold (e.g. AUC for a segmentation-only network) is left out, one missing in some
+        folds is averaged over the others.
     """
-    per_fold = []
+    per_fold, figures = [], [name for name, _, _ in SUMMARY_FIGURES]
     for metrics in fold_metrics:
         test = metrics.get("splits", {}).get("test", {})
+        found = {name: test.get(section, {}).get(key) for name, section, key in SUMMARY_FIGURES}
+        segmentation = test.get("segmentation", {})
+        for name, values in segmentation.get("classes", {}).items():
+            found[f"dice_{name}"] = values.get("dice_mean")
+        if "classes" in segmentation:
+            found["class_dice"] = segmentation.get("class_dice_mean")
+        figures += [name for name in found if name not in figures]
         row = {"n_images": test.get("n_images")}
-        for name, section, key in SUMMARY_FIGURES:
-            value = test.get(section, {}).get(key)
+        for name, value in found.items():
             if value is not None and not (isinstance(value, float) and math.isnan(value)):
                 row[name] = float(value)
         per_fold.append(row)
     mean, std = {}, {}
-    for name, _, _ in SUMMARY_FIGURES:
+    for name in figures:
         values = np.array([row[name] for row in per_fold if name in row], dtype=float)
         if values.size:
             mean[name] = float(values.mean())
@@ -151,7 +159,7 @@ def summarize_folds(fold_metrics: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 
 def write_summary_csv(path: str | Path, summary: Mapping[str, Any]) -> None:
     """One row per fold, then ``mean`` and ``std`` rows."""
-    names = [n for n, _, _ in SUMMARY_FIGURES if n in summary["mean"]]
+    names = list(summary["mean"])
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["fold", "n_images", *names])
@@ -163,7 +171,7 @@ def write_summary_csv(path: str | Path, summary: Mapping[str, Any]) -> None:
 
 def format_summary(summary: Mapping[str, Any]) -> str:
     """A plain-text table: each fold's test figures, then mean ± std."""
-    names = [n for n, _, _ in SUMMARY_FIGURES if n in summary["mean"]]
+    names = list(summary["mean"])
     rows = [["fold", "images", *names]]
     for k, row in enumerate(summary["per_fold"], start=1):
         rows.append([str(k), str(row.get("n_images", ""))] + [_cell(row.get(n)) for n in names])
