@@ -282,6 +282,12 @@ def _spec(ensemble: LoadedEnsemble, model_path: str | Path, mask_size: Any) -> _
     )
 
 
+def _channel_names(spec: _Spec) -> list[str]:
+    """The mask's channels in order: the one class (a probability), or a softmax's, the
+    background first."""
+    return list(spec.classes) if spec.mask_channels == 1 else ["background", *spec.classes]
+
+
 def _mask_classes(model: keras.Model) -> int:
     """The foreground classes of the model's mask: 1 for one channel, K for K + 1."""
     channels = int(model.outputs[model.output_names.index("mask")].shape[-1])
@@ -698,8 +704,7 @@ def _metadata(
         "source": str(model_path),
         "input": _input_description(spec),
         "mask_size": list(spec.mask_size),
-        # The mask's channels in order: one class (a probability), or a softmax's.
-        "classes": list(spec.classes) if spec.mask_channels == 1 else ["background", *spec.classes],
+        "classes": _channel_names(spec),
         "label_output": spec.joint,
         "classification": (
             "p(preterm birth) and a class at the operating threshold"
@@ -843,6 +848,7 @@ def export_onnx(
             "format_version": METADATA_FORMAT,
             "architecture": _architecture(loaded, (Path(model_path) / run_folder.CONFIG).is_file()),
             "input": {**_input_description(spec), "onnx_name": session.get_inputs()[0].name},
+            "classes": _channel_names(spec),
             "label_output": spec.joint,
             "threshold": spec.threshold if spec.joint else None,
             "threshold_source": loaded.threshold_source if spec.joint else None,

@@ -332,6 +332,22 @@ def test_the_export_returns_per_class_probabilities_named_in_its_metadata(two_li
         assert np.mean(a != b) < 0.01  # the same ids but for float ties
 
 
+def test_the_onnx_export_predicts_the_same_class_ids(two_lip_run, tmp_path):
+    from cervixnet.export import export_onnx
+    from cervixnet.inference import predict_files
+
+    result = export_onnx(two_lip_run, tmp_path / "lips.onnx")  # verified against Keras
+    assert result.metadata["classes"] == ["background", *LIPS]
+    scans = sorted((two_lip_run.parent / "data" / "images").glob("*.png"))[:3]
+    run_table = _rows(predict_files(two_lip_run, scans, tmp_path / "from-run"))
+    onnx_table = _rows(predict_files(tmp_path / "lips.onnx", scans, tmp_path / "from-onnx"))
+    assert "pixels_posterior_lip" in onnx_table[0]  # the class names came with the file
+    for mine, theirs in zip(run_table, onnx_table, strict=True):
+        a = _mask_ids(tmp_path / "from-run" / mine["mask"])
+        b = _mask_ids(tmp_path / "from-onnx" / theirs["mask"])
+        assert np.mean(a != b) < 0.01
+
+
 def test_gradcam_still_explains_the_label_of_a_two_lip_model(two_lip_run, tmp_path):
     from cervixnet.inference import explain_files
 
