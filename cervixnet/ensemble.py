@@ -128,9 +128,12 @@ class MemberPredictions:
             threshold: In [0, 1]. Defaults to 0.5.
         """
         threshold = unit_interval("threshold", threshold)
-        masks = self.masks if self.classes == 1 else 1.0 - self.masks[..., 0]
+        if self.classes == 1:
+            masks, spread = self.masks, self.std_mask()
+        else:  # the organ's probability, 1 - p(background)
+            masks = 1.0 - self.masks[..., 0]
+            spread = masks.std(axis=0, dtype=np.float64).astype(np.float32)
         foreground = (masks > threshold).any(axis=0)
-        spread = masks.std(axis=0, dtype=np.float64)
         total = np.where(foreground, spread, 0.0).sum(axis=(1, 2))
         count = foreground.sum(axis=(1, 2))
         return np.where(count > 0, total / np.maximum(count, 1), 0.0)
