@@ -761,8 +761,18 @@ def _frames(context, parameter, value: str) -> str | int:
     help="Write nothing and exit with status 1 if any DICOM file fails [default: import the "
     "others, list the failures].",
 )
+@click.option(
+    "--without-spacing",
+    type=click.Choice(["keep", "omit"]),
+    default="keep",
+    show_default=True,
+    help="A scan without a pixel spacing: imported with an empty one (keep), or left out and "
+    "listed in the report (omit), so that a folder that mixes both gives a data set in mm.",
+)
 @_user_errors
-def import_dicom(source, out, salt_file, outcomes, masks, frames, crop, strict) -> None:
+def import_dicom(
+    source, out, salt_file, outcomes, masks, frames, crop, strict, without_spacing
+) -> None:
     """Import the ultrasound DICOM files under SOURCE as a data set, with no identity in it.
 
     Every DICOM file under SOURCE (recursively; other files are skipped and counted) becomes
@@ -790,6 +800,7 @@ def import_dicom(source, out, salt_file, outcomes, masks, frames, crop, strict) 
             outcomes=outcomes,
             masks=masks,
             strict=strict,
+            without_spacing=without_spacing,
             progress=bar.update,
         )
     if result.salt_created:

@@ -24,6 +24,8 @@ from pydicom.uid import JPEGLSLossless
 from cervixnet.cli.main import main
 from cervixnet.data.dicom import DicomError, dicom_text, read_dicom
 from cervixnet.data.dicom_import import import_dicom, pseudonym, read_outcomes, read_salt
+from cervixnet.data.manifest import read_manifest
+from cervixnet.errors import DataError
 from tests.dicom_files import region as _region
 from tests.dicom_files import write_dicom as _write
 
@@ -122,6 +124,20 @@ def test_each_spacing_source_and_the_crop(tmp_path):
     assert report["spacing"] == {"ultrasound region": 1, "PixelSpacing": 1, "none": 1}
     assert report["files_without_spacing"] == ["none.dcm"] and report["cropped_files"] == 1
     assert any("mixes millimetres and pixels" in note for note in report["notes"])
+    with pytest.raises(DataError, match=r"no pixel spacing here, but row \d has one"):
+        read_manifest(tmp_path / "out", decode=True)
+
+    # --without-spacing omit: the scan without one is left out, its files too, and the rest
+    # is a data set in mm.
+    omitted = import_dicom(
+        source, tmp_path / "omit", tmp_path / "salt", crop=True, masks=masks, without_spacing="omit"
+    )
+    assert [r["source_file"] for r in _manifest(tmp_path / "omit")] == ["plain.dcm", "region.dcm"]
+    assert omitted.report["files_left_out_without_spacing"] == ["none.dcm"]
+    assert "none.dcm" in (tmp_path / "omit" / "import_report.md").read_text()
+    written = sorted(p.name for p in (tmp_path / "omit" / "images").iterdir())
+    assert written == sorted(Path(r["image"]).name for r in _manifest(tmp_path / "omit"))
+    assert all(r.spacing is not None for r in read_manifest(tmp_path / "omit", decode=True).records)
 
     square = tmp_path / "square"
     square.mkdir()

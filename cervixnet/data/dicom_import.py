@@ -68,6 +68,7 @@ REPORT_MD = "import_report.md"
 PSEUDONYM_LENGTH = 16  # hex characters of the HMAC-SHA256 kept: 64 bits
 SALT_MIN_LENGTH = 16  # characters; a new salt file holds 64 (secrets.token_hex(32))
 OUTCOME_KEYS = ("patient_id", "accession_number")
+WITHOUT_SPACING = ("keep", "omit")  # what becomes of a scan without a pixel spacing
 
 # What is read from each file, and why. Nothing else is looked at, and nothing is copied.
 TAGS_READ: tuple[tuple[str, str], ...] = (
@@ -156,6 +157,7 @@ class _Scan:
     shape: tuple[int, int]  # the image's rows and columns, before any crop
     crop_box: tuple[int, int, int, int] | None
     has_mask: bool = False
+    number: int = 0  # its images are images/<number:05d>-<frame>.png
 
 
 # ----------------------------------------------------------------------------------------
@@ -434,6 +436,7 @@ def import_dicom(
     outcomes: str | Path | None = None,
     masks: str | Path | None = None,
     strict: bool = False,
+    without_spacing: str = "keep",
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
     """Imports every DICOM file under ``source`` into a new data set at ``out_dir``.
@@ -457,6 +460,9 @@ def import_dicom(
             (of a file without the ``.dcm`` suffix, its name plus ``.png``), the size of the
             scan; it goes with the first frame.
         strict: refuse the whole import (nothing written) if any DICOM file fails.
+        without_spacing: ``"keep"`` (default) imports a scan without a pixel spacing with an
+            empty one; ``"omit"`` leaves it out (listed in the report), so that a folder of
+            scans with and without spacing gives a data set in mm that validates.
         progress: called with 1 after each file under ``source``.
 
     Returns:
@@ -470,6 +476,11 @@ def import_dicom(
         ConfigError: ``out_dir`` is not new or empty, or a folder lies inside another it must
             not; the salt file is unusable.
     """
+    if without_spacing not in WITHOUT_SPACING:
+        raise ConfigError(
+            f"--without-spacing must be one of {', '.join(WITHOUT_SPACING)}. Received: "
+            f"{without_spacing!r}"
+        )
     source, out_dir = Path(source).expanduser(), Path(out_dir).expanduser()
     salt_path = Path(salt_file).expanduser()
     masks_dir = Path(masks).expanduser() if masks is not None else None
@@ -496,6 +507,14 @@ def import_dicom(
             masks=masks_dir,
             progress=progress,
         )
+        omitted = []
+        if without_spacing == "omit":
+            omitted = [scan.file for scan in scans if scan.spacing is None]
+            for scan in (s for s in scans if s.spacing is None):
+                for folder in ("images", "masks"):
+                    for path in (staging / folder).glob(f"{scan.number:05d}-*.png"):
+                        path.unlink()
+            scans = [scan for scan in scans if scan.spacing is not None]
         if strict and failures:
             raise DicomError(
                 f"{len(failures)} DICOM file(s) under {source} could not be imported "
@@ -503,15 +522,17 @@ def import_dicom(
             )
         if not scans:
             first = f"; the first failure: {failures[0]}" if failures else ""
+            left_out = f", {len(omitted)} left out without spacing" if omitted else ""
             raise DataError(
                 f"{source}: no DICOM image could be imported ({len(failures)} failed, "
-                f"{len(skipped)} other file(s) skipped){first}"
+                f"{len(skipped)} other file(s) skipped{left_out}){first}"
             )
         salt_created = salt is None
         if salt is None:
             salt, _ = read_salt(salt_path)
         rows, matched = _rows(scans, salt, table, outcomes, crop)
         report = _report(scans, rows, failures, skipped, frames=frames, crop=crop)
+        report["files_left_out_without_spacing"] = omitted
         if table is not None:
             given = {o.row for keyed in table.values() for o in keyed.values()}
             report["outcome_rows_without_a_scan"] = len(given - matched)
@@ -560,7 +581,7 @@ def _read_all(
                         ImportFailure(relative, f"cannot be read ({type(error).__name__})")
                     )
                 else:
-                    index = len(scans) + 1
+                    index = scan.number = len(scans) + 1
                     for number, frame in zip(scan.frame_numbers, pixels, strict=True):
                         _write_png(staging / "images" / f"{index:05d}-{number}.png", frame)
                     if mask is not None:
@@ -604,7 +625,7 @@ def _rows(
     labelled: dict[str, tuple[int, str, int]] = {}  # pseudonym -> (label, file, outcome row)
     matched: set[int] = set()
     rows = []
-    for index, scan in enumerate(scans, start=1):
+    for scan in scans:
         patient = pseudonym(scan.identifier, salt)
         outcome = None
         if table is not None:
@@ -624,7 +645,7 @@ def _rows(
                     f"label {first[0]}; one pregnancy has one outcome"
                 )
         for number, time in zip(scan.frame_numbers, scan.frame_times, strict=True):
-            name = f"{index:05d}-{number}.png"
+            name = f"{scan.number:05d}-{number}.png"
             row = {
                 "image": f"images/{name}",
                 "patient_id": patient,
@@ -683,7 +704,8 @@ def _report(
         notes.append(
             f"{len(unspaced)} file(s) have no pixel spacing while {len(scans) - len(unspaced)} "
             "have one: `cervixnet data validate` refuses a data set that mixes millimetres and "
-            "pixels; remove those rows, or give them a spacing"
+            "pixels; import again with --without-spacing omit to leave them out, or give them "
+            "a spacing"
         )
     if by_study:
         notes.append(
@@ -768,6 +790,9 @@ def format_report(report: dict[str, Any], privacy: bool = True) -> str:
     if report["files_without_spacing"]:
         lines += ["", "## Without pixel spacing", ""]
         lines += [f"- `{name}`" for name in report["files_without_spacing"]]
+    if report.get("files_left_out_without_spacing"):
+        lines += ["", "## Left out: no pixel spacing (--without-spacing omit)", ""]
+        lines += [f"- `{name}`" for name in report["files_left_out_without_spacing"]]
     if report["notes"]:
         lines += ["", "## Notes", ""]
         lines += [f"- {note}" for note in report["notes"]]
