@@ -157,7 +157,6 @@ class _Scan:
     shape: tuple[int, int]  # the image's rows and columns, before any crop
     crop_box: tuple[int, int, int, int] | None
     has_mask: bool = False
-    number: int = 0  # its images are images/<number:05d>-<frame>.png
 
 
 # ----------------------------------------------------------------------------------------
@@ -497,7 +496,7 @@ def import_dicom(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-importing-", dir=out_dir.parent))
     try:
         (staging / "images").mkdir()
-        scans, failures, skipped = _read_all(
+        scans, failures, skipped, omitted = _read_all(
             source,
             files,
             staging,
@@ -505,16 +504,9 @@ def import_dicom(
             crop=crop,
             accession=bool(table and table["accession_number"]),
             masks=masks_dir,
+            omit_without_spacing=without_spacing == "omit",
             progress=progress,
         )
-        omitted = []
-        if without_spacing == "omit":
-            omitted = [scan.file for scan in scans if scan.spacing is None]
-            for scan in (s for s in scans if s.spacing is None):
-                for folder in ("images", "masks"):
-                    for path in (staging / folder).glob(f"{scan.number:05d}-*.png"):
-                        path.unlink()
-            scans = [scan for scan in scans if scan.spacing is not None]
         if strict and failures:
             raise DicomError(
                 f"{len(failures)} DICOM file(s) under {source} could not be imported "
@@ -556,13 +548,17 @@ def _read_all(
     crop: bool,
     accession: bool,
     masks: Path | None,
+    omit_without_spacing: bool,
     progress: Callable[[int], None] | None,
-) -> tuple[list[_Scan], list[ImportFailure], list[str]]:
+) -> tuple[list[_Scan], list[ImportFailure], list[str], list[str]]:
     """Reads each file and writes its frames (and mask) into ``staging`` at once, so that
-    only one file's pixels are held at a time."""
+    only one file's pixels are held at a time. Returns the scans written, the failures, the
+    files that are not DICOM, and the scans left out for want of a pixel spacing (with
+    ``omit_without_spacing``)."""
     scans: list[_Scan] = []
     failures: list[ImportFailure] = []
     skipped: list[str] = []
+    omitted: list[str] = []
     with _quiet_pydicom():
         for path in files:
             relative = path.relative_to(source).as_posix()
@@ -581,17 +577,26 @@ def _read_all(
                         ImportFailure(relative, f"cannot be read ({type(error).__name__})")
                     )
                 else:
-                    index = scan.number = len(scans) + 1
-                    for number, frame in zip(scan.frame_numbers, pixels, strict=True):
-                        _write_png(staging / "images" / f"{index:05d}-{number}.png", frame)
-                    if mask is not None:
-                        (staging / "masks").mkdir(exist_ok=True)
-                        _write_png(staging / "masks" / f"{index:05d}-1.png", mask * np.uint8(255))
-                        scan.has_mask = True
-                    scans.append(scan)
+                    if omit_without_spacing and scan.spacing is None:
+                        omitted.append(relative)  # nothing of it is written
+                    else:
+                        _write_scan(staging, len(scans) + 1, scan, pixels, mask)
+                        scans.append(scan)
             if progress is not None:
                 progress(1)
-    return scans, failures, skipped
+    return scans, failures, skipped, omitted
+
+
+def _write_scan(
+    staging: Path, index: int, scan: _Scan, pixels: list[np.ndarray], mask: np.ndarray | None
+) -> None:
+    """Writes the scan's frames as ``images/<index:05d>-<frame>.png`` and its mask, if any."""
+    for number, frame in zip(scan.frame_numbers, pixels, strict=True):
+        _write_png(staging / "images" / f"{index:05d}-{number}.png", frame)
+    if mask is not None:
+        (staging / "masks").mkdir(exist_ok=True)
+        _write_png(staging / "masks" / f"{index:05d}-1.png", mask * np.uint8(255))
+        scan.has_mask = True
 
 
 def _reason(error: DicomError, relative: str) -> str:
@@ -625,7 +630,7 @@ def _rows(
     labelled: dict[str, tuple[int, str, int]] = {}  # pseudonym -> (label, file, outcome row)
     matched: set[int] = set()
     rows = []
-    for scan in scans:
+    for index, scan in enumerate(scans, start=1):
         patient = pseudonym(scan.identifier, salt)
         outcome = None
         if table is not None:
@@ -645,7 +650,7 @@ def _rows(
                     f"label {first[0]}; one pregnancy has one outcome"
                 )
         for number, time in zip(scan.frame_numbers, scan.frame_times, strict=True):
-            name = f"{scan.number:05d}-{number}.png"
+            name = f"{index:05d}-{number}.png"
             row = {
                 "image": f"images/{name}",
                 "patient_id": patient,
