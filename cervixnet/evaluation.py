@@ -366,17 +366,8 @@ def split_metrics(
     """
     has_mask = predictions["has_mask"]
     classes = mask_classes(predictions.get("mask_prob"))
-    if scores is None and classes > 1 and has_mask.any():  # at the input size
-        per_class = cx_metrics.class_scores_per_image(
-            predictions["mask_true"], predictions["mask_prob"], classes
-        )
-        scores = {
-            "iou": per_class["union_iou"],
-            "dice": per_class["union_dice"],
-            "class_iou": per_class["iou"],
-            "class_dice": per_class["dice"],
-        }
-        scored_at = "input size"
+    if scores is None and classes > 1 and has_mask.any():
+        scores, scored_at = _input_size_class_scores(predictions, classes), "input size"
     else:
         scored_at = "source size"
     result: dict[str, Any] = {"n_images": len(has_mask)}
@@ -423,6 +414,22 @@ def split_metrics(
                 summary["best_auc"] = _best_auc(labels[known], np.asarray(risk, float)[known])
             result["classification"] = summary
     return result
+
+
+def _input_size_class_scores(
+    predictions: Mapping[str, np.ndarray], classes: int
+) -> dict[str, np.ndarray]:
+    """:func:`segmentation_scores`' IoU and Dice of the organ and of each class, from
+    :func:`predict_records`' masks at the network's input size (no distances)."""
+    per_class = cx_metrics.class_scores_per_image(
+        predictions["mask_true"], predictions["mask_prob"], classes
+    )
+    return {
+        "iou": per_class["union_iou"],
+        "dice": per_class["union_dice"],
+        "class_iou": per_class["iou"],
+        "class_dice": per_class["dice"],
+    }
 
 
 def _mean_and_std(name: str, values: np.ndarray) -> dict[str, float | None]:
@@ -483,14 +490,7 @@ def write_predictions(
         for split, (indices, predictions, copies) in per_split.items():
             split_scores = (scores or {}).get(split)
             if split_scores is None and several:
-                per_class = cx_metrics.class_scores_per_image(
-                    predictions["mask_true"], predictions["mask_prob"], len(class_names)
-                )
-                split_scores = {
-                    "iou": per_class["union_iou"],
-                    "dice": per_class["union_dice"],
-                    "class_dice": per_class["dice"],
-                }
+                split_scores = _input_size_class_scores(predictions, len(class_names))
             elif split_scores is None:
                 split_scores = {
                     "iou": cx_metrics.iou_per_image(
