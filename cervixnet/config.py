@@ -104,6 +104,7 @@ class DataConfig:
     cache: bool | str = "auto"
     classes: tuple[str, ...] = ("cervix",)
     mask_column: str = "mask"
+    unlabelled: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,6 +153,14 @@ LEARNING_RATE_SCALINGS = ("none", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
+class SemiSupervisedConfig:
+    """Self-training on unannotated scans (``cervixnet.runs.semi_supervised``)."""
+
+    enabled: bool = False
+    keep_fraction: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Optimiser and loop settings (AdamW: Adam with decoupled weight decay)."""
 
@@ -173,6 +182,7 @@ class TrainingConfig:
     scale_learning_rate: str = "none"
     intra_op_threads: int | None = None
     inter_op_threads: int | None = None
+    semi_supervised: SemiSupervisedConfig = SemiSupervisedConfig()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +271,7 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         "a list of distinct class names (letters, digits and _; 'background' is class 0)",
     ),
     "data.mask_column": (lambda v: bool(v.strip()), "a manifest column name"),
+    "data.unlabelled": (lambda v: v is None or bool(v.strip()), "a folder of images or null"),
     "model.base_filters": (lambda v: v == AUTO or v > 0, "auto or a positive integer"),
     "loss.alpha": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "loss.beta": (lambda v: v >= 0, "a non-negative number"),
@@ -284,6 +295,10 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.cpu_devices": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "training.intra_op_threads": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "training.inter_op_threads": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "training.semi_supervised.keep_fraction": (
+        lambda v: 0 < v <= 1,
+        "a fraction in (0, 1]",
+    ),
     "evaluation.largest_component": (
         lambda v: v in (True, False, AUTO),
         "true, false or auto",

@@ -166,6 +166,21 @@ def main(verbose: bool) -> None:
     help="Reuse the split of a splits.json (from a run or data prepare).",
 )
 @click.option(
+    "--semi-supervised",
+    is_flag=True,
+    default=None,
+    help="Learn from unannotated scans too (training.semi_supervised.enabled): a teacher "
+    "run, its pseudo-labels of the manifest's rows with neither mask nor label (and of "
+    "--unlabelled), then a student trained on both.",
+)
+@click.option(
+    "--unlabelled",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A folder of unannotated scans (data.unlabelled), of patients outside val and "
+    "test; implies --semi-supervised.",
+)
+@click.option(
     "--resume",
     "resume_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -188,6 +203,8 @@ def train(
     seed,
     folds,
     splits_file,
+    semi_supervised,
+    unlabelled,
     resume_dir,
     cache_dir,
 ) -> None:
@@ -212,6 +229,10 @@ def train(
     The run folder's checkpoint/ holds the state after every epoch: if a run is killed,
     `cervixnet train --resume RUN_DIR` continues it with the same weights, optimiser state,
     learning-rate schedule, data order and augmentation.
+
+    With --semi-supervised (or --unlabelled FOLDER), OUT/teacher is a supervised run, its
+    masks of the unannotated training scans go to OUT/pseudo_labels, and the run in OUT is a
+    student trained anew on the annotated scans and the surest pseudo-labelled ones.
     """
     from cervixnet.evaluation import format_table
     from cervixnet.runs import cross_validate, format_summary, resume_training
@@ -230,6 +251,8 @@ def train(
             "--seed": seed,
             "--folds": folds,
             "--splits": splits_file,
+            "--semi-supervised": semi_supervised,
+            "--unlabelled": unlabelled,
         }
         clashing = [name for name, value in given.items() if value is not None]
         if clashing:
@@ -252,6 +275,10 @@ def train(
             **_training_overrides(epochs, steps, budget_minutes, batch_size),
             "seed": seed,
             "data.splits_file": str(splits_file) if splits_file is not None else None,
+            "data.unlabelled": str(unlabelled) if unlabelled is not None else None,
+            "training.semi_supervised.enabled": (
+                True if semi_supervised or unlabelled is not None else None
+            ),
         },
     )
     if out is None:

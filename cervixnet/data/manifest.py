@@ -67,6 +67,13 @@ class Record:
         return (float(square), float(square)) if square else None
 
     @property
+    def unannotated(self) -> bool:
+        """Whether the row has neither a mask, a Bézier outline nor a label: a scan that only
+        semi-supervised training can learn from (``training.semi_supervised``). Such rows are
+        in no split (``cervixnet.data.splits``)."""
+        return self.mask is None and self.label is None and not self.extra.get("bezier")
+
+    @property
     def native_spacing(self) -> tuple[float, float] | None:
         """The spacing ``(dy, dx)`` in mm of the scan at its own size: a prepared copy's
         ``native_spacing_y_mm`` and ``native_spacing_x_mm``, else :attr:`spacing`."""

@@ -5,6 +5,10 @@ Splits are grouped by ``patient_id`` and stratified by label with scikit-learn's
 folds, first for test on all patients, then for val on the rest, so 60/20/20 is exact in
 patients up to rounding and close in images. A split is saved as ``splits.json`` and can be
 loaded again to reuse it exactly.
+
+Rows with neither mask nor label (``Record.unannotated``) are in no split: only the patients
+with an annotated row are split, and :meth:`Splits.unannotated_indices` gives the unannotated
+scans that semi-supervised training may learn from, those of patients outside val and test.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ class Splits:
         return getattr(self, name)
 
     def indices(self, manifest: Manifest) -> dict[str, list[int]]:
-        """Record positions per split, in manifest order."""
+        """Record positions per split, in manifest order; unannotated rows are in none."""
         where = {p: name for name in SPLIT_NAMES for p in self.patients(name)}
         result: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
         for position, record in enumerate(manifest.records):
+            if record.unannotated:
+                continue
             if record.patient_id not in where:
                 raise DataError(
                     f"{manifest.source}, row {record.row}, column 'patient_id': patient "
@@ -52,6 +58,18 @@ class Splits:
                 )
             result[where[record.patient_id]].append(position)
         return result
+
+    def unannotated_indices(self, manifest: Manifest) -> list[int]:
+        """Positions of the unannotated rows (no mask, no label) whose patient is in neither
+        val nor test, in manifest order: the scans semi-supervised training may learn from.
+        The unannotated scans of a val or test patient are left out, so that nothing of a
+        scored patient is trained on."""
+        scored = set(self.val) | set(self.test)
+        return [
+            position
+            for position, record in enumerate(manifest.records)
+            if record.unannotated and record.patient_id not in scored
+        ]
 
     def save(self, path: str | Path, manifest: Manifest) -> None:
         """Writes ``splits.json``: patients and image paths per split, with their counts."""
@@ -68,7 +86,15 @@ class Splits:
                 "patients": list(self.patients(name)),
                 "n_images": len(records),
                 "n_preterm": sum(r.label == 1 for r in records),
-                "images": [str(r.image.relative_to(manifest.root)) for r in records],
+                "images": [_shown_path(r.image, manifest.root) for r in records],
+            }
+        unannotated = self.unannotated_indices(manifest)
+        if unannotated:
+            payload["unannotated"] = {
+                "n_images": len(unannotated),
+                "images": [
+                    _shown_path(manifest.records[i].image, manifest.root) for i in unannotated
+                ],
             }
         atomic_write_text(path, json.dumps(payload, indent=2))
 
@@ -112,9 +138,7 @@ def split_patients(
     train_fraction, val_fraction, test_fraction = (float(f) for f in fractions)
     if abs(train_fraction + val_fraction + test_fraction - 1.0) > 1e-6 or train_fraction <= 0:
         raise ValueError(f"fractions must sum to 1 with train > 0. Received: fractions={fractions}")
-    patients = np.array([r.patient_id for r in manifest.records])
-    # Unknown labels form their own stratum so that they spread over the sets too.
-    strata = np.array([-1 if r.label is None else r.label for r in manifest.records])
+    patients, strata = _patients_and_strata(manifest)
     everyone = np.arange(len(patients))
     test_idx = _one_fold(manifest, everyone, patients, strata, test_fraction, seed)
     rest = np.setdiff1d(everyone, test_idx)
@@ -153,8 +177,7 @@ def cross_validation_splits(
         raise ValueError(f"`folds` must be at least 2. Received: folds={folds}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"`val_fraction` must be in [0, 1). Received: {val_fraction}")
-    patients = np.array([r.patient_id for r in manifest.records])
-    strata = np.array([-1 if r.label is None else r.label for r in manifest.records])
+    patients, strata = _patients_and_strata(manifest)
     if len(set(patients.tolist())) < folds:
         raise DataError(
             f"{manifest.source}: {len(set(patients.tolist()))} patients are too few for "
@@ -187,6 +210,27 @@ def cross_validation_splits(
         fractions = (rest_share * (1 - val_fraction), rest_share * val_fraction, test_share)
         result.append(Splits(**ordered, seed=seed, fractions=fractions))
     return result
+
+
+def _patients_and_strata(manifest: Manifest) -> tuple[np.ndarray, np.ndarray]:
+    """The patient and stratum of each annotated row (unannotated rows are in no split).
+    Unknown labels form their own stratum, so that they spread over the sets too."""
+    annotated = [r for r in manifest.records if not r.unannotated]
+    if not annotated:
+        raise DataError(
+            f"{manifest.source}: no row has a mask or a label, so there is nothing to split"
+        )
+    patients = np.array([r.patient_id for r in annotated])
+    strata = np.array([-1 if r.label is None else r.label for r in annotated])
+    return patients, strata
+
+
+def _shown_path(path: Path, root: Path) -> str:
+    """``path`` relative to the data folder ``root``, or whole when it lies elsewhere."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def _one_fold(manifest, positions, patients, strata, fraction, seed) -> np.ndarray:

@@ -75,6 +75,13 @@ def train(
             cannot be written, before any training.
         TrainingError: the loss became NaN or infinite; the last good checkpoint is kept.
     """
+    if config.training.semi_supervised.enabled:
+        from cervixnet.runs.semi_supervised import train_semi_supervised
+
+        return train_semi_supervised(
+            config, run_dir, cache_root=cache_root, verbose=verbose, echo=echo, splits=splits,
+            resume=resume,
+        )  # fmt: skip
     fitted = fit_run(
         config, run_dir, cache_root=cache_root, verbose=verbose, echo=echo, splits=splits,
         resume=resume,
@@ -82,9 +89,14 @@ def train(
     return score_run(fitted, echo)
 
 
-def score_run(fitted: FittedRun, echo: Callable[[str], None] = print) -> TrainResult:
+def score_run(
+    fitted: FittedRun,
+    echo: Callable[[str], None] = print,
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
     """Scores the kept model of a fitted run on every split and completes its folder: the
-    choices made on validation, ``predictions.csv`` and ``metrics.json``."""
+    choices made on validation, ``predictions.csv`` and ``metrics.json`` (with ``extra``'s
+    keys added)."""
     config, manifest, run_dir, joint = fitted.config, fitted.manifest, fitted.run_dir, fitted.joint
     evaluated = fitted.evaluated
     best = keras.models.load_model(fitted.best_path)
@@ -136,6 +148,7 @@ def score_run(fitted: FittedRun, echo: Callable[[str], None] = print) -> TrainRe
         "reproducibility": fitted.reproducibility,
         "seconds": round(seconds, 1),
         "splits": figures,
+        **(extra or {}),
     }
     atomic_write_json(run_dir / run_folder.METRICS, summary)
     # The run is complete: the state it could have resumed from is no longer needed.
@@ -156,7 +169,8 @@ def resume_training(
     The run's own ``config.yaml`` and ``splits.json`` are used, the model and optimiser
     state (learning-rate schedule included) come from ``checkpoint/``, and the data order and
     augmentation of each remaining epoch are those of the uninterrupted run, so the run ends
-    as if it had never stopped. A run whose training finished is only evaluated again.
+    as if it had never stopped. A run whose training finished is only evaluated again. A
+    semi-supervised run continues at its stage (``cervixnet.runs.semi_supervised``).
 
     Raises:
         ConfigError: ``run_dir`` holds no run, or a finished one (``metrics.json``).
@@ -164,12 +178,16 @@ def resume_training(
     """
     from cervixnet.config import load_config
 
+    from cervixnet.runs.semi_supervised import TEACHER_DIR, is_semi_supervised_run
+
     run_dir = Path(run_dir)
+    # A semi-supervised run stopped before its student began resumes from its teacher.
+    own = run_dir / TEACHER_DIR if is_semi_supervised_run(run_dir) else run_dir
     for name in (run_folder.CONFIG, run_folder.SPLITS):
-        if not (run_dir / name).is_file():
+        if not (own / name).is_file():
             raise ConfigError(f"--resume {run_dir}: no {name}, so no run to resume there")
-    config = load_config(run_dir / run_folder.CONFIG)
-    splits = Splits.load(run_dir / run_folder.SPLITS)
+    config = load_config(own / run_folder.CONFIG)
+    splits = Splits.load(own / run_folder.SPLITS)
     return train(
         config,
         run_dir,

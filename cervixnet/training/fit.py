@@ -24,7 +24,7 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,7 @@ def fit_run(
     echo: Callable[[str], None] = print,
     splits: Splits | None = None,
     resume: bool = False,
+    pseudo_labels: Mapping[str, Path] | None = None,
 ) -> FittedRun:
     """Trains ``config.arch`` into a run folder, up to its kept model (see the module
     docstring); ``cervixnet.runs.train`` then scores it.
@@ -139,6 +140,10 @@ def fit_run(
             new split by ``data.split`` and ``seed``.
         resume: continue the interrupted run in ``run_dir`` from its last completed epoch
             (``config`` and ``splits`` must be the run's own: see ``resume_training``).
+        pseudo_labels: the student of semi-supervised training: image path (as in the
+            prepared manifest) -> its pseudo-mask, for unannotated scans the split lets
+            training use (``cervixnet.runs.semi_supervised``). They join the training split
+            and are never scored.
 
     With ``training.distribution`` set, every worker calls ``train`` with the same
     arguments; only the chief writes ``run_dir`` (docs/distributed.md). Any other worker
@@ -166,12 +171,21 @@ def fit_run(
     if plan is not None:
         echo(plan.format())
     keras.utils.set_random_seed(config.seed)
-    manifest = read_manifest(prepared_data(config, source_path, cache_root, echo=echo))
+    manifest = run_manifest(config, source_path, cache_root, echo)
     config = config.replace({"data.path": str(source_path.parent)})
     joint = models.is_joint(config.arch)
     splits = splits if splits is not None else _make_splits(config, manifest)
     indices = splits.indices(manifest)
     _check_trainable(manifest, indices, joint)
+    # The pseudo-masks are for training only: the split and the scores keep the scans bare.
+    trained, pseudo_labelled = _with_pseudo_labels(manifest, splits, pseudo_labels)
+    if not config.training.semi_supervised.enabled:
+        unannotated = splits.unannotated_indices(manifest)
+        if unannotated:
+            echo(
+                f"{len(unannotated)} unannotated scans (no mask, no label) are not trained on: "
+                "training.semi_supervised is off"
+            )
     if config.training.epochs is None:  # planned or set steps, in whole passes
         balanced, _ = _balanced(
             config, manifest, indices["train"], config.data.balance.train_preterm_fraction
@@ -181,7 +195,7 @@ def fit_run(
 
     with distribution.scope():
         model = build_model(config)
-    fingerprint = _fingerprint(source_path)
+    fingerprint = _fingerprint(source_path, config)
     state = None
     if resume:
         state = _resumed_state(shared_dir, fingerprint, echo, distribution.is_chief)
@@ -195,7 +209,9 @@ def fit_run(
         state = TrainingState(data_fingerprint=fingerprint)
         state.save(run_dir)
     done = state.epochs_done
-    inputs = training_inputs(config, manifest, indices, first_epoch=done)
+    inputs = training_inputs(
+        config, trained, indices, first_epoch=done, pseudo_labelled=pseudo_labelled
+    )
     positive_weight, evaluated = inputs.positive_weight, inputs.evaluated
     with distribution.scope():
         compile_model(
@@ -204,11 +220,12 @@ def fit_run(
         restore(model, shared_dir, state)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
     policy = models.policy_name(model)
-    added = len(inputs.train_positions) - len(indices["train"])
+    added = len(inputs.train_positions) - len(indices["train"]) - len(pseudo_labelled)
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
         f"for {config.training.epochs} epochs of {inputs.steps_per_epoch} steps"
         + (f" (resumed after epoch {done})" if done else "")
+        + (f"; {len(pseudo_labelled)} pseudo-labelled scans besides" if pseudo_labelled else "")
         + (f"; {added} augmented copies balance the training split" if added else "")
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
         + ("" if policy == "float32" else f"; in {policy}")
@@ -303,17 +320,25 @@ class TrainingInputs:
 
 
 def training_inputs(
-    config: Config, manifest: Manifest, indices: dict[str, list[int]], *, first_epoch: int = 0
+    config: Config,
+    manifest: Manifest,
+    indices: dict[str, list[int]],
+    *,
+    first_epoch: int = 0,
+    pseudo_labelled: Sequence[int] = (),
 ) -> TrainingInputs:
     """Balances the splits and builds the tf.data input of ``cervixnet train``.
 
     ``indices`` maps each split name to record positions (``Splits.indices``). The one
     function that ``train`` and the benchmarks call, so that they time the real path.
+    ``pseudo_labelled``: positions of scans with a pseudo-mask and no label, trained on
+    after the (balanced) training split and never scored.
     """
     joint = models.is_joint(config.arch)
     train_positions, _ = _balanced(
         config, manifest, indices["train"], config.data.balance.train_preterm_fraction
     )
+    train_positions += list(pseudo_labelled)
     # The paper's protocol balances val and test too, with augmented copies (fixed seed).
     paper_eval = config.data.balance.eval == "paper"
     evaluated = {
@@ -427,10 +452,71 @@ def _check_trainable(manifest: Manifest, indices: dict[str, list[int]], joint: b
             )
 
 
-def _fingerprint(source_manifest: Path) -> str:
+def run_manifest(
+    config: Config,
+    source_path: Path,
+    cache_root: str | Path | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> Manifest:
+    """The prepared data set a run reads (``config`` planned): the prepared copy of
+    ``source_path``, with the scans of the folder ``data.unlabelled`` appended when
+    semi-supervised training is on (``cervixnet.data.unannotated``)."""
+    manifest = read_manifest(prepared_data(config, source_path, cache_root, echo=echo))
+    if config.data.unlabelled is None:
+        return manifest
+    if not config.training.semi_supervised.enabled:
+        if echo is not None:
+            echo(
+                f"data.unlabelled {config.data.unlabelled} is not used: "
+                "training.semi_supervised is off"
+            )
+        return manifest
+    from cervixnet.data import unannotated
+
+    first = read_manifest(source_path, check_files=False).records[0].image
+    folder = unannotated.prepared_folder(config, first, cache_root, echo)
+    return unannotated.with_folder(manifest, folder)
+
+
+def _with_pseudo_labels(
+    manifest: Manifest,
+    splits: Splits,
+    pseudo_labels: Mapping[str, Path] | None,
+) -> tuple[Manifest, list[int]]:
+    """``manifest`` with each pseudo-labelled scan's mask set, and their positions.
+
+    Raises:
+        DataError: a pseudo-label for a scan that is not an unannotated training scan.
+    """
+    if not pseudo_labels:
+        return manifest, []
+    allowed = {str(manifest.records[i].image): i for i in splits.unannotated_indices(manifest)}
+    unknown = sorted(set(pseudo_labels) - set(allowed))
+    if unknown:
+        raise DataError(
+            f"a pseudo-label for {unknown[0]}, which is not an unannotated scan of a training "
+            f"patient ({len(unknown)} such in all)"
+        )
+    records = list(manifest.records)
+    positions = []
+    for image, mask in pseudo_labels.items():
+        position = allowed[image]
+        records[position] = dataclasses.replace(records[position], mask=Path(mask))
+        positions.append(position)
+    return dataclasses.replace(manifest, records=tuple(records)), sorted(positions)
+
+
+def _fingerprint(source_manifest: Path, config: Config) -> str:
+    """The data's fingerprint: the source manifest and its files, and the folder of
+    unannotated scans when semi-supervised training reads one."""
     from cervixnet.data.prepare import source_fingerprint
 
-    return source_fingerprint(source_manifest)
+    fingerprint = source_fingerprint(source_manifest)
+    if config.data.unlabelled is not None and config.training.semi_supervised.enabled:
+        from cervixnet.data.unannotated import folder_fingerprint
+
+        fingerprint += "+" + folder_fingerprint(config.data.unlabelled)
+    return fingerprint
 
 
 def _environment(config: Config, fingerprint: str, precision: str) -> dict[str, Any]:
