@@ -158,6 +158,8 @@ class SemiSupervisedConfig:
 
     enabled: bool = False
     keep_fraction: float = 0.5
+    student_start: str = "random"
+    annotated_share: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +300,14 @@ _CHECKS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "training.semi_supervised.keep_fraction": (
         lambda v: 0 < v <= 1,
         "a fraction in (0, 1]",
+    ),
+    "training.semi_supervised.student_start": (
+        lambda v: v in ("random", "teacher"),
+        "random or teacher",
+    ),
+    "training.semi_supervised.annotated_share": (
+        lambda v: v is None or 0 < v < 1,
+        "a fraction in (0, 1) or null",
     ),
     "evaluation.largest_component": (
         lambda v: v in (True, False, AUTO),

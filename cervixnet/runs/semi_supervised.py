@@ -51,6 +51,8 @@ from cervixnet.fileio import atomic_write_text
 TEACHER_DIR = "teacher"
 PSEUDO_LABEL_DIR = "pseudo_labels"
 PSEUDO_LABEL_TABLE = "pseudo_labels.csv"
+# The teacher's weights, beside its pseudo-labels, for a student that starts from them.
+TEACHER_WEIGHTS = "teacher.weights.h5"
 # A pixel is uncertain when its most probable class is less probable than this.
 CONFIDENT_PROBABILITY = 0.9
 _COLUMNS = ("image", "patient_id", "uncertainty", "organ_pixels", "kept", "mask")
@@ -59,9 +61,10 @@ _COLUMNS = ("image", "patient_id", "uncertainty", "organ_pixels", "kept", "mask"
 def is_semi_supervised_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a semi-supervised run interrupted before its student began."""
     run_dir = Path(run_dir)
-    return not (run_dir / run_folder.CONFIG).is_file() and (
-        run_dir / TEACHER_DIR / run_folder.CONFIG
-    ).is_file()
+    return (
+        not (run_dir / run_folder.CONFIG).is_file()
+        and (run_dir / TEACHER_DIR / run_folder.CONFIG).is_file()
+    )
 
 
 def train_semi_supervised(
@@ -93,6 +96,8 @@ def train_semi_supervised(
             f"--out {run_dir}: already holds a run; choose a new folder, or continue an "
             "interrupted run with --resume"
         )
+    if not resume:
+        _check_some_unannotated(config, cache_root)
     options = {"cache_root": cache_root, "verbose": verbose, "echo": echo}
     if (teacher_dir / run_folder.METRICS).is_file():
         echo(f"Teacher: complete in {teacher_dir}")
@@ -113,7 +118,9 @@ def train_semi_supervised(
 
     student_resumed = (run_dir / run_folder.CONFIG).is_file()
     student_config = (
-        load_config(run_dir / run_folder.CONFIG) if student_resumed else student_settings(teacher_config)
+        load_config(run_dir / run_folder.CONFIG)
+        if student_resumed
+        else student_settings(teacher_config, pseudo_dir / TEACHER_WEIGHTS)
     )
     echo(
         f"Semi-supervised training, 3 of 3: the student, on the annotated scans and "
@@ -140,13 +147,34 @@ def train_semi_supervised(
     )
 
 
-def student_settings(teacher: Config) -> Config:
+def _check_some_unannotated(config: Config, cache_root: str | Path | None) -> None:
+    """Refuses, before the teacher trains, a data set with no unannotated scan at all."""
+    from cervixnet.data.manifest import read_manifest
+
+    if config.data.unlabelled is not None:
+        return  # the folder is checked when it is read
+    source = read_manifest(
+        resolve_data(config, cache_root), check_files=False,
+        mask_column=config.data.mask_column, classes=config.data.classes,
+    )  # fmt: skip
+    if not any(record.unannotated for record in source.records):
+        raise DataError(
+            f"{source.source}: semi-supervised training needs unannotated scans, rows with "
+            "neither mask nor label (or a folder given by --unlabelled); every row has one"
+        )
+
+
+def student_settings(teacher: Config, teacher_weights: Path | None = None) -> Config:
     """The student's configuration: the teacher's as it ran (planned values included), for as
     many optimizer steps as the teacher took when they were planned or set; with epochs set
-    by the user, as many epochs (so more steps, over more scans)."""
+    by the user, as many epochs (so more steps, over more scans). With ``student_start:
+    teacher`` it starts from ``teacher_weights``."""
+    changes: dict = {}
     if isinstance(teacher.training.steps, int):
-        return teacher.replace({"training.epochs": None})
-    return teacher
+        changes["training.epochs"] = None
+    if teacher.training.semi_supervised.student_start == "teacher":
+        changes["model.weights"] = str(teacher_weights)
+    return teacher.replace(changes) if changes else teacher
 
 
 def write_pseudo_labels(
@@ -215,6 +243,7 @@ def write_pseudo_labels(
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(staging / PSEUDO_LABEL_TABLE, buffer.getvalue())
+        model.save_weights(staging / TEACHER_WEIGHTS)
         staging.rename(out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -276,4 +305,3 @@ def _read_json(path: Path) -> dict:
     import json
 
     return json.loads(path.read_text(encoding="utf-8"))
-

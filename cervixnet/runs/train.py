@@ -177,7 +177,6 @@ def resume_training(
         DataError: the data changed since the run started.
     """
     from cervixnet.config import load_config
-
     from cervixnet.runs.semi_supervised import TEACHER_DIR, is_semi_supervised_run
 
     run_dir = Path(run_dir)
@@ -197,7 +196,6 @@ def resume_training(
         splits=splits,
         resume=True,
     )
-
 
 
 def _choose_postprocessing(

@@ -190,7 +190,12 @@ def fit_run(
         balanced, _ = _balanced(
             config, manifest, indices["train"], config.data.balance.train_preterm_fraction
         )
-        steps_per_epoch = math.ceil(len(balanced) / config.training.batch_size)
+        if pseudo_labelled:
+            share = config.training.semi_supervised.annotated_share
+            balanced = _with_annotated_share(balanced, len(pseudo_labelled), share)
+        steps_per_epoch = math.ceil(
+            (len(balanced) + len(pseudo_labelled)) / config.training.batch_size
+        )
         config = config.replace({"training.epochs": run_epochs(config, steps_per_epoch)})
 
     with distribution.scope():
@@ -338,6 +343,10 @@ def training_inputs(
     train_positions, _ = _balanced(
         config, manifest, indices["train"], config.data.balance.train_preterm_fraction
     )
+    if pseudo_labelled:
+        train_positions = _with_annotated_share(
+            train_positions, len(pseudo_labelled), config.training.semi_supervised.annotated_share
+        )
     train_positions += list(pseudo_labelled)
     # The paper's protocol balances val and test too, with augmented copies (fixed seed).
     paper_eval = config.data.balance.eval == "paper"
@@ -384,6 +393,17 @@ def training_inputs(
         train_data=train_data,
         val_data=val_data,
     )
+
+
+def _with_annotated_share(
+    positions: list[int], pseudo_labelled: int, share: float | None
+) -> list[int]:
+    """``positions`` (the annotated training scans) repeated whole as often as it takes for
+    them to make up at least ``share`` of an epoch beside ``pseudo_labelled`` scans."""
+    if share is None or not positions:
+        return list(positions)
+    repeats = max(1, math.ceil(share * pseudo_labelled / ((1 - share) * len(positions))))
+    return list(positions) * repeats
 
 
 def _check_run_dir(run_dir: str | Path, resume: bool = False, writes: bool = True) -> Path:
