@@ -346,3 +346,26 @@ def test_the_uncertainty_counts_unsure_pixels_per_organ_pixel_and_the_surest_are
 def test_keep_fraction_out_of_range_is_refused():
     with pytest.raises(ConfigError, match="keep_fraction"):
         load_config(overrides={"training.semi_supervised.keep_fraction": 0})
+
+
+def test_the_student_may_start_from_the_teacher_and_see_the_annotated_scans_more_often(
+    semi_run: Path,
+):
+    from cervixnet.runs.semi_supervised import student_settings
+    from cervixnet.training.fit import _with_annotated_share
+
+    weights = semi_run / "pseudo_labels" / "teacher.weights.h5"
+    teacher = keras.models.load_model(semi_run / "teacher" / "model.keras")
+    copy = keras.models.clone_model(teacher)
+    copy.load_weights(weights)
+    for ours, theirs in zip(copy.weights, teacher.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+    config = load_config(semi_run / "teacher" / "config.yaml")
+    assert student_settings(config, weights).model.weights is None  # random start: the default
+    started = config.replace({"training.semi_supervised.student_start": "teacher"})
+    assert student_settings(started, weights).model.weights == str(weights)
+    # 4 annotated scans beside 20 pseudo-labelled: repeated 5 times for a half share.
+    assert _with_annotated_share([1, 2, 3, 4], 20, 0.5) == [1, 2, 3, 4] * 5
+    assert _with_annotated_share([1, 2, 3, 4], 20, 0.2) == [1, 2, 3, 4] * 2
+    assert _with_annotated_share([1, 2, 3, 4], 2, 0.5) == [1, 2, 3, 4]
+    assert _with_annotated_share([1, 2, 3, 4], 20, None) == [1, 2, 3, 4]

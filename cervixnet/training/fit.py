@@ -225,12 +225,14 @@ def fit_run(
         restore(model, shared_dir, state)
     counts = ", ".join(f"{name} {len(indices[name])}" for name in SPLIT_NAMES)
     policy = models.policy_name(model)
-    added = len(inputs.train_positions) - len(indices["train"]) - len(pseudo_labelled)
+    repeats = inputs.annotated_repeats
+    added = (len(inputs.train_positions) - len(pseudo_labelled)) // repeats - len(indices["train"])
     echo(
         f"Training {config.arch} ({model.count_params():,} parameters) on {counts} images "
         f"for {config.training.epochs} epochs of {inputs.steps_per_epoch} steps"
         + (f" (resumed after epoch {done})" if done else "")
         + (f"; {len(pseudo_labelled)} pseudo-labelled scans besides" if pseudo_labelled else "")
+        + (f", the annotated ones {repeats} times each" if repeats > 1 else "")
         + (f"; {added} augmented copies balance the training split" if added else "")
         + (f"; preterm weight {positive_weight:.2f}" if joint else "")
         + ("" if policy == "float32" else f"; in {policy}")
@@ -314,6 +316,8 @@ class TrainingInputs:
         steps_per_epoch: batches per epoch, ``ceil(len(train_positions) / batch_size)``.
         train_data: the training epochs from ``first_epoch`` to ``training.epochs``.
         val_data: the validation set, or ``None`` if it is empty.
+        annotated_repeats: how often the (balanced) annotated training scans are repeated
+            beside pseudo-labelled ones (``training.semi_supervised.annotated_share``).
     """
 
     train_positions: list[int]
@@ -322,6 +326,7 @@ class TrainingInputs:
     steps_per_epoch: int
     train_data: Any
     val_data: Any
+    annotated_repeats: int = 1
 
 
 def training_inputs(
@@ -343,10 +348,12 @@ def training_inputs(
     train_positions, _ = _balanced(
         config, manifest, indices["train"], config.data.balance.train_preterm_fraction
     )
+    annotated = len(train_positions)
     if pseudo_labelled:
         train_positions = _with_annotated_share(
             train_positions, len(pseudo_labelled), config.training.semi_supervised.annotated_share
         )
+    repeats = len(train_positions) // annotated
     train_positions += list(pseudo_labelled)
     # The paper's protocol balances val and test too, with augmented copies (fixed seed).
     paper_eval = config.data.balance.eval == "paper"
@@ -392,6 +399,7 @@ def training_inputs(
         steps_per_epoch=steps_per_epoch,
         train_data=train_data,
         val_data=val_data,
+        annotated_repeats=repeats,
     )
 
 
