@@ -158,8 +158,8 @@ class SemiSupervisedConfig:
 
     enabled: bool = False
     keep_fraction: float = 0.5
-    student_start: str = "random"
-    annotated_share: float | None = None
+    student_start: str = "teacher"
+    annotated_share: float | None = 0.5
 
 
 @dataclasses.dataclass(frozen=True)

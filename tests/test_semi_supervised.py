@@ -108,8 +108,10 @@ def test_unannotated_rows_are_in_no_split_and_only_those_of_training_patients_ar
 
 def test_pseudo_labelled_scans_reach_the_training_batches_and_never_val_or_test(data: Path):
     config = load_config(
-        overrides={**TINY_RUN_CONFIG, "data.path": str(data), "data.augment.enabled": False,
-                   "data.balance.train_preterm_fraction": None}
+        overrides={**TINY_RUN_CONFIG, "data.path": str(data), "data.augment.enabled": False}
+    ).replace(  # no copies to balance the labels, each annotated scan once an epoch
+        {"data.balance.train_preterm_fraction": None,
+         "training.semi_supervised.annotated_share": None}
     )  # fmt: skip
     manifest = read_manifest(data)
     splits = split_patients(manifest, (0.6, 0.2, 0.2), seed=0)
@@ -241,9 +243,16 @@ def test_a_semi_supervised_run_killed_in_each_training_resumes_exactly(
             np.testing.assert_array_equal(ours, theirs)
     assert _table(run_dir) == _table(semi_run)
     ours, theirs = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, semi_run))
-    # The weights are equal bit for bit; the figures computed from them to float rounding.
-    figures = _leaves(theirs["splits"])
-    assert _leaves(ours["splits"]) == pytest.approx(figures, rel=1e-9, nan_ok=True)
+    # The weights are equal bit for bit; the figures computed from them to float32 rounding
+    # (the threads of inference may sum in another order).
+    ours, theirs = _leaves(ours["splits"]), _leaves(theirs["splits"])
+    numbers = {key for key, value in theirs.items() if isinstance(value, float | int)}
+    assert {k: ours[k] for k in numbers} == pytest.approx(
+        {k: theirs[k] for k in numbers}, rel=1e-6, abs=1e-6, nan_ok=True
+    )
+    assert {k: v for k, v in ours.items() if k not in numbers} == {
+        k: v for k, v in theirs.items() if k not in numbers
+    }
 
 
 def test_without_unannotated_scans_semi_supervised_training_is_refused_before_training(
@@ -361,9 +370,12 @@ def test_the_student_may_start_from_the_teacher_and_see_the_annotated_scans_more
     for ours, theirs in zip(copy.weights, teacher.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
     config = load_config(semi_run / "teacher" / "config.yaml")
-    assert student_settings(config, weights).model.weights is None  # random start: the default
-    started = config.replace({"training.semi_supervised.student_start": "teacher"})
-    assert student_settings(started, weights).model.weights == str(weights)
+    semi = config.training.semi_supervised
+    assert student_settings(config, semi, weights).model.weights == str(weights)  # the default
+    anew = dataclasses.replace(semi, student_start="random")
+    assert student_settings(config, anew, weights).model.weights is None
+    student = load_config(semi_run / "config.yaml")
+    assert student.model.weights == str(weights)
     # 4 annotated scans beside 20 pseudo-labelled: repeated 5 times for a half share.
     assert _with_annotated_share([1, 2, 3, 4], 20, 0.5) == [1, 2, 3, 4] * 5
     assert _with_annotated_share([1, 2, 3, 4], 20, 0.2) == [1, 2, 3, 4] * 2

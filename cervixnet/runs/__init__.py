@@ -13,7 +13,8 @@ from cervixnet.runs.cross_validation import (
     format_summary,
     summarize_folds,
 )
-from cervixnet.runs.train import RUN_FILES, TrainResult, resume_training, score_run, train
+from cervixnet.runs.scoring import TrainResult, score_run
+from cervixnet.runs.train import RUN_FILES, resume_training, train
 
 __all__ = [
     "RUN_FILES",

@@ -23,7 +23,8 @@ from cervixnet.data.manifest import read_manifest
 from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, Splits, split_patients
 from cervixnet.errors import ConfigError, check_output_folder
-from cervixnet.runs.train import TrainResult, train
+from cervixnet.runs.scoring import TrainResult
+from cervixnet.runs.train import train
 from cervixnet.training.fit import build_model
 from cervixnet.training.plan import plan_run
 

@@ -27,7 +27,8 @@ from cervixnet.data.sources import prepared_data, resolve_data
 from cervixnet.data.splits import SPLIT_NAMES, cross_validation_splits
 from cervixnet.errors import ConfigError, check_output_folder
 from cervixnet.fileio import atomic_write_json
-from cervixnet.runs.train import TrainResult, train
+from cervixnet.runs.scoring import TrainResult
+from cervixnet.runs.train import train
 from cervixnet.training.plan import plan_run
 
 # Test-split figures summarised across folds: (name in the summary, section, key).

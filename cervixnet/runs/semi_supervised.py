@@ -13,9 +13,12 @@ folder, each an ordinary step of cervixnet:
    organ; ``keep_fraction`` of the scans, the least uncertain, are kept, as ST++ keeps its
    reliable half (Yang et al., CVPR 2022). ``pseudo_labels.csv`` lists every scan with its
    uncertainty and whether it was kept.
-3. **The student** (``RUN/``): trained anew from random initialisation (as in Noisy Student,
-   Xie et al., CVPR 2020) on the annotated training scans and the kept pseudo-labelled ones,
-   with the teacher's configuration and number of optimizer steps; augmentation is the noise.
+3. **The student** (``RUN/``): the teacher's network, started from the teacher's weights
+   (``student_start: teacher``; ``random`` starts anew, as Noisy Student: Xie et al., CVPR
+   2020), trained on the annotated training scans and the kept pseudo-labelled ones for the
+   teacher's number of optimizer steps, with the annotated scans repeated to make up at
+   least ``annotated_share`` of each epoch (half, as semi-supervised segmentation methods
+   draw a labelled and an unlabelled batch each step). Augmentation is the noise.
    Pseudo-labelled scans carry no label, so the label loss never sees them. The student is
    scored and its folder completed as any run's; ``metrics.json`` also holds the teacher's
    figures.
@@ -29,6 +32,7 @@ path changes, and any Keras backend runs it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import shutil
@@ -41,7 +45,7 @@ import keras
 import numpy as np
 
 from cervixnet import run_folder
-from cervixnet.config import Config, load_config
+from cervixnet.config import Config, SemiSupervisedConfig, load_config
 from cervixnet.data.sources import resolve_data
 from cervixnet.data.splits import Splits
 from cervixnet.ensemble import load_postprocessing, segment
@@ -86,7 +90,7 @@ def train_semi_supervised(
         DataError: no unannotated scan of a training patient to learn from, besides the
             errors of any run.
     """
-    from cervixnet.runs.train import score_run
+    from cervixnet.runs.scoring import score_run
     from cervixnet.training.fit import fit_run
 
     run_dir = Path(run_dir)
@@ -113,14 +117,24 @@ def train_semi_supervised(
     pseudo_dir = run_dir / PSEUDO_LABEL_DIR
     if not (pseudo_dir / PSEUDO_LABEL_TABLE).is_file():
         echo(f"Semi-supervised training, 2 of 3: pseudo-labels in {pseudo_dir}")
-        write_pseudo_labels(teacher_dir, teacher_config, splits, pseudo_dir, cache_root, echo)
+        write_pseudo_labels(
+            teacher_dir,
+            teacher_config,
+            splits,
+            pseudo_dir,
+            config.training.semi_supervised.keep_fraction,
+            cache_root,
+            echo,
+        )
     pseudo_labels = read_pseudo_labels(pseudo_dir)
 
     student_resumed = (run_dir / run_folder.CONFIG).is_file()
     student_config = (
         load_config(run_dir / run_folder.CONFIG)
         if student_resumed
-        else student_settings(teacher_config, pseudo_dir / TEACHER_WEIGHTS)
+        else student_settings(
+            teacher_config, config.training.semi_supervised, pseudo_dir / TEACHER_WEIGHTS
+        )
     )
     echo(
         f"Semi-supervised training, 3 of 3: the student, on the annotated scans and "
@@ -164,17 +178,22 @@ def _check_some_unannotated(config: Config, cache_root: str | Path | None) -> No
         )
 
 
-def student_settings(teacher: Config, teacher_weights: Path | None = None) -> Config:
-    """The student's configuration: the teacher's as it ran (planned values included), for as
-    many optimizer steps as the teacher took when they were planned or set; with epochs set
-    by the user, as many epochs (so more steps, over more scans). With ``student_start:
-    teacher`` it starts from ``teacher_weights``."""
-    changes: dict = {}
+def student_settings(
+    teacher: Config, semi_supervised: SemiSupervisedConfig, teacher_weights: Path
+) -> Config:
+    """The student's configuration: the teacher's as it ran (planned values included) with the
+    run's ``semi_supervised`` settings, for as many optimizer steps as the teacher took when
+    they were planned or set; with epochs set by the user, as many epochs (so more steps, over
+    more scans). With ``student_start: teacher`` it starts from ``teacher_weights``."""
+    changes: dict = {
+        f"training.semi_supervised.{key}": value
+        for key, value in dataclasses.asdict(semi_supervised).items()
+    }
     if isinstance(teacher.training.steps, int):
         changes["training.epochs"] = None
-    if teacher.training.semi_supervised.student_start == "teacher":
+    if semi_supervised.student_start == "teacher":
         changes["model.weights"] = str(teacher_weights)
-    return teacher.replace(changes) if changes else teacher
+    return teacher.replace(changes)
 
 
 def write_pseudo_labels(
@@ -182,6 +201,7 @@ def write_pseudo_labels(
     config: Config,
     splits: Splits,
     out_dir: Path,
+    keep_fraction: float = 0.5,
     cache_root: str | Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> Path:
@@ -213,7 +233,7 @@ def write_pseudo_labels(
         masks.append(mask)
         organ.append(int(np.count_nonzero(mask)))
         uncertainty.append(pixel_uncertainty(probabilities, organ[-1]))
-    kept = choose_reliable(np.array(uncertainty), config.training.semi_supervised.keep_fraction)
+    kept = choose_reliable(np.array(uncertainty), keep_fraction)
     for number in range(len(masks)):  # empty masks are never kept
         kept[number] &= organ[number] > 0
 
@@ -249,7 +269,7 @@ def write_pseudo_labels(
         shutil.rmtree(staging, ignore_errors=True)
     echo(
         f"Pseudo-labels: {int(np.sum(kept))} of {len(positions)} unannotated scans kept "
-        f"(the {config.training.semi_supervised.keep_fraction:.0%} least uncertain with an organ)"
+        f"(the {keep_fraction:.0%} least uncertain with an organ)"
     )
     return out_dir / PSEUDO_LABEL_TABLE
 
