@@ -296,3 +296,40 @@ def test_anatomy_errors_summary_leaves_out_what_was_not_measured() -> None:
     assert summary["mae_mm"] == pytest.approx(2.0)  # |-1|, |1|, |4|
     assert summary["bias_mm"] == pytest.approx(4 / 3)
     assert summary["max_abs_mm"] == pytest.approx(4.0)
+
+
+def test_the_semi_supervised_benchmark_nests_its_shares_and_blanks_only_the_others(tmp_path):
+    import csv
+
+    from benchmarks.semi_supervised import annotated_share, summarise, write_manifest
+    from cervixnet.data.manifest import read_manifest
+    from tests.conftest import write_tiny_dataset
+
+    patients = tuple(f"p{k:02d}" for k in range(10))
+    tenth, quarter = (annotated_share(patients, f, seed=3) for f in (0.1, 0.25))
+    assert len(tenth) == 2 and len(quarter) == 2 and tenth <= quarter  # at least 2 patients
+    half = annotated_share(patients, 0.5, seed=3)
+    assert len(half) == 5 and quarter <= half
+    assert annotated_share(patients, 1.0, seed=3) == set(patients)
+
+    source = write_tiny_dataset(tmp_path / "data", n_patients=4)
+    written = write_manifest(source, tmp_path / "blanked", keep={"p00", "p03"})
+    manifest = read_manifest(written)
+    for record in manifest.records:
+        assert record.unannotated == (record.patient_id not in {"p00", "p03"})
+        assert record.image.is_file()
+    with source.open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == len(manifest.records)
+
+    def fold(k, dice):
+        return {"fold": k, "dice": dice, "hd95_mm": 2.0, "hc_mae_mm": 3.0}
+
+    summary = summarise(
+        {
+            "supervised 0.1": [fold(1, 0.90), fold(2, 0.92)],
+            "semi-supervised 0.1": [fold(1, 0.93), fold(2, 0.92)],
+            "supervised 1": [fold(1, 0.97), fold(2, 0.96)],
+        }
+    )
+    assert summary["differences"]["0.1"]["dice"]["per_fold"] == pytest.approx([0.03, 0.0])
+    assert set(summary["differences"]) == {"0.1"}
