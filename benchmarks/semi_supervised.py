@@ -45,16 +45,19 @@ def annotated_share(patients: tuple[str, ...], fraction: float, seed: int) -> se
 
 def write_manifest(source: Path, out_dir: Path, keep: set[str]) -> Path:
     """A copy of the manifest ``source`` in ``out_dir`` whose rows of patients outside
-    ``keep`` have neither mask nor label; paths made absolute, so no image is copied."""
+    ``keep`` have neither mask (of any column), Bézier outline nor label; paths made absolute,
+    so no image is copied."""
     with source.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or []), list(reader)
     for row in rows:
-        for column in ("image", "mask"):
+        for column in [c for c in columns if c == "image" or c.endswith("mask")]:
             if row.get(column):
                 row[column] = str((source.parent / row[column]).resolve())
-        if row["patient_id"] not in keep:
-            row["mask"], row["label"] = "", ""
+        if row["patient_id"] not in keep:  # no mask of any class, no outline, no label
+            for column in columns:
+                if column in ("label", "bezier") or column.endswith("mask"):
+                    row[column] = ""
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "manifest.csv"
     with target.open("w", newline="", encoding="utf-8") as handle:
