@@ -13,7 +13,9 @@ at every share.
 - `semi-supervised`: `cervixnet train --semi-supervised`: the teacher's pseudo-labels of the
   unannotated scans, then a student trained on both.
 
-Every run has the same --steps. Both are scored on the fold's test patients at each scan's own
+Every run has the same --steps; the student starts from its teacher, so `--control also`
+(or `only`) adds supervised training for twice the steps, the compute of both together.
+Each is scored on the fold's test patients at each scan's own
 size (`benchmarks.real_data_recipe.score_run`): Dice, HD95 and, with the manifest's
 `head_circumference_mm`, the head circumference error (`cervixnet.measure`). The figures per
 fold, their mean and spread, and the paired difference semi-supervised - supervised with its
@@ -77,6 +79,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="semi-supervised-runs", help="folder for the runs")
     parser.add_argument("--out", required=True, help="JSON file of the figures")
+    parser.add_argument(
+        "--control",
+        choices=("off", "also", "only"),
+        default="off",
+        help="supervised training for twice the steps (the teacher's and the student's "
+        "together) beside the two recipes, or alone",
+    )
     args = parser.parse_args()
     cervixnet_first()
     import keras
@@ -109,22 +118,37 @@ def main() -> None:
             config = base.replace(
                 {"data.path": str(data.parent), "training.semi_supervised.enabled": semi}
             )
-            keras.backend.clear_session()
-            started = time.perf_counter()
-            run = train(config, folder / "run", splits=splits, verbose=0)
-            minutes = (time.perf_counter() - started) / 60
-            manifest = read_manifest(Path(run.metrics["prepared_data"]) / "manifest.csv")
+            runs, metrics = {}, {}
+            if args.control != "only":
+                keras.backend.clear_session()
+                started = time.perf_counter()
+                run = train(config, folder / "run", splits=splits, verbose=0)
+                minutes = (time.perf_counter() - started) / 60
+                metrics = run.metrics
+                runs["supervised"] = folder / "run" / "teacher" if semi else folder / "run"
+                if semi:
+                    runs["semi-supervised"] = folder / "run"
+            if args.control != "off" and semi:
+                keras.backend.clear_session()
+                started = time.perf_counter()
+                twice = config.replace(
+                    {"training.semi_supervised.enabled": False, "training.steps": 2 * args.steps}
+                )
+                run = train(twice, folder / "run-twice-the-steps", splits=splits, verbose=0)
+                minutes = (time.perf_counter() - started) / 60
+                metrics = metrics or run.metrics
+                runs["supervised-2x-steps"] = folder / "run-twice-the-steps"
+            if not runs:
+                continue
+            manifest = read_manifest(Path(metrics["prepared_data"]) / "manifest.csv")
             test = splits.indices(manifest)["test"]
-            runs = {"supervised": folder / "run" / "teacher" if semi else folder / "run"}
-            if semi:
-                runs["semi-supervised"] = folder / "run"
             for name, run_dir in runs.items():
                 figures = score_run(run_dir, manifest, test)
                 figures.update(
                     fold=k,
                     annotated_patients=len(splits.train) + len(splits.val),
                     unannotated_scans=len(splits.unannotated_indices(manifest)),
-                    pseudo_labelled=run.metrics.get("semi_supervised", {}).get("pseudo_labelled", 0)
+                    pseudo_labelled=metrics.get("semi_supervised", {}).get("pseudo_labelled", 0)
                     if name == "semi-supervised"
                     else 0,
                     minutes_all_stages=round(minutes, 2),
@@ -151,7 +175,14 @@ def summarise(results: dict[str, list[dict]]) -> dict:
         summary["recipes"][name] = {"folds": folds, "summary": stats}
         if name.startswith("semi-supervised "):
             share = name.split()[-1]
-            summary["differences"][share] = paired_difference(folds, results[f"supervised {share}"])
+            if f"supervised {share}" in results:
+                summary["differences"][share] = paired_difference(
+                    folds, results[f"supervised {share}"]
+                )
+            if f"supervised-2x-steps {share}" in results:
+                summary["differences"][f"{share} against twice the steps"] = paired_difference(
+                    folds, results[f"supervised-2x-steps {share}"]
+                )
     return summary
 
 
