@@ -241,12 +241,12 @@ def write_pseudo_labels(
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
+        (staging / "masks").mkdir()
         rows = []
         scale = 255 if len(config.data.classes) == 1 else 1
         for number, position in enumerate(positions):
             record = manifest.records[position]
             name = f"masks/{number:05d}.png"
-            (staging / "masks").mkdir(exist_ok=True)
             cv2.imwrite(str(staging / name), (masks[number] * scale).astype(np.uint8))
             rows.append(
                 {
