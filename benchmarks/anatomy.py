@@ -129,6 +129,7 @@ def main() -> None:
     cervixnet_first()
 
     from cervixnet.config import load_config
+    from cervixnet.data.synthetic import GENERATOR_VERSION
     from cervixnet.runs import train
 
     config = load_config(
@@ -146,6 +147,7 @@ def main() -> None:
     planned = load_config(run_dir / "config.yaml")
     result = {
         "data": "built-in synthetic set (SyntheticSpec(), 354 images)",
+        "generator_version": GENERATOR_VERSION,
         "arch": planned.arch,
         "classes": CLASSES,
         "steps": args.steps,

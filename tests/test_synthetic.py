@@ -127,9 +127,9 @@ def _sector(image: np.ndarray) -> np.ndarray:
 
 
 def test_the_cervix_is_elongated_and_large(default):
-    """Longer than wide along its canal (os to os against across it: measured 1.50 to 2.51,
-    median 2.29) and covering a large part of the sector (measured 1.8 to 19 %, median
-    9.8 %; of the image 1.1 to 12 %, median 6.3 %)."""
+    """Longer than wide along its canal (os to os against across it: measured 1.10 to 2.08,
+    median 1.56) and filling a large part of the sector, as a zoomed transvaginal view does
+    (measured 4.3 to 50 %, median 26 %; of the image 2.7 to 32 %, median 16 %)."""
     ratios, of_sector, of_image = [], [], []
     for row in read_rows(default):
         mask = cv2.imread(str(default.parent / row["mask"]), cv2.IMREAD_GRAYSCALE) > 0
@@ -143,9 +143,9 @@ def test_the_cervix_is_elongated_and_large(default):
         ratios.append(length / width)
         of_sector.append(mask.sum() / _sector(image).sum())
         of_image.append(mask.mean())
-    assert min(ratios) > 1.4 and np.median(ratios) > 2.0
-    assert min(of_sector) > 0.015 and np.median(of_sector) > 0.08
-    assert min(of_image) > 0.008 and max(of_image) < 0.2
+    assert min(ratios) > 1.05 and np.median(ratios) > 1.4
+    assert min(of_sector) > 0.03 and np.median(of_sector) > 0.2
+    assert min(of_image) > 0.02 and max(of_image) < 0.4
 
 
 def test_cervix_is_brighter_than_its_surroundings(small):
@@ -307,8 +307,8 @@ def test_the_lips_split_the_mask_along_a_canal_of_known_length(default):
     side) and the posterior (id 2), either side of its canal, whose true length is
     ``canal_length_mm``. The canal measured between the lips
     (``cervixnet.measure.canal_length``) agrees with it (measured over the 354 images: mean
-    absolute error 0.37 mm, largest 0.73 mm), and the cervical length of the one-class mask
-    with ``cervical_length_mm`` (over all 354: mean +0.22 mm, largest 0.47 mm)."""
+    absolute error 0.28 mm, largest 0.55 mm), and the cervical length of the one-class mask
+    with ``cervical_length_mm`` (over all 354: mean +0.19 mm, largest 0.47 mm)."""
     from cervixnet.measure import canal_length, cervical_length
 
     canal_errors, length_errors = [], []
@@ -334,9 +334,9 @@ def test_the_lips_split_the_mask_along_a_canal_of_known_length(default):
 def test_a_tiny_two_lip_model_learns_both_lips(tmp_path):
     """A tiny U-Net (8 filters, depth 3, 48 x 64 inputs, 120 steps) trained through
     ``cervixnet.runs.train`` on 24 synthetic images, with ``data.classes: [anterior_lip,
-    posterior_lip]`` and ``data.mask_column: lips_mask``, reaches a Dice of 0.67 and 0.68 on
-    the lips of its 5 test images (measured; bound 0.3). Chance is about 0.06: each lip covers
-    about 3 % of an image, and predicting a lip everywhere scores 2p / (1 + p)."""
+    posterior_lip]`` and ``data.mask_column: lips_mask``, reaches a Dice of 0.76 and 0.77 on
+    the lips of its 5 test images (measured; bound 0.45). Chance is about 0.15: each lip covers
+    about 8 % of an image, and predicting a lip everywhere scores 2p / (1 + p)."""
     from cervixnet.config import load_config
     from cervixnet.runs import train
 
@@ -366,4 +366,4 @@ def test_a_tiny_two_lip_model_learns_both_lips(tmp_path):
     classes = result.metrics["splits"]["test"]["segmentation"]["classes"]
     assert list(classes) == ["anterior_lip", "posterior_lip"]
     for name, figures in classes.items():
-        assert figures["dice_mean"] > 0.3, (name, figures)
+        assert figures["dice_mean"] > 0.45, (name, figures)

@@ -8,8 +8,8 @@ the box. See ``docs/synthetic-data.md`` for pictures and the full description.
 What is drawn, per image: a sector-shaped field of view (apex at the top centre, black
 outside) with multiplicative speckle, depth-dependent attenuation, layered tissue with bright
 and dark blobs, fluid-filled regions (a bladder, amniotic fluid beyond the internal os), and
-the cervix as transvaginal scans show it: an elongated body just below the probe, longer than
-wide, whose outline is exactly the smooth Bézier outline
+the cervix as transvaginal scans show it: a thick body just below the probe, longer than wide
+and filling a large part of the sector, whose outline is exactly the smooth Bézier outline
 (:func:`cervixnet.data.bezier.rasterize`) of the four control points written to the manifest
 (external os, one side, internal os, other side). The endocervical canal runs along its long
 axis from the external os (the end nearer the probe) to the internal os; the two lips either
@@ -65,7 +65,7 @@ GENERATOR_INFO_NAME = "generator.json"
 _GENERATOR_ID = "cervixnet.data.synthetic"
 # Bumped whenever the generator draws different images for the same spec, so that the
 # cache of the built-in data set (cervixnet.data.sources) is regenerated.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 _MANIFEST_COLUMNS = (
     "image",
     "patient_id",
@@ -104,7 +104,9 @@ class SyntheticSpec:
             ``1 +- site_gain_spread / 2``.
         fov_depth_mm: imaging depth covered by the sector's radius; the pixel spacing is this
             depth divided by the radius in pixels, so a cervix of given length in mm spans the
-            same fraction of every image, whatever its size.
+            same fraction of every image, whatever its size. Default 45 mm: the view zoomed
+            onto the cervix, as cervical-length guidelines ask, so that it fills a large part
+            of the sector; ``length_max_mm`` may be at most 1.15 times it.
         fov_depth_jitter_mm: per-image standard deviation of the imaging depth.
         length_mean_mm: mean cervical length of the population (``mean_L``).
         length_sd_mm: its standard deviation (``sd_L``).
@@ -135,7 +137,7 @@ class SyntheticSpec:
     caliper_probability: float = 0.85
     n_sites: int = 2
     site_gain_spread: float = 0.2
-    fov_depth_mm: float = 60.0
+    fov_depth_mm: float = 45.0
     fov_depth_jitter_mm: float = 1.0
     length_mean_mm: float = 35.0
     length_sd_mm: float = 8.0
@@ -194,8 +196,8 @@ class SyntheticSpec:
             fail("length_sd_mm", "positive")
         if not 0 < self.length_min_mm <= self.length_mean_mm <= self.length_max_mm:
             fail("length_mean_mm", "between length_min_mm > 0 and length_max_mm")
-        if self.length_max_mm > 0.95 * self.fov_depth_mm:
-            fail("length_max_mm", f"at most 0.95 * fov_depth_mm = {0.95 * self.fov_depth_mm}")
+        if self.length_max_mm > 1.15 * self.fov_depth_mm:
+            fail("length_max_mm", f"at most 1.15 * fov_depth_mm = {1.15 * self.fov_depth_mm:g}")
         if not 0.0 <= self.funnel_min <= self.funnel_max <= 0.8:
             fail("funnel_max", "with 0 <= funnel_min <= funnel_max <= 0.8")
         beta = tuple(self.heterogeneity_beta)
@@ -478,14 +480,15 @@ def _render(
     if patient.funnel > 0:
         funnel = float(np.clip(patient.funnel * (1.0 + 0.1 * rng.standard_normal()), 0.05, 0.8))
     hetero = float(np.clip(patient.heterogeneity + 0.05 * rng.standard_normal(), 0.0, 1.0))
-    # An elongated body: 11 to 18 mm wide (thicker when longer), at most 0.65 x its length.
-    width_mm = 9.0 + 0.18 * length_mm + rng.normal(0.0, 1.0)
-    width_mm = float(np.clip(width_mm, 0.4 * length_mm, 0.65 * length_mm))
+    # A thick body, 17 to 27 mm across its canal for most lengths (thicker when longer), 0.45
+    # to 0.9 x its length.
+    width_mm = 12.0 + 0.3 * length_mm + rng.normal(0.0, 1.5)
+    width_mm = float(np.clip(width_mm, 0.45 * length_mm, 0.9 * length_mm))
     length_px, width_px = length_mm / spacing, width_mm / spacing
     asym = rng.uniform(-0.15, 0.15)
-    # The widest part lies towards the external os (the lips), the body tapers to the
-    # internal os.
-    shifts = rng.uniform(0.02, 0.16, 2) * length_px
+    # The widest part lies at or a little towards the external os (the lips); the internal
+    # os end stays blunt, as the cervix joins the lower uterine segment there.
+    shifts = rng.uniform(0.0, 0.08, 2) * length_px
     gap = patient.offset[1] * radius  # from the probe's arc to the cervix' nearest point
     # Up to 30 jittered placements around the patient's, each less tilted and more central
     # than the one before; then level, centred, ever deeper.
@@ -582,19 +585,21 @@ def _render(
     side = np.where(small_lips == 1, 1.0, -1.0).astype(np.float32)
     cervix = level * np.exp(0.6 * hetero * mottle + 0.1 * fine + lip_contrast * side)
 
-    # Endocervical canal from the external to the internal os, slightly bowed: a thin line of
-    # mucosa (echogenic or hypoechoic) with the glandular zone around it.
+    # Endocervical canal from the external to the internal os, slightly bowed: a line of
+    # mucosa 0.8 mm across (echogenic or hypoechoic), whatever the export's pixel size, in the
+    # glandular zone around it, mostly darker than the lips (hypoechoic) and never invisible.
     t = np.linspace(0.0, 1.0, 24)[:, None]
     canal = (external + (internal - external) * t + v * bow * 4 * t * (1 - t)) * s
     lips, canal_mm = _lips(mask, external, internal, v, bow, spacing)
     canal_layer = np.zeros((h2, w2), dtype=np.float32)
     glands = np.zeros((h2, w2), dtype=np.float32)
-    cv2.polylines(canal_layer, [_fixed(canal)], False, 1.0, 1, cv2.LINE_AA, 4)
+    mucosa_px = max(1, round(0.8 / spacing * s))
+    cv2.polylines(canal_layer, [_fixed(canal)], False, 1.0, mucosa_px, cv2.LINE_AA, 4)
     cv2.polylines(
         glands, [_fixed(canal)], False, 1.0, max(2, round(0.25 * width_px * s)), cv2.LINE_AA, 4
     )
     glands = cv2.GaussianBlur(glands, (0, 0), 0.05 * width_px + 0.5)
-    glandular = rng.uniform(-0.35, 0.25)
+    glandular = rng.uniform(0.12, 0.3) * (-1.0 if rng.random() < 0.7 else 1.0)
     echogenic = rng.random() < 0.6
     cervix *= np.exp(glandular * glands) * (1.0 + (1.4 if echogenic else -0.8) * canal_layer)
 
