@@ -480,7 +480,7 @@ def _render(
     if patient.funnel > 0:
         funnel = float(np.clip(patient.funnel * (1.0 + 0.1 * rng.standard_normal()), 0.05, 0.8))
     hetero = float(np.clip(patient.heterogeneity + 0.05 * rng.standard_normal(), 0.0, 1.0))
-    # A thick body, 17 to 27 mm across its canal for most lengths (thicker when longer), 0.45
+    # A thick body, 18 to 28 mm across its canal for nine in ten (thicker when longer), 0.45
     # to 0.9 x its length.
     width_mm = 12.0 + 0.3 * length_mm + rng.normal(0.0, 1.5)
     width_mm = float(np.clip(width_mm, 0.45 * length_mm, 0.9 * length_mm))
