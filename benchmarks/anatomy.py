@@ -15,7 +15,7 @@ spacing:
 - the same canal length measured on the reference lips (`lips/`): the floor the measurement
   itself sets.
 
-    python -m benchmarks.anatomy --steps 600 --out anatomy.json
+    python -m benchmarks.anatomy --steps 960 --out anatomy.json
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def format_summary(result: dict) -> str:
 
 def main() -> None:
     parser = parser_from_docstring(__doc__)
-    parser.add_argument("--steps", type=int, default=600, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=960, help="optimizer steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="anatomy-runs", help="folder for the run folder")
     parser.add_argument("--cache-dir", default=None, help="synthetic and prepared data cache")
