@@ -66,6 +66,8 @@ _GENERATOR_ID = "cervixnet.data.synthetic"
 # Bumped whenever the generator draws different images for the same spec, so that the
 # cache of the built-in data set (cervixnet.data.sources) is regenerated.
 GENERATOR_VERSION = 4
+# The longest cervix that still fits the sector, laid level, per mm of imaging depth.
+_LONGEST_PER_DEPTH = 1.15
 _MANIFEST_COLUMNS = (
     "image",
     "patient_id",
@@ -196,8 +198,9 @@ class SyntheticSpec:
             fail("length_sd_mm", "positive")
         if not 0 < self.length_min_mm <= self.length_mean_mm <= self.length_max_mm:
             fail("length_mean_mm", "between length_min_mm > 0 and length_max_mm")
-        if self.length_max_mm > 1.15 * self.fov_depth_mm:
-            fail("length_max_mm", f"at most 1.15 * fov_depth_mm = {1.15 * self.fov_depth_mm:g}")
+        longest = _LONGEST_PER_DEPTH * self.fov_depth_mm
+        if self.length_max_mm > longest:
+            fail("length_max_mm", f"at most {_LONGEST_PER_DEPTH} * fov_depth_mm = {longest:g}")
         if not 0.0 <= self.funnel_min <= self.funnel_max <= 0.8:
             fail("funnel_max", "with 0 <= funnel_min <= funnel_max <= 0.8")
         beta = tuple(self.heterogeneity_beta)
